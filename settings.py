@@ -1,0 +1,47 @@
+"""Configuration from the environment; defaults are the runbook's names.
+
+AWS goes through boto3's own chain (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL) and Temporal
+through the SDK's environment configuration (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TLS, API
+key), so neither is duplicated here.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    # Temporal
+    task_queue: str = Field("runbooks", alias="RUNBOOK_TASK_QUEUE")
+    temporal_ui_url: str = Field("http://127.0.0.1:8233", alias="TEMPORAL_UI_URL")
+
+    # The Revenue Context Engine (runbook.md, "Quick Reference" and procedures)
+    db_instance_id: str = Field("prod-revenue-context-db", alias="RDS_INSTANCE_ID")
+    ecs_cluster: str = Field("prod-revenue-context", alias="ECS_CLUSTER")
+    api_base_url: str = Field("https://api.prod.revenue-context.com", alias="API_BASE_URL")
+    database_url: str = Field("postgresql://127.0.0.1:5432/revenue_context", alias="DATABASE_URL")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", alias="REDIS_URL")
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
+
+    # Notifications
+    slack_webhook_url: str | None = Field(None, alias="SLACK_WEBHOOK_URL")
+    cloudwatch_dashboard_url: str = Field(
+        "https://console.aws.amazon.com/cloudwatch/home?region=us-east-1"
+        "#dashboards:name=production-revenue-context",
+        alias="CLOUDWATCH_DASHBOARD_URL",
+    )
+    grafana_url: str = Field("https://grafana.company.com/d/revenue-context", alias="GRAFANA_URL")
+
+    # The embedded local stack keeps its pid files, logs and data here.
+    state_dir: Path = Field(PROJECT_DIR / ".runbook", alias="RUNBOOK_STATE_DIR")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
