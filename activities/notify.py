@@ -1,0 +1,124 @@
+"""Slack incoming-webhook notifications as Block Kit messages.
+
+The webhook URL is a secret: it stays in the worker's settings and never appears in a
+result, an error message or a log line.
+"""
+
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+Kind = Literal["approval_request", "escalation", "resolved", "failed", "rejected", "info"]
+EMOJI: dict[str, str] = {
+    "approval_request": ":raised_hand:",
+    "escalation": ":rotating_light:",
+    "resolved": ":white_check_mark:",
+    "failed": ":x:",
+    "rejected": ":no_entry_sign:",
+    "info": ":information_source:",
+}
+
+
+class Link(BaseModel):
+    label: str
+    url: str
+
+
+class Notification(BaseModel):
+    kind: Kind = "info"
+    title: str
+    severity: str
+    text: str
+    fields: dict[str, str] = {}
+    links: list[Link] = []
+
+
+class NotifyResult(BaseModel):
+    delivered: bool
+    detail: str
+
+
+def slack_blocks(note: Notification) -> dict[str, Any]:
+    """Block Kit payload; `text` is the fallback shown in push notifications."""
+    headline = f"{EMOJI[note.kind]} [{note.severity}] {note.title}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": note.text[:3000]}},
+    ]
+    if note.fields:
+        blocks.append(
+            {
+                "type": "section",
+                # Slack allows at most 10 fields a section.
+                "fields": [
+                    {"type": "mrkdwn", "text": f"*{k}*\n{v}"[:2000]}
+                    for k, v in list(note.fields.items())[:10]
+                ],
+            }
+        )
+    if note.links:
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": ln.label},
+                        "url": ln.url,
+                    }
+                    for ln in note.links[:5]
+                ],
+            }
+        )
+    return {"text": headline, "blocks": blocks}
+
+
+def temporal_ui_run_url(ui_url: str, namespace: str, workflow_id: str, run_id: str) -> str:
+    wid = quote(workflow_id, safe="")
+    return f"{ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{wid}/{run_id}/history"
+
+
+class NotifyActivities:
+    def __init__(
+        self,
+        slack_webhook_url: str | None,
+        http: httpx.AsyncClient,
+        temporal_ui_url: str,
+        dashboards: list[Link],
+    ) -> None:
+        self._slack_url = slack_webhook_url
+        self._http = http
+        self._ui_url = temporal_ui_url
+        self._dashboards = dashboards
+
+    def _with_links(self, note: Notification) -> Notification:
+        """Every message links to its run in the Temporal UI and to the dashboards."""
+        info = activity.info()
+        run = temporal_ui_run_url(
+            self._ui_url, info.workflow_namespace, info.workflow_id, info.workflow_run_id
+        )
+        links = [Link(label="Temporal run", url=run), *self._dashboards, *note.links]
+        return note.model_copy(update={"links": links})
+
+    @activity.defn(name="notify.slack")
+    async def slack(self, note: Notification) -> NotifyResult:
+        if not self._slack_url:
+            return NotifyResult(delivered=False, detail="SLACK_WEBHOOK_URL is not configured")
+        try:
+            resp = await self._http.post(
+                self._slack_url, json=slack_blocks(self._with_links(note)), timeout=10
+            )
+        except httpx.HTTPError as err:
+            # The message of an httpx error names the URL: keep only its type.
+            raise ApplicationError(f"Slack webhook unreachable: {type(err).__name__}") from None
+        if resp.status_code != 200:
+            # 4xx means the payload or the webhook is wrong: retrying will not help, except 429.
+            permanent = 400 <= resp.status_code < 500 and resp.status_code != 429
+            raise ApplicationError(
+                f"Slack webhook answered {resp.status_code}", non_retryable=permanent
+            )
+        return NotifyResult(delivered=True, detail="sent to Slack")

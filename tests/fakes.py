@@ -1,0 +1,94 @@
+"""Fake activities for workflow-logic tests: same names and models as the real ones (which
+have their own tests against moto, PostgreSQL and the sandbox), with recorded calls."""
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.cloudwatch import MetricRequest, MetricSummary
+from activities.health import HealthRequest, HealthResult, WaitHealthyRequest
+from activities.notify import Notification, NotifyResult
+from activities.postgres import IdleInTransactionRequest, IdleInTransactionResult
+from activities.rds import (
+    DbInstance,
+    DbInstanceRequest,
+    FailoverRequest,
+    FailoverResult,
+    WaitAvailableRequest,
+    WaitAvailableResult,
+)
+
+
+@dataclass
+class FakeSystems:
+    multi_az: bool = True
+    failover_error: str | None = None
+    notify_fails: bool = False
+    calls: list[str] = field(default_factory=list)
+    notes: list[Notification] = field(default_factory=list)
+    # When set, the wait for the instance holds until the test releases it.
+    release_wait: asyncio.Event | None = None
+
+    def activities(self) -> list[Any]:
+        @activity.defn(name="rds.describe_instance")
+        async def describe(req: DbInstanceRequest) -> DbInstance:
+            self.calls.append("describe")
+            return DbInstance(
+                db_instance_id=req.db_instance_id,
+                status="available",
+                engine="postgres",
+                instance_class="db.r6g.large",
+                multi_az=self.multi_az,
+                availability_zone="us-east-1a",
+                secondary_availability_zone="us-east-1b" if self.multi_az else None,
+            )
+
+        @activity.defn(name="rds.force_failover")
+        async def force_failover(req: FailoverRequest) -> FailoverResult:
+            self.calls.append("force_failover")
+            if self.failover_error:
+                raise ApplicationError(self.failover_error, type="Boom", non_retryable=True)
+            return FailoverResult(rebooted=True, reason="failover started", status="rebooting")
+
+        @activity.defn(name="rds.wait_available")
+        async def wait_available(req: WaitAvailableRequest) -> WaitAvailableResult:
+            self.calls.append("wait_available")
+            if self.release_wait:
+                await self.release_wait.wait()
+            return WaitAvailableResult(
+                status="available", availability_zone="us-east-1b", waited_seconds=90, polls=18
+            )
+
+        @activity.defn(name="cloudwatch.metric_statistics")
+        async def metric(req: MetricRequest) -> MetricSummary:
+            self.calls.append(f"metric {req.metric_name}")
+            return MetricSummary(
+                metric_name=req.metric_name, datapoints=[], latest={"Average": 480}, peak={}
+            )
+
+        @activity.defn(name="health.check")
+        async def check(req: HealthRequest) -> HealthResult:
+            self.calls.append(f"health {req.path}")
+            return HealthResult(path=req.path, ok=False, status_code=503, latency_ms=3)
+
+        @activity.defn(name="health.wait_healthy")
+        async def wait_healthy(req: WaitHealthyRequest) -> HealthResult:
+            self.calls.append("wait_healthy")
+            return HealthResult(path=req.path, ok=True, status_code=200, latency_ms=3)
+
+        @activity.defn(name="postgres.idle_in_transaction")
+        async def idle(req: IdleInTransactionRequest) -> IdleInTransactionResult:
+            self.calls.append("idle_in_transaction")
+            return IdleInTransactionResult(count=0, oldest_seconds=None)
+
+        @activity.defn(name="notify.slack")
+        async def slack(note: Notification) -> NotifyResult:
+            if self.notify_fails:
+                raise ApplicationError("Slack webhook answered 500", non_retryable=True)
+            self.notes.append(note)
+            return NotifyResult(delivered=True, detail="sent")
+
+        return [describe, force_failover, wait_available, metric, check, wait_healthy, idle, slack]

@@ -1,0 +1,172 @@
+"""DatabaseFailover workflow logic on the time-skipping test server, with fake activities."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from tests.fakes import FakeSystems
+from workflows.db_failover import DatabaseFailover, DbFailoverInput
+from workflows.models import Approval, Rejection, RunbookResult, RunbookStatus
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@asynccontextmanager
+async def running(env: WorkflowEnvironment, fakes: FakeSystems) -> AsyncIterator[str]:
+    queue = f"test-{uuid.uuid4()}"
+    async with Worker(
+        env.client, task_queue=queue, workflows=[DatabaseFailover], activities=fakes.activities()
+    ):
+        yield queue
+
+
+async def start(client: Client, queue: str, **fields: object) -> WorkflowHandle:
+    inp = DbFailoverInput(requested_by="alice", **fields)  # type: ignore[arg-type]
+    return await client.start_workflow(
+        DatabaseFailover.run, inp, id=f"db-failover/{uuid.uuid4()}", task_queue=queue
+    )
+
+
+async def until(handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool]) -> RunbookStatus:
+    for _ in range(200):
+        status = await handle.query(DatabaseFailover.status)
+        if ready(status):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition never held; last status {status}")
+
+
+def gate_open(status: RunbookStatus) -> bool:
+    return status.pending_gate is not None
+
+
+async def test_approved_by_update_fails_over_once_and_notifies(ts_env: WorkflowEnvironment) -> None:
+    fakes = FakeSystems()
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue)
+        status = await until(handle, gate_open)
+        assert status.pending_gate and "us-east-1a -> us-east-1b" in status.pending_gate.plan[0]
+        ack = await handle.execute_update(DatabaseFailover.approve, Approval(approver="bob"))
+        assert ack.approved and ack.decided_by == "bob"
+        result: RunbookResult = await handle.result()
+    assert result.outcome == "completed"
+    assert fakes.calls.count("force_failover") == 1
+    assert {"wait_available", "wait_healthy", "idle_in_transaction"} <= set(fakes.calls)
+    assert [n.kind for n in fakes.notes] == ["approval_request", "resolved"]
+    verdicts = {f.check: f.verdict for f in result.findings}
+    assert (
+        verdicts["/health/detailed"] == "failing" and verdicts["DatabaseConnections"] == "failing"
+    )
+    assert result.decision and result.decision.decided_by == "bob"
+
+
+async def test_rejection_ends_cleanly_and_changes_nothing(ts_env: WorkflowEnvironment) -> None:
+    fakes = FakeSystems()
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue)
+        await until(handle, gate_open)
+        await handle.execute_update(
+            DatabaseFailover.reject, Rejection(approver="bob", reason="DBA is on it")
+        )
+        result: RunbookResult = await handle.result()
+    assert result.outcome == "rejected" and "DBA is on it" in result.summary
+    assert "force_failover" not in fakes.calls
+    assert fakes.notes[-1].kind == "rejected"
+
+
+async def test_dry_run_returns_the_plan_and_changes_nothing(ts_env: WorkflowEnvironment) -> None:
+    fakes = FakeSystems()
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue, dry_run=True)
+        result: RunbookResult = await handle.result()
+    assert result.outcome == "dry_run"
+    assert result.plan[0].startswith("Reboot prod-revenue-context-db with force-failover")
+    assert "force_failover" not in fakes.calls and not fakes.notes
+
+
+async def test_gate_times_out_after_the_severity_response_time(ts_env: WorkflowEnvironment) -> None:
+    fakes = FakeSystems()
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue, severity="P0")
+        result: RunbookResult = await handle.result()  # skips the 15 minutes of P0
+    assert result.outcome == "not_approved"
+    assert "P0 response time" in result.summary
+    assert "force_failover" not in fakes.calls
+    timeout_step = next(s for s in result.timeline if s.name == "gate failover timed out")
+    assert "0:15:00" in timeout_step.detail
+
+
+async def test_failing_action_is_notified_and_fails_the_run(ts_env: WorkflowEnvironment) -> None:
+    fakes = FakeSystems(failover_error="RDS said no")
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue)
+        await until(handle, gate_open)
+        await handle.execute_update(DatabaseFailover.approve, Approval(approver="bob"))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        status = await handle.query(DatabaseFailover.status)
+    assert "RDS said no" in str(failed.value.cause)
+    assert fakes.notes[-1].kind == "failed" and "RDS said no" in fakes.notes[-1].text
+    assert status.outcome == "failed"
+    assert [s.outcome for s in status.timeline if s.name == "reboot with force-failover"] == [
+        "failed"
+    ]
+
+
+async def test_not_multi_az_is_refused_without_a_gate(ts_env: WorkflowEnvironment) -> None:
+    fakes = FakeSystems(multi_az=False)
+    async with running(ts_env, fakes) as queue:
+        result: RunbookResult = await (await start(ts_env.client, queue)).result()
+    assert result.outcome == "refused" and "not Multi-AZ" in result.summary
+    assert "force_failover" not in fakes.calls
+
+
+async def test_invalid_decisions_are_refused(dev_env: WorkflowEnvironment) -> None:
+    # On the dev server: the time-skipping server loses track of rejected updates.
+    fakes = FakeSystems(release_wait=asyncio.Event())
+    async with running(dev_env, fakes) as queue:
+        handle = await start(dev_env.client, queue)
+        await until(handle, gate_open)
+        with pytest.raises(WorkflowUpdateFailedError) as self_approval:
+            await handle.execute_update(DatabaseFailover.approve, Approval(approver="alice"))
+        assert "second person" in str(self_approval.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError) as nameless:
+            await handle.execute_update(DatabaseFailover.approve, Approval(approver=" "))
+        assert "approver" in str(nameless.value.cause)
+        # A signal cannot be refused to its sender: it is recorded in the timeline instead.
+        await handle.signal(DatabaseFailover.approve_signal, Approval(approver="alice"))
+        await until(handle, lambda s: any(t.outcome == "refused" for t in s.timeline))
+        await handle.signal(DatabaseFailover.approve_signal, Approval(approver="carol"))
+        await until(handle, lambda s: s.phase == "verify")
+        with pytest.raises(WorkflowUpdateFailedError) as closed:
+            await handle.execute_update(DatabaseFailover.approve, Approval(approver="dave"))
+        assert fakes.release_wait
+        fakes.release_wait.set()
+        result: RunbookResult = await handle.result()
+    assert result.outcome == "completed" and result.decision
+    assert result.decision.decided_by == "carol"
+    assert "no approval gate is open" in str(closed.value.cause)
+
+
+async def test_started_with_empty_input_uses_the_runbook_defaults(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    fakes = FakeSystems()
+    async with running(ts_env, fakes) as queue:
+        handle = await ts_env.client.start_workflow(
+            "DatabaseFailover", {}, id=f"db-failover/{uuid.uuid4()}", task_queue=queue
+        )
+        status = await until(handle, gate_open)
+    assert status.resource == "prod-revenue-context-db" and status.severity == "P1"
+    assert status.pending_gate and status.pending_gate.requested_by == "temporal-ui"

@@ -1,0 +1,305 @@
+"""runbook.md, procedure 1: Database Failover."""
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.cloudwatch import CloudWatchActivities, MetricRequest, MetricSummary
+    from activities.health import HealthActivities, HealthRequest, HealthResult, WaitHealthyRequest
+    from activities.postgres import (
+        IdleInTransactionRequest,
+        IdleInTransactionResult,
+        PostgresActivities,
+    )
+    from activities.rds import (
+        IN_PROGRESS,
+        DbInstance,
+        DbInstanceRequest,
+        FailoverRequest,
+        RdsActivities,
+        WaitAvailableRequest,
+    )
+
+from workflows.base import READ_RETRY, RunbookWorkflow, failure_message
+from workflows.models import Finding, Outcome, RunbookInput, RunbookResult
+
+CONNECTIONS_HIGH = 400  # the `db-connections-high` alarm's threshold
+CPU_HIGH = 80.0  # the `db-cpu-high` alarm's threshold, percent
+MUTATE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=["NotMultiAZ", "InvalidParameterCombination", "DBInstanceNotFound"],
+)
+
+
+class DbFailoverInput(RunbookInput):
+    db_instance_id: str = Field("prod-revenue-context-db", min_length=1, max_length=63)
+    # RDS Multi-AZ failovers take 60-120 s and sometimes far longer.
+    failover_timeout_seconds: int = Field(1200, ge=60, le=3 * 3600)
+    health_timeout_seconds: int = Field(300, ge=10, le=3600)
+    poll_seconds: float = Field(5.0, gt=0, le=60)
+    # Above this many sessions idle in transaction after recovery, the run reports a leak.
+    leak_threshold: int = Field(0, ge=0)
+
+
+class FailoverPlan(BaseModel):
+    action: Literal["failover", "wait_only", "refuse"]
+    summary: str
+    steps: list[str]
+    from_az: str | None = None
+    to_az: str | None = None
+
+
+def judge_instance(db: DbInstance) -> Finding:
+    verdict = "ok" if db.status == "available" else "degraded"
+    azs = f"primary {db.availability_zone}"
+    if db.secondary_availability_zone:
+        azs += f", standby {db.secondary_availability_zone}"
+    return Finding(
+        check="rds instance",
+        verdict=verdict,
+        summary=f"{db.db_instance_id} {db.status}, Multi-AZ {db.multi_az}, {azs}",
+        data=db.model_dump(),
+    )
+
+
+def judge_metric(limit: float, unit: str) -> Callable[[MetricSummary], Finding]:
+    def judge(metric: MetricSummary) -> Finding:
+        value = metric.latest.get("Average")
+        if value is None:
+            return Finding(check=metric.metric_name, verdict="unavailable", summary="no datapoints")
+        verdict = "failing" if value >= limit else "ok"
+        return Finding(
+            check=metric.metric_name,
+            verdict=verdict,
+            summary=f"{value:.0f}{unit} average (alarm at {limit:.0f}{unit})",
+            data={"latest": value, "peak": metric.peak.get("Average")},
+        )
+
+    return judge
+
+
+def judge_health(health: HealthResult) -> Finding:
+    if health.ok:
+        return Finding(check=health.path, verdict="ok", summary="200", data=health.model_dump())
+    detail = health.error or f"HTTP {health.status_code}"
+    down = [
+        name
+        for name, check in ((health.body or {}).get("checks") or {}).items()
+        if isinstance(check, dict) and check.get("status") not in ("up", "ok", "healthy")
+    ]
+    if down:
+        detail += f"; failing: {', '.join(down)}"
+    return Finding(check=health.path, verdict="failing", summary=detail, data=health.model_dump())
+
+
+def make_plan(inp: DbFailoverInput, db: DbInstance | None) -> FailoverPlan:
+    """Pure: what would be done, and why."""
+    name = inp.db_instance_id
+    if db is None:
+        return FailoverPlan(
+            action="refuse",
+            summary=f"{name} could not be described: nothing is done blind",
+            steps=["Escalate to the Database Team (dba@company.com)"],
+        )
+    if not db.multi_az:
+        return FailoverPlan(
+            action="refuse",
+            summary=f"{name} is not Multi-AZ: a forced failover is impossible",
+            steps=["Escalate to the Database Team (dba@company.com)"],
+        )
+    verify = [
+        f"Wait until {name} is available on the new primary (typically 2-5 minutes)",
+        "Verify /health/detailed answers 200",
+        "Count sessions idle in transaction (connection leaks)",
+    ]
+    if db.status in IN_PROGRESS:
+        return FailoverPlan(
+            action="wait_only",
+            summary=f"{name} is already {db.status}: no second failover, only wait and verify",
+            steps=verify,
+            from_az=db.availability_zone,
+        )
+    if db.status != "available":
+        return FailoverPlan(
+            action="refuse",
+            summary=f"{name} is {db.status!r}: a failover needs 'available'",
+            steps=["Escalate to the Database Team (dba@company.com)"],
+        )
+    to_az = db.secondary_availability_zone or "the standby"
+    return FailoverPlan(
+        action="failover",
+        summary=f"Fail {name} over from {db.availability_zone} to {to_az}",
+        steps=[
+            f"Reboot {name} with force-failover: primary {db.availability_zone} -> {to_az}",
+            *verify,
+        ],
+        from_az=db.availability_zone,
+        to_az=db.secondary_availability_zone,
+    )
+
+
+@workflow.defn(name="DatabaseFailover")
+class DatabaseFailover(RunbookWorkflow):
+    procedure = "db-failover"
+
+    @workflow.run
+    async def run(self, inp: DbFailoverInput) -> RunbookResult:
+        self.begin(inp, inp.db_instance_id)
+        self.tag(inp.severity)
+        findings, db = await self._diagnose(inp)
+        plan = make_plan(inp, db)
+        self.set_phase("plan")
+        self.record("plan", "info", plan.summary)
+        if plan.action == "refuse":
+            await self.notify(
+                "failed", f"db-failover refused for {inp.db_instance_id}", plan.summary, {}
+            )
+            return self.finish("refused", plan.summary, findings, plan.steps)
+        if inp.dry_run:
+            return self.finish("dry_run", f"Dry run: {plan.summary}", findings, plan.steps)
+        if plan.action == "failover":
+            decision = await self.gate("failover", plan.summary, plan.steps)
+            if not decision.approved:
+                return await self._not_approved(findings, plan, decision.timed_out)
+        try:
+            summary = await self._remediate(inp, plan)
+        except ActivityError as err:
+            await self._fail(plan, err)
+        await self.notify("resolved", f"db-failover done for {inp.db_instance_id}", summary, {})
+        return self.finish("completed", summary, findings, plan.steps)
+
+    async def _diagnose(self, inp: DbFailoverInput) -> tuple[list[Finding], DbInstance | None]:
+        dims = {"DBInstanceIdentifier": inp.db_instance_id}
+        results = await self.check_all(
+            self.check(
+                "rds instance",
+                self._read(
+                    RdsActivities.describe_instance,
+                    DbInstanceRequest(db_instance_id=inp.db_instance_id),
+                ),
+                judge_instance,
+            ),
+            self.check(
+                "DatabaseConnections",
+                self._read(
+                    CloudWatchActivities.metric_statistics,
+                    MetricRequest(metric_name="DatabaseConnections", dimensions=dims, minutes=10),
+                ),
+                judge_metric(CONNECTIONS_HIGH, ""),
+            ),
+            self.check(
+                "CPUUtilization",
+                self._read(
+                    CloudWatchActivities.metric_statistics,
+                    MetricRequest(metric_name="CPUUtilization", dimensions=dims, minutes=10),
+                ),
+                judge_metric(CPU_HIGH, "%"),
+            ),
+            self.check(
+                "/health/detailed",
+                self._read(HealthActivities.check, HealthRequest(path="/health/detailed")),
+                judge_health,
+            ),
+        )
+        findings = [finding for finding, _ in results]
+        db = results[0][1]
+        return findings, db
+
+    def _read(self, method: Any, arg: Any) -> Any:
+        return workflow.execute_activity_method(
+            method, arg, start_to_close_timeout=timedelta(seconds=20), retry_policy=READ_RETRY
+        )
+
+    async def _remediate(self, inp: DbFailoverInput, plan: FailoverPlan) -> str:
+        self.set_phase("act")
+        name = inp.db_instance_id
+        if plan.action == "failover":
+            await self.step(
+                "reboot with force-failover",
+                workflow.execute_activity_method(
+                    RdsActivities.force_failover,
+                    FailoverRequest(db_instance_id=name, expected_primary_az=plan.from_az),
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=MUTATE_RETRY,
+                ),
+                lambda r: r.reason,
+            )
+        self.set_phase("verify")
+        available = await self.step(
+            "wait until available",
+            workflow.execute_activity_method(
+                RdsActivities.wait_available,
+                WaitAvailableRequest(
+                    db_instance_id=name,
+                    previous_primary_az=plan.from_az,
+                    poll_seconds=inp.poll_seconds,
+                ),
+                start_to_close_timeout=timedelta(seconds=inp.failover_timeout_seconds),
+                heartbeat_timeout=timedelta(seconds=max(30, inp.poll_seconds * 4)),
+                retry_policy=READ_RETRY,
+            ),
+            lambda r: f"available in {r.availability_zone} after {r.waited_seconds:.0f}s",
+        )
+        await self.step(
+            "verify /health/detailed",
+            workflow.execute_activity_method(
+                HealthActivities.wait_healthy,
+                WaitHealthyRequest(path="/health/detailed"),
+                start_to_close_timeout=timedelta(seconds=inp.health_timeout_seconds),
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=READ_RETRY,
+            ),
+            lambda r: f"200 in {r.latency_ms:.0f} ms",
+        )
+        leaks = await self._leak_check(inp)
+        return f"{name} available on {available.availability_zone}, /health/detailed 200; {leaks}"
+
+    async def _leak_check(self, inp: DbFailoverInput) -> str:
+        try:
+            result: IdleInTransactionResult = await self.step(
+                "check idle-in-transaction sessions",
+                self._read(PostgresActivities.idle_in_transaction, IdleInTransactionRequest()),
+                lambda r: f"{r.count} idle in transaction",
+            )
+        except ActivityError as err:
+            return f"leak check unavailable ({failure_message(err)})"
+        if result.count > inp.leak_threshold:
+            self.record("connection leak", "info", f"{result.count} sessions idle in transaction")
+            return f"{result.count} sessions idle in transaction: look for a connection leak"
+        return "no sessions idle in transaction"
+
+    async def _not_approved(
+        self, findings: list[Finding], plan: FailoverPlan, timed_out: bool
+    ) -> RunbookResult:
+        decision = self._decision
+        if timed_out or decision is None:
+            outcome: Outcome = "not_approved"
+            summary = f"Not approved within the {self._input.severity} response time"
+        else:
+            outcome = "rejected"
+            summary = f"Rejected by {decision.decided_by}: {decision.comment}"
+        summary += "; nothing was changed"
+        await self.notify("rejected", f"db-failover not run for {self._resource}", summary, {})
+        return self.finish(outcome, summary, findings, plan.steps)
+
+    async def _fail(self, plan: FailoverPlan, err: ActivityError) -> None:
+        reason = failure_message(err)
+        self._outcome = "failed"
+        self.set_phase("failed")
+        await self.notify(
+            "failed",
+            f"db-failover FAILED for {self._resource}",
+            f"{plan.summary}: {reason}. Escalate to the Database Team (dba@company.com).",
+            {},
+        )
+        raise ApplicationError(
+            f"db-failover failed: {reason}", type="RunbookFailed", non_retryable=True
+        )

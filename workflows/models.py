@@ -1,0 +1,141 @@
+"""Models every procedure shares: inputs' common fields, the timeline, the gate, the result."""
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+Severity = Literal["P0", "P1", "P2", "P3"]
+SEVERITIES: tuple[Severity, ...] = ("P0", "P1", "P2", "P3")
+Trigger = Literal["ui", "cli", "alarm", "schedule"]
+Verdict = Literal["ok", "degraded", "failing", "unavailable"]
+Outcome = Literal["completed", "dry_run", "rejected", "not_approved", "refused", "failed"]
+StepOutcome = Literal["running", "ok", "failed", "skipped", "refused", "info"]
+
+# runbook.md, "Response Time SLAs" and "Escalation Matrix"; P3 is "next business day".
+RESPONSE_TIME: dict[str, timedelta] = {
+    "P0": timedelta(minutes=15),
+    "P1": timedelta(hours=1),
+    "P2": timedelta(hours=4),
+    "P3": timedelta(hours=24),
+}
+
+
+class RunbookInput(BaseModel):
+    """Fields every procedure's input has; `{}` from the Temporal UI gets these defaults."""
+
+    severity: Severity = "P1"
+    dry_run: bool = False
+    requested_by: str = Field("temporal-ui", min_length=1, max_length=100)
+    trigger: Trigger = "ui"
+    # None: the severity's response time (runbook.md SLAs).
+    approval_timeout_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+
+    @field_validator("requested_by")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+    def approval_timeout(self) -> timedelta:
+        if self.approval_timeout_seconds is not None:
+            return timedelta(seconds=self.approval_timeout_seconds)
+        return RESPONSE_TIME[self.severity]
+
+
+class Finding(BaseModel):
+    """One diagnosis check: what it saw and what it means."""
+
+    check: str
+    verdict: Verdict
+    summary: str
+    data: dict[str, Any] = {}
+
+
+class Step(BaseModel):
+    name: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    outcome: StepOutcome = "running"
+    detail: str = ""
+
+
+class Decision(BaseModel):
+    """An approval or a rejection, as the gate judges it."""
+
+    approver: str = ""
+    approve: bool = True
+    comment: str = ""
+    params: dict[str, str] = {}
+
+
+class Approval(BaseModel):
+    """Sent by Update or signal `approve`, e.g. `{"approver": "bob"}`."""
+
+    approver: str = ""
+    comment: str = ""
+    # Parameters the plan asks the approver for (e.g. a new budget), as text.
+    params: dict[str, str] = {}
+
+    def as_decision(self) -> Decision:
+        return Decision(approver=self.approver, comment=self.comment, params=self.params)
+
+
+class Rejection(BaseModel):
+    """Sent by Update or signal `reject`, e.g. `{"approver": "bob", "reason": "not now"}`."""
+
+    approver: str = ""
+    reason: str = ""
+
+    def as_decision(self) -> Decision:
+        return Decision(approver=self.approver, approve=False, comment=self.reason)
+
+
+class PendingGate(BaseModel):
+    gate: str
+    requested_at: datetime
+    expires_at: datetime
+    requested_by: str
+    severity: Severity
+    summary: str
+    plan: list[str]
+
+
+class GateResult(BaseModel):
+    approved: bool
+    timed_out: bool = False
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    comment: str = ""
+    params: dict[str, str] = {}
+
+
+class DecisionAck(BaseModel):
+    gate: str
+    approved: bool
+    decided_by: str
+
+
+class RunbookStatus(BaseModel):
+    workflow_id: str
+    procedure: str
+    resource: str
+    severity: Severity
+    phase: str
+    pending_gate: PendingGate | None
+    timeline: list[Step]
+    outcome: Outcome | None = None
+
+
+class RunbookResult(BaseModel):
+    workflow_id: str
+    procedure: str
+    resource: str
+    severity: Severity
+    outcome: Outcome
+    summary: str
+    findings: list[Finding] = []
+    plan: list[str] = []
+    decision: GateResult | None = None
+    timeline: list[Step] = []

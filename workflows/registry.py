@@ -1,0 +1,34 @@
+"""Every procedure by its CLI name: the workflow, its input model and the workflow id."""
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from workflows.base import RunbookWorkflow
+from workflows.db_failover import DatabaseFailover, DbFailoverInput
+from workflows.models import RunbookInput
+
+
+@dataclass(frozen=True)
+class Procedure:
+    name: str
+    workflow: type[RunbookWorkflow]
+    input_model: type[RunbookInput]
+    # The input field naming the resource: one workflow per resource at a time.
+    resource_field: str
+
+    @property
+    def workflow_type(self) -> str:
+        defn = getattr(self.workflow, "__temporal_workflow_definition")
+        return str(defn.name)
+
+    def workflow_id(self, inp: BaseModel) -> str:
+        return f"{self.name}/{getattr(inp, self.resource_field)}"
+
+
+PROCEDURES: dict[str, Procedure] = {
+    p.name: p
+    for p in (Procedure("db-failover", DatabaseFailover, DbFailoverInput, "db_instance_id"),)
+}
+
+WORKFLOWS: list[type] = [p.workflow for p in PROCEDURES.values()]
