@@ -10,6 +10,9 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
@@ -45,3 +48,11 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+async def temporal_client() -> Client:
+    """Temporal through the SDK's environment configuration (TEMPORAL_ADDRESS, namespace, TLS,
+    API key), with the pydantic converter every client, worker and replayer shares."""
+    config = ClientConfig.load_client_connect_config()
+    config.setdefault("target_host", "localhost:7233")
+    return await Client.connect(**config, data_converter=pydantic_data_converter)

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -9,8 +10,6 @@ import boto3
 import httpx
 from botocore.config import Config
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 
 from activities.cloudwatch import CloudWatchActivities
@@ -18,7 +17,7 @@ from activities.health import HealthActivities
 from activities.notify import Link, NotifyActivities
 from activities.postgres import PostgresActivities
 from activities.rds import RdsActivities
-from settings import Settings, get_settings
+from settings import Settings, get_settings, temporal_client
 from workflows.registry import WORKFLOWS
 
 log = logging.getLogger("runbook.worker")
@@ -28,13 +27,6 @@ log = logging.getLogger("runbook.worker")
 AWS_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=20
 )
-
-
-async def connect() -> Client:
-    """Temporal through the SDK's environment configuration (TEMPORAL_ADDRESS, ...)."""
-    config = ClientConfig.load_client_connect_config()
-    config.setdefault("target_host", "localhost:7233")
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
 
 
 def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
@@ -77,11 +69,15 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
-    client = await connect()
-    async with httpx.AsyncClient() as http:
-        worker = build_worker(client, settings, http)
+    client = await temporal_client()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    async with httpx.AsyncClient() as http, build_worker(client, settings, http):
         log.info("worker polling task queue %s", settings.task_queue)
-        await worker.run()
+        await stop.wait()
+        # Leaving the block shuts the worker down gracefully: running activities finish
+        # or are cancelled, and Temporal hands the workflows to the next worker.
 
 
 if __name__ == "__main__":
