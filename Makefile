@@ -1,0 +1,42 @@
+# Everything a newcomer needs comes from pip: no Docker, no system packages.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint format stack-up stack-down stack-status clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install  ## start the embedded stack and run the db-failover demo to the end
+	$(BIN)/runbook demo db-failover
+
+test: install  ## the whole suite, on real servers started by the tests
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+stack-up: install
+	$(BIN)/runbook stack up
+
+stack-down: install
+	$(BIN)/runbook stack down
+
+stack-status: install
+	$(BIN)/runbook stack status
+
+clean: stack-down
+	rm -rf .runbook
