@@ -554,7 +554,12 @@ class Stack:
     def _running_pid(self, unit: str) -> int | None:
         """The pid in the pid file if that process is still the one we started."""
         found = self._pid_meta(unit)
-        return found[0] if found is not None and _is_ours(*found) else None
+        if found is None:
+            return None
+        child = _CHILDREN.get(found[0])
+        if child is not None and child.poll() is not None:  # our child exited: reap it
+            _CHILDREN.pop(found[0], None)
+        return found[0] if _is_ours(*found) else None
 
     def _recorded_ports(self, unit: str) -> dict[str, int]:
         found = self._pid_meta(unit)
