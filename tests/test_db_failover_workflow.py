@@ -16,6 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.fakes import FakeSystems
+from tests.temporal_env import keep_history
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
 from workflows.models import Approval, Rejection, RunbookResult, RunbookStatus
 
@@ -80,6 +81,7 @@ async def test_rejection_ends_cleanly_and_changes_nothing(ts_env: WorkflowEnviro
             DatabaseFailover.reject, Rejection(approver="bob", reason="DBA is on it")
         )
         result: RunbookResult = await handle.result()
+        await keep_history(handle, "db_failover_rejected")
     assert result.outcome == "rejected" and "DBA is on it" in result.summary
     assert "force_failover" not in fakes.calls
     assert fakes.notes[-1].kind == "rejected"
@@ -90,6 +92,7 @@ async def test_dry_run_returns_the_plan_and_changes_nothing(ts_env: WorkflowEnvi
     async with running(ts_env, fakes) as queue:
         handle = await start(ts_env.client, queue, dry_run=True)
         result: RunbookResult = await handle.result()
+        await keep_history(handle, "db_failover_dry_run")
     assert result.outcome == "dry_run"
     assert result.plan[0].startswith("Reboot prod-revenue-context-db with force-failover")
     assert "force_failover" not in fakes.calls and not fakes.notes
@@ -100,6 +103,7 @@ async def test_gate_times_out_after_the_severity_response_time(ts_env: WorkflowE
     async with running(ts_env, fakes) as queue:
         handle = await start(ts_env.client, queue, severity="P0")
         result: RunbookResult = await handle.result()  # skips the 15 minutes of P0
+        await keep_history(handle, "db_failover_gate_timed_out")
     assert result.outcome == "not_approved"
     assert "P0 response time" in result.summary
     assert "force_failover" not in fakes.calls
@@ -116,6 +120,7 @@ async def test_failing_action_is_notified_and_fails_the_run(ts_env: WorkflowEnvi
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
         status = await handle.query(DatabaseFailover.status)
+        await keep_history(handle, "db_failover_action_failed")
     assert "RDS said no" in str(failed.value.cause)
     assert fakes.notes[-1].kind == "failed" and "RDS said no" in fakes.notes[-1].text
     assert status.outcome == "failed"

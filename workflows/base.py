@@ -47,6 +47,10 @@ def failure_message(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+def describe_finding(finding: Finding) -> str:
+    return f"{finding.verdict}: {finding.summary}"
+
+
 class RunbookWorkflow:
     procedure = "runbook"
 
@@ -134,7 +138,7 @@ class RunbookWorkflow:
     ) -> tuple[Finding, T | None]:
         """A read-only diagnosis check: a failure becomes an 'unavailable' finding."""
         try:
-            result = await self.step(name, action, lambda r: judge(r).summary)
+            result = await self.step(name, action, lambda r: describe_finding(judge(r)))
         except ActivityError as err:
             return Finding(check=name, verdict="unavailable", summary=failure_message(err)), None
         return judge(result), result

@@ -100,6 +100,19 @@ def judge_health(health: HealthResult) -> Finding:
     return Finding(check=health.path, verdict="failing", summary=detail, data=health.model_dump())
 
 
+def judge_idle(threshold: int) -> Callable[[IdleInTransactionResult], Finding]:
+    def judge(idle: IdleInTransactionResult) -> Finding:
+        oldest = f", oldest {idle.oldest_seconds:.0f}s" if idle.oldest_seconds else ""
+        return Finding(
+            check="idle in transaction",
+            verdict="degraded" if idle.count > threshold else "ok",
+            summary=f"{idle.count} sessions idle in transaction{oldest}",
+            data=idle.model_dump(),
+        )
+
+    return judge
+
+
 def make_plan(inp: DbFailoverInput, db: DbInstance | None) -> FailoverPlan:
     """Pure: what would be done, and why."""
     name = inp.db_instance_id
@@ -207,6 +220,11 @@ class DatabaseFailover(RunbookWorkflow):
                 "/health/detailed",
                 self._read(HealthActivities.check, HealthRequest(path="/health/detailed")),
                 judge_health,
+            ),
+            self.check(
+                "idle in transaction",
+                self._read(PostgresActivities.idle_in_transaction, IdleInTransactionRequest()),
+                judge_idle(inp.leak_threshold),
             ),
         )
         findings = [finding for finding, _ in results]

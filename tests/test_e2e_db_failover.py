@@ -1,0 +1,127 @@
+"""End to end on the Temporal dev server: the real worker and activities, the sandbox, the CLI."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+
+from settings import Settings
+from tests.temporal_env import keep_history
+from worker import build_worker
+from workflows.registry import WORKFLOWS
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+async def worker(
+    dev_env: WorkflowEnvironment, stack_env: dict[str, str], aws_env: dict[str, str]
+) -> AsyncIterator[dict[str, str]]:
+    """A real worker in this process; returns the environment the CLI needs to reach it."""
+    queue = f"e2e-{time.monotonic_ns()}"
+    settings = Settings.model_validate({**stack_env, "RUNBOOK_TASK_QUEUE": queue})
+    async with httpx.AsyncClient() as http, build_worker(dev_env.client, settings, http):
+        target = dev_env.client.service_client.config.target_host
+        yield {**os.environ, **stack_env, "RUNBOOK_TASK_QUEUE": queue, "TEMPORAL_ADDRESS": target}
+
+
+async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in its own process; in a thread, so the worker in this event loop runs on."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "starter.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_failover_started_and_approved_by_cli(
+    worker: dict[str, str], sandbox_url: str, dev_env: WorkflowEnvironment
+) -> None:
+    sandbox = httpx.Client(base_url=sandbox_url, timeout=10)
+    sandbox.post("/control/reset").raise_for_status()
+    sandbox.post("/control/heal-delay", json={"seconds": 2}).raise_for_status()
+    sandbox.post("/control/incidents/db-failover").raise_for_status()
+    assert sandbox.get("/health/detailed").status_code == 503
+
+    started = await cli(
+        worker,
+        "start",
+        "db-failover",
+        "--requested-by",
+        "alice",
+        "--set",
+        "poll_seconds=0.5",
+        "--json",
+    )
+    assert started.returncode == 0, started.stderr
+    workflow_id = json.loads(started.stdout)["workflow_id"]
+    assert workflow_id == "db-failover/prod-revenue-context-db"
+
+    again = await cli(worker, "start", "db-failover", "--requested-by", "carol", "--json")
+    assert json.loads(again.stdout)["run_id"] == json.loads(started.stdout)["run_id"]
+
+    pending = await wait_until(worker, "pending")
+    assert pending[0]["workflow_id"] == workflow_id and pending[0]["requested_by"] == "alice"
+
+    self_approval = await cli(worker, "approve", workflow_id, "--as", "alice")
+    assert self_approval.returncode == 2 and "second person" in self_approval.stderr
+
+    approved = await cli(worker, "approve", workflow_id, "--as", "bob", "--comment", "go")
+    assert approved.returncode == 0, approved.stderr
+
+    done = await cli(worker, "status", workflow_id, "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert status["state"] == "COMPLETED" and status["outcome"] == "completed"
+    steps = {s["name"]: s for s in status["timeline"]}
+    assert steps["reboot with force-failover"]["outcome"] == "ok"
+    assert "us-east-1b" in steps["wait until available"]["detail"]
+    assert steps["verify /health/detailed"]["outcome"] == "ok"
+    assert steps["check idle-in-transaction sessions"]["detail"] == "0 idle in transaction"
+
+    state = sandbox.get("/control/state").json()
+    assert state["reboot_count"] == 1 and state["failover_count"] == 1
+    assert sandbox.get("/health/detailed").status_code == 200
+    kinds = [m["text"] for m in sandbox.get("/slack/messages").json()]
+    assert any("approval needed" in k for k in kinds) and any("done" in k for k in kinds)
+
+    closed = await cli(worker, "approve", workflow_id, "--as", "dave")
+    assert closed.returncode == 2 and "finished" in closed.stderr
+
+    handle = dev_env.client.get_workflow_handle(workflow_id)
+    await replay(await handle.fetch_history())
+    await keep_history(handle, "db_failover_e2e_approved")
+
+
+async def test_cli_refuses_unknown_workflow(worker: dict[str, str]) -> None:
+    result = await cli(worker, "status", "db-failover/no-such-db")
+    assert result.returncode == 2 and "no workflow with id" in result.stderr
+
+
+async def replay(history: WorkflowHistory) -> None:
+    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
+        history
+    )
+
+
+async def wait_until(env: dict[str, str], key: str, timeout: float = 30) -> list[dict]:
+    """`runbook pending --json` until it lists something (visibility is eventually consistent)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := json.loads((await cli(env, "pending", "--json")).stdout)[key]:
+            return value
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{key} stayed empty")
