@@ -24,6 +24,7 @@ from workflows.models import (
     Finding,
     GateResult,
     Outcome,
+    ParamSpec,
     PendingGate,
     Rejection,
     RunbookInput,
@@ -169,8 +170,11 @@ class RunbookWorkflow:
 
     # ---- the approval gate --------------------------------------------------------------
 
-    async def gate(self, gate: str, summary: str, plan: list[str]) -> GateResult:
-        """Ask a human, wait for a decision until the severity's response time runs out."""
+    async def gate(
+        self, gate: str, summary: str, plan: list[str], params: list[ParamSpec] | None = None
+    ) -> GateResult:
+        """Ask a human, wait for a decision until the severity's response time runs out.
+        `params` are numbers the approver may give (checked against their bounds)."""
         inp = self._input
         now = workflow.now()
         timeout = inp.approval_timeout()
@@ -183,6 +187,7 @@ class RunbookWorkflow:
             severity=inp.severity,
             summary=summary,
             plan=plan,
+            params=params or [],
         )
         self.set_phase("awaiting approval")
         workflow.upsert_search_attributes([sa.GATE.value_set("waiting")])
@@ -219,6 +224,18 @@ class RunbookWorkflow:
                 f"approver: {decision.approver!r} requested this run; on {self._input.severity} "
                 "a second person must decide"
             )
+        return self._param_refusal(decision.params)
+
+    def _param_refusal(self, given: dict[str, str]) -> str | None:
+        assert self._pending is not None
+        specs = {spec.name: spec for spec in self._pending.params}
+        unknown = sorted(set(given) - set(specs))
+        if unknown:
+            allowed = ", ".join(specs) or "none"
+            return f"params: {', '.join(unknown)} not asked for by this gate; allowed: {allowed}"
+        for name, text in given.items():
+            if refusal := specs[name].check(text):
+                return refusal
         return None
 
     def _take(self, decision: Decision) -> DecisionAck:
@@ -229,7 +246,10 @@ class RunbookWorkflow:
             decided_by=who,
             decided_at=workflow.now(),
             comment=decision.comment,
-            params=decision.params,
+            params={
+                **{spec.name: f"{spec.default:g}" for spec in self._pending.params},
+                **decision.params,
+            },
         )
         verb = "approved" if decision.approve else "rejected"
         self.record(f"gate {self._pending.gate} {verb}", "ok", f"by {who}: {decision.comment}")

@@ -92,6 +92,29 @@ class Rejection(BaseModel):
         return Decision(approver=self.approver, approve=False, comment=self.reason)
 
 
+class ParamSpec(BaseModel):
+    """A number the approver may give with an approval, e.g. the new daily budget."""
+
+    name: str
+    minimum: float
+    maximum: float
+    default: float
+    integer: bool = False
+    help: str = ""
+
+    def check(self, text: str) -> str | None:
+        """Why `text` is not an allowed value, or None."""
+        allowed = f"{self.minimum:g} to {self.maximum:g}"
+        try:
+            value = int(text) if self.integer else float(text)
+        except ValueError:
+            kind = "a whole number" if self.integer else "a number"
+            return f"params.{self.name}: {text!r} is not {kind}; allowed: {allowed}"
+        if not self.minimum <= value <= self.maximum:
+            return f"params.{self.name}: {text} is out of bounds; allowed: {allowed}"
+        return None
+
+
 class PendingGate(BaseModel):
     gate: str
     requested_at: datetime
@@ -100,6 +123,7 @@ class PendingGate(BaseModel):
     severity: Severity
     summary: str
     plan: list[str]
+    params: list[ParamSpec] = []
 
 
 class GateResult(BaseModel):
@@ -108,7 +132,11 @@ class GateResult(BaseModel):
     decided_by: str | None = None
     decided_at: datetime | None = None
     comment: str = ""
+    # The approver's parameters merged over the defaults, validated against their bounds.
     params: dict[str, str] = {}
+
+    def number(self, name: str) -> float:
+        return float(self.params[name])
 
 
 class DecisionAck(BaseModel):
