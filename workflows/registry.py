@@ -28,7 +28,10 @@ class Procedure:
 
 PROCEDURES: dict[str, Procedure] = {
     p.name: p
-    for p in (Procedure("db-failover", DatabaseFailover, DbFailoverInput, "db_instance_id"),)
+    for p in (
+        Procedure("db-failover", DatabaseFailover, DbFailoverInput, "db_instance_id"),
+        # one line a procedure
+    )
 }
 
 WORKFLOWS: list[type] = [p.workflow for p in PROCEDURES.values()]
