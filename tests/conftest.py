@@ -3,11 +3,11 @@ for the session, on free ports in a fresh state dir. Workflow tests use the SDK'
 WorkflowEnvironment (tests/temporal_env.py), not the stack's Temporal."""
 
 import os
+import random
 import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -27,14 +27,27 @@ AWS_VARS = (
 
 
 def free_ports(names: tuple[str, ...] = tuple(DEFAULT_PORTS)) -> dict[str, int]:
-    """Distinct free ports, so a test stack never collides with a running one."""
-    with ExitStack() as held:
-        ports = {}
-        for name in names:
-            sock = held.enter_context(socket.socket())
-            sock.bind(("127.0.0.1", 0))
-            ports[name] = sock.getsockname()[1]
-        return ports
+    """Distinct free ports below the kernel's ephemeral range: a port handed out by bind(0)
+    can be taken by an outgoing connection (Temporal opens many) before the server binds it."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError):
+        ephemeral = 32768
+    chosen: dict[str, int] = {}
+    while len(chosen) < len(names):
+        port = random.randrange(10000, ephemeral)
+        if port not in chosen.values() and bindable(port):
+            chosen[names[len(chosen)]] = port
+    return chosen
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def embedded_environ() -> dict[str, str]:
