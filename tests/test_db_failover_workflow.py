@@ -4,6 +4,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import pytest
 from temporalio.client import (
@@ -18,7 +19,7 @@ from temporalio.worker import Worker
 from tests.fakes import FakeSystems
 from tests.temporal_env import keep_history
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
-from workflows.models import Approval, Rejection, RunbookResult, RunbookStatus
+from workflows.models import AlarmDelivery, Approval, Rejection, RunbookResult, RunbookStatus
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -175,3 +176,23 @@ async def test_started_with_empty_input_uses_the_runbook_defaults(
         status = await until(handle, gate_open)
     assert status.resource == "prod-revenue-context-db" and status.severity == "P1"
     assert status.pending_gate and status.pending_gate.requested_by == "temporal-ui"
+
+
+async def test_alarm_storm_is_one_timeline_line_with_count(ts_env: WorkflowEnvironment) -> None:
+    fakes = FakeSystems()
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue)
+        await until(handle, gate_open)
+        now = datetime.now(UTC)
+        for _ in range(5):
+            await handle.signal(
+                "alarm", AlarmDelivery(source="cloudwatch", alarm="db-cpu-high", received_at=now)
+            )
+        await handle.signal(
+            "alarm",
+            AlarmDelivery(source="cloudwatch", alarm="db-cpu-high", state="OK", received_at=now),
+        )
+        status = await until(handle, lambda s: any("OK" in t.name for t in s.timeline))
+    alarm_lines = {t.name: t.detail for t in status.timeline if t.name.startswith("alarm")}
+    assert list(alarm_lines) == ["alarm db-cpu-high ALARM", "alarm db-cpu-high OK"]
+    assert alarm_lines["alarm db-cpu-high ALARM"].startswith("5x via cloudwatch")

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import search_attributes as sa
 from workflows.models import (
+    AlarmDelivery,
     Approval,
     Decision,
     DecisionAck,
@@ -63,6 +64,7 @@ class RunbookWorkflow:
         self._outcome: Outcome | None = None
         self._resource = ""
         self._input = RunbookInput()
+        self._alarms: dict[tuple[str, str], int] = {}
 
     # ---- state --------------------------------------------------------------------------
 
@@ -299,6 +301,25 @@ class RunbookWorkflow:
             self.record("decision refused", "refused", f"{decision.approver!r}: {refusal}")
             return
         self._take(decision)
+
+    # ---- alarm deliveries -----------------------------------------------------------------
+
+    @workflow.signal(name="alarm")
+    def alarm_signal(self, delivery: AlarmDelivery) -> None:
+        """A storm of the same alarm lands here: one timeline line a delivery state, with
+        the count and the last time, instead of a line per delivery."""
+        key = (delivery.alarm, delivery.state)
+        self._alarms[key] = self._alarms.get(key, 0) + 1
+        count = self._alarms[key]
+        name = f"alarm {delivery.alarm} {delivery.state}"
+        detail = f"{count}x via {delivery.source}, last {delivery.received_at:%H:%M:%S}"
+        if delivery.reason:
+            detail += f": {delivery.reason}"
+        existing = next((s for s in reversed(self._timeline) if s.name == name), None)
+        if existing:
+            existing.detail, existing.ended_at = detail, workflow.now()
+        else:
+            self.record(name, "info", detail)
 
     # ---- search attributes --------------------------------------------------------------
 

@@ -92,6 +92,16 @@ class Rejection(BaseModel):
         return Decision(approver=self.approver, approve=False, comment=self.reason)
 
 
+class AlarmDelivery(BaseModel):
+    """One delivery of an alarm (CloudWatch via SNS, Alertmanager) for this run's resource."""
+
+    source: str  # "cloudwatch" | "alertmanager" | ...
+    alarm: str
+    state: Literal["ALARM", "OK"] = "ALARM"
+    received_at: datetime
+    reason: str = ""
+
+
 class ParamSpec(BaseModel):
     """A number the approver may give with an approval, e.g. the new daily budget."""
 
