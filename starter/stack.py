@@ -147,11 +147,15 @@ class Stack:
             for unit in units:  # in start order, so dependencies are submitted first
                 deps = {d: futures[d] for d in DEPENDS.get(unit, ()) if d in futures}
                 futures[unit] = pool.submit(self._ensure, unit, deps, deadline)
-        errors = [f.exception() for f in futures.values() if f.exception()]
+        errors = [
+            err if isinstance(err, StackError) else StackError(f"{unit}: {err!r}")
+            for unit, future in futures.items()
+            if (err := future.exception()) is not None
+        ]
         # A dependency's own failure says more than "not started because of it".
         errors.sort(key=lambda e: isinstance(e, _DependencyFailed))
         if errors:
-            raise errors[0] if isinstance(errors[0], StackError) else StackError(str(errors[0]))
+            raise errors[0]
 
     def down(self) -> None:
         """Stop every process we started; clients first, then the servers they use."""
