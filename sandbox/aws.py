@@ -13,6 +13,7 @@ from moto.rds.models import rds_backends
 from moto.server import ThreadedMotoServer
 
 from sandbox.cloudwatch import RdsMetricsFeed
+from sandbox.ecs import EcsSim
 from sandbox.rds_patch import OnRebooted, RebootPatch
 from sandbox.state import APP_DB_INSTANCE, DbInstanceSim, SandboxState
 
@@ -36,6 +37,7 @@ class AwsSandbox:
         state: SandboxState,
         on_rebooted: OnRebooted,
         in_incident: Callable[[str], bool],
+        task_start_seconds: float = 2.0,
     ) -> None:
         self.endpoint = f"http://{host}:{port}"
         self._host, self._port = host, port
@@ -45,6 +47,7 @@ class AwsSandbox:
         self.metrics = RdsMetricsFeed(
             self.client("cloudwatch"), REGION, SEED_DB_INSTANCES, in_incident
         )
+        self.ecs = EcsSim(self.client, REGION, task_start_seconds)
 
     def client(self, service: str) -> Any:
         return boto3.client(
@@ -62,10 +65,12 @@ class AwsSandbox:
         self.patch.install()
         self._seed_rds()
         self.client("ecs").create_cluster(clusterName=ECS_CLUSTER)
+        self.ecs.start()
         self.metrics.start()
 
     def stop(self) -> None:
         self.metrics.stop()
+        self.ecs.stop()
         self.patch.uninstall()
         self._server.stop()
 
@@ -73,6 +78,7 @@ class AwsSandbox:
         """Called after the state was cleared: undo AZ swaps and pending reboots in moto."""
         self.patch.cancel_timers()
         self.patch.mirror_all()
+        self.ecs.reset()
 
     def _seed_rds(self) -> None:
         rds = self.client("rds")
