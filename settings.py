@@ -40,6 +40,28 @@ class Settings(BaseSettings):
         alias="CLOUDWATCH_DASHBOARD_URL",
     )
     grafana_url: str = Field("https://grafana.company.com/d/revenue-context", alias="GRAFANA_URL")
+    # A secret like the Slack webhook URL: PagerDuty is paged only when it is set.
+    pagerduty_routing_key: str | None = Field(None, alias="PAGERDUTY_ROUTING_KEY")
+    pagerduty_events_url: str = Field(
+        "https://events.pagerduty.com/v2/enqueue", alias="PAGERDUTY_EVENTS_URL"
+    )
+
+    # Approval gates (runbook.md, "Response Time SLAs" and "Escalation Matrix")
+    roster_file: Path | None = Field(None, alias="RUNBOOK_ROSTER")
+    approver_keys_file: Path | None = Field(None, alias="RUNBOOK_APPROVER_KEYS")
+    response_minutes: dict[str, int] = Field(
+        {"P0": 15, "P1": 60, "P2": 240}, alias="RUNBOOK_RESPONSE_MINUTES"
+    )
+    business_hours: str = Field("09:00-17:00", alias="RUNBOOK_BUSINESS_HOURS")
+    business_timezone: str = Field("UTC", alias="RUNBOOK_TIMEZONE")
+    # Procedures whose action needs two distinct approvers, comma-separated.
+    two_approvers: str = Field("", alias="RUNBOOK_TWO_APPROVERS")
+
+    # LLM budget (runbook.md, procedure 4): the range an approver may set the daily budget
+    # to, in USD, and where the service counts today's spend in Redis.
+    llm_budget_min: float = Field(1.0, gt=0, alias="LLM_BUDGET_MIN")
+    llm_budget_max: float = Field(1000.0, gt=0, alias="LLM_BUDGET_MAX")
+    llm_spend_key_prefix: str = Field("llm:spend:global:", alias="LLM_SPEND_KEY_PREFIX")
 
     # The embedded local stack keeps its pid files, logs and data here.
     state_dir: Path = Field(PROJECT_DIR / ".runbook", alias="RUNBOOK_STATE_DIR")

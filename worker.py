@@ -4,19 +4,25 @@ import asyncio
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from datetime import time
 from typing import Any
 
 import boto3
 import httpx
+import redis.asyncio
 from botocore.config import Config
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.approvals import ApprovalActivities, EscalationPolicy
 from activities.cloudwatch import CloudWatchActivities
+from activities.ecs import EcsActivities
 from activities.health import HealthActivities
-from activities.notify import Link, NotifyActivities
+from activities.llm import BudgetPolicy, LlmActivities
+from activities.notify import Link, NotifyActivities, PagerDutyConfig
 from activities.postgres import PostgresActivities
 from activities.rds import RdsActivities
+from activities.secrets import SecretsActivities
 from settings import Settings, get_settings, temporal_client
 from workflows.registry import WORKFLOWS
 
@@ -27,6 +33,16 @@ log = logging.getLogger("runbook.worker")
 AWS_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=20
 )
+
+
+def escalation_policy(settings: Settings) -> EscalationPolicy:
+    start, _, end = settings.business_hours.partition("-")
+    return EscalationPolicy(
+        response_minutes=settings.response_minutes,
+        business_hours=(time.fromisoformat(start), time.fromisoformat(end)),
+        timezone=settings.business_timezone,
+        two_approvers=frozenset(p.strip() for p in settings.two_approvers.split(",") if p.strip()),
+    )
 
 
 def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
@@ -43,6 +59,10 @@ def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
             Link(label="CloudWatch", url=settings.cloudwatch_dashboard_url),
             Link(label="Grafana", url=settings.grafana_url),
         ],
+        PagerDutyConfig(settings.pagerduty_routing_key, settings.pagerduty_events_url),
+    )
+    approvals = ApprovalActivities(
+        escalation_policy(settings), settings.roster_file, settings.approver_keys_file
     )
     return [
         rds.describe_instance,
@@ -53,6 +73,40 @@ def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
         health.wait_healthy,
         postgres.idle_in_transaction,
         notify.slack,
+        *remediation_activities(settings, http, session),
+        notify.pagerduty,
+        approvals.plan_escalation,
+        approvals.verify,
+    ]
+
+
+def remediation_activities(
+    settings: Settings, http: httpx.AsyncClient, session: boto3.session.Session
+) -> list[Any]:
+    """llm-budget, rollback, high-memory, cert-renewal (issue 5)."""
+    ecs = EcsActivities(session.client("ecs", config=AWS_CONFIG))
+    secrets = SecretsActivities(session.client("secretsmanager", config=AWS_CONFIG))
+    llm = LlmActivities(
+        redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=10),
+        http,
+        settings.api_base_url,
+        settings.llm_spend_key_prefix,
+        BudgetPolicy(minimum=settings.llm_budget_min, maximum=settings.llm_budget_max),
+    )
+    return [
+        ecs.describe_services,  # issue 4's; registered here until its procedures are wired
+        ecs.describe_task_definition,
+        ecs.list_revisions,
+        ecs.force_new_deployment,
+        ecs.wait_rollout,
+        ecs.register_memory_revision,
+        ecs.use_task_definition,
+        secrets.read_number,
+        secrets.set_number,
+        llm.spend,
+        llm.metrics,
+        llm.budget_policy,
+        llm.wait_budget_in_force,
     ]
 
 

@@ -4,6 +4,7 @@ The webhook URL is a secret: it stays in the worker's settings and never appears
 result, an error message or a log line.
 """
 
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -35,6 +36,16 @@ class Notification(BaseModel):
     text: str
     fields: dict[str, str] = {}
     links: list[Link] = []
+
+
+class PagerDutyEvent(BaseModel):
+    action: Literal["trigger", "resolve"]
+    dedup_key: str
+    summary: str
+    severity: str  # P0..P3, mapped to PagerDuty's severities
+
+
+PAGERDUTY_SEVERITY = {"P0": "critical", "P1": "error", "P2": "warning", "P3": "info"}
 
 
 class NotifyResult(BaseModel):
@@ -82,6 +93,13 @@ def temporal_ui_run_url(ui_url: str, namespace: str, workflow_id: str, run_id: s
     return f"{ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{wid}/{run_id}/history"
 
 
+@dataclass(frozen=True)
+class PagerDutyConfig:
+    # The routing key is a secret, like the Slack webhook URL.
+    routing_key: str | None
+    events_url: str = "https://events.pagerduty.com/v2/enqueue"
+
+
 class NotifyActivities:
     def __init__(
         self,
@@ -89,8 +107,10 @@ class NotifyActivities:
         http: httpx.AsyncClient,
         temporal_ui_url: str,
         dashboards: list[Link],
+        pagerduty: PagerDutyConfig | None = None,
     ) -> None:
         self._slack_url = slack_webhook_url
+        self._pagerduty = pagerduty or PagerDutyConfig(routing_key=None)
         self._http = http
         self._ui_url = temporal_ui_url
         self._dashboards = dashboards
@@ -122,3 +142,43 @@ class NotifyActivities:
                 f"Slack webhook answered {resp.status_code}", non_retryable=permanent
             )
         return NotifyResult(delivered=True, detail="sent to Slack")
+
+    @activity.defn(name="notify.pagerduty")
+    async def pagerduty(self, event: PagerDutyEvent) -> NotifyResult:
+        """Events API v2; the dedup key makes a retried trigger one alert, not two."""
+        config = self._pagerduty
+        if not config.routing_key:
+            return NotifyResult(delivered=False, detail="PAGERDUTY_ROUTING_KEY is not configured")
+        body: dict[str, Any] = {
+            "routing_key": config.routing_key,
+            "event_action": event.action,
+            "dedup_key": event.dedup_key,
+        }
+        if event.action == "trigger":
+            info = activity.info()
+            body["payload"] = {
+                "summary": event.summary[:1024],
+                "source": info.workflow_id,
+                "severity": PAGERDUTY_SEVERITY.get(event.severity, "error"),
+            }
+            body["links"] = [
+                {
+                    "href": temporal_ui_run_url(
+                        self._ui_url,
+                        info.workflow_namespace,
+                        info.workflow_id,
+                        info.workflow_run_id,
+                    ),
+                    "text": "Temporal run",
+                }
+            ]
+        try:
+            resp = await self._http.post(config.events_url, json=body, timeout=10)
+        except httpx.HTTPError as err:
+            raise ApplicationError(f"PagerDuty unreachable: {type(err).__name__}") from None
+        if resp.status_code != 202:
+            permanent = 400 <= resp.status_code < 500 and resp.status_code != 429
+            raise ApplicationError(
+                f"PagerDuty answered {resp.status_code}", non_retryable=permanent
+            )
+        return NotifyResult(delivered=True, detail=f"PagerDuty {event.action}")

@@ -24,9 +24,18 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.approvals import SignedDecision, sign
 from activities.notify import temporal_ui_run_url
 from settings import get_settings, temporal_client
-from workflows.models import SEVERITIES, Approval, Rejection, RunbookStatus
+from workflows.models import (
+    SEVERITIES,
+    Approval,
+    DecisionAck,
+    PendingGate,
+    Rejection,
+    RunbookStatus,
+    Signed,
+)
 from workflows.registry import PROCEDURES, Procedure
 
 QUERY_TIMEOUT = timedelta(seconds=10)
@@ -152,10 +161,87 @@ async def cmd_start(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-async def decide(client: Client, args: argparse.Namespace, update: str, arg: BaseModel) -> int:
+SIGNATURE_VALIDITY = timedelta(minutes=10)
+
+
+def approver_key(args: argparse.Namespace) -> str:
+    key = os.environ.get("RUNBOOK_APPROVER_KEY", "")
+    if not key:
+        raise BadInput(f"RUNBOOK_APPROVER_KEY: set it to the approver key of {args.as_!r}")
+    return key
+
+
+def make_signed(
+    workflow_id: str,
+    run_id: str,
+    gate: str,
+    approver: str,
+    key: str,
+    *,
+    approve: bool = True,
+    params: dict[str, str] | None = None,
+    comment: str = "",
+    reason: str = "",
+) -> Signed:
+    decision = SignedDecision(
+        workflow_id=workflow_id,
+        run_id=run_id,
+        gate=gate,
+        approve=approve,
+        approver=approver,
+        params=params or {},
+        expires_at=datetime.now(UTC) + SIGNATURE_VALIDITY,
+    )
+    signature = sign(decision, key)
+    if approve:
+        return Approval(
+            approver=approver,
+            comment=comment,
+            params=decision.params,
+            expires_at=decision.expires_at,
+            signature=signature,
+        )
+    return Rejection(
+        approver=approver, reason=reason, expires_at=decision.expires_at, signature=signature
+    )
+
+
+async def sign_decision(client: Client, args: argparse.Namespace, approve: bool) -> Signed:
+    """Sign for the gate the run has open now, with the approver's own key."""
     handle = await existing(client, args.workflow_id)
+    desc = await handle.describe()
+    status = await query_status(handle)
+    if status.pending_gate is None:
+        raise BadInput(f"{args.workflow_id}: no approval gate is open (phase {status.phase!r})")
+    return make_signed(
+        desc.id,
+        desc.run_id,
+        status.pending_gate.gate,
+        args.as_,
+        approver_key(args),
+        approve=approve,
+        params=parse_sets(args.set) if approve else {},
+        comment=getattr(args, "comment", ""),
+        reason=getattr(args, "reason", ""),
+    )
+
+
+def check_start_args(args: argparse.Namespace) -> None:
+    build_input(PROCEDURES[args.procedure], args)
+
+
+def check_decision_args(args: argparse.Namespace) -> None:
+    parse_sets(args.set)
+    approver_key(args)
+
+
+async def decide(client: Client, args: argparse.Namespace, approve: bool) -> int:
+    handle = await existing(client, args.workflow_id)
+    decision = await sign_decision(client, args, approve)
     try:
-        ack = await handle.execute_update(update, arg, result_type=dict)
+        ack = await handle.execute_update(
+            "approve" if approve else "reject", decision, result_type=DecisionAck
+        )
     except WorkflowUpdateFailedError as err:
         raise BadInput(f"{args.workflow_id}: {err.cause.message if err.cause else err}") from None
     except RPCError as err:
@@ -164,20 +250,31 @@ async def decide(client: Client, args: argparse.Namespace, update: str, arg: Bas
                 f"{args.workflow_id}: the workflow has finished; no gate is open"
             ) from None
         raise
-    verb = "approved" if ack.get("approved") else "rejected"
-    emit(
-        args, ack, f"{args.workflow_id}: gate {ack.get('gate')!r} {verb} by {ack.get('decided_by')}"
-    )
+    if ack.approved:
+        text = f"{args.workflow_id}: gate {ack.gate!r} approved by {ack.decided_by}"
+    elif approve:
+        text = (
+            f"{args.workflow_id}: approval of {ack.decided_by} taken; another person must approve"
+        )
+    else:
+        text = f"{args.workflow_id}: gate {ack.gate!r} rejected by {ack.decided_by}"
+    emit(args, ack.model_dump(mode="json"), text)
     return 0
 
 
 async def cmd_approve(client: Client, args: argparse.Namespace) -> int:
-    approval = Approval(approver=args.as_, comment=args.comment, params=parse_sets(args.set))
-    return await decide(client, args, "approve", approval)
+    return await decide(client, args, approve=True)
 
 
 async def cmd_reject(client: Client, args: argparse.Namespace) -> int:
-    return await decide(client, args, "reject", Rejection(approver=args.as_, reason=args.reason))
+    return await decide(client, args, approve=False)
+
+
+async def cmd_sign(client: Client, args: argparse.Namespace) -> int:
+    """The signed input for `temporal workflow update execute --input` (or the UI)."""
+    decision = await sign_decision(client, args, approve=not args.reject)
+    print(decision.model_dump_json(exclude_defaults=True))
+    return 0
 
 
 async def cmd_status(client: Client, args: argparse.Namespace) -> int:
@@ -198,6 +295,25 @@ async def cmd_status(client: Client, args: argparse.Namespace) -> int:
     return 1 if args.wait and failed else 0
 
 
+def pending_row(
+    workflow_id: str, procedure: str, gate: PendingGate, now: datetime
+) -> dict[str, Any]:
+    return {
+        "workflow_id": workflow_id,
+        "procedure": procedure,
+        "severity": gate.severity,
+        "gate": gate.gate,
+        "level": gate.level,
+        "may_decide": gate.may_decide,
+        "approvals_required": gate.approvals_required,
+        "approved_by": gate.approved_by,
+        "requested_by": gate.requested_by,
+        "age_seconds": round((now - gate.requested_at).total_seconds()),
+        "level_deadline": gate.level_deadline.isoformat() if gate.level_deadline else None,
+        "summary": gate.summary,
+    }
+
+
 async def cmd_pending(client: Client, args: argparse.Namespace) -> int:
     gates = []
     query = 'ExecutionStatus = "Running" AND RunbookGate = "waiting"'
@@ -205,24 +321,16 @@ async def cmd_pending(client: Client, args: argparse.Namespace) -> int:
         status = await query_status(client.get_workflow_handle(wf.id, run_id=wf.run_id))
         if status.pending_gate:
             gates.append(status)
-    gates.sort(key=lambda s: s.pending_gate.requested_at if s.pending_gate else datetime.now(UTC))
     now = datetime.now(UTC)
     rows = [
-        {
-            "workflow_id": s.workflow_id,
-            "procedure": s.procedure,
-            "severity": s.severity,
-            "gate": s.pending_gate.gate,
-            "requested_by": s.pending_gate.requested_by,
-            "age_seconds": round((now - s.pending_gate.requested_at).total_seconds()),
-            "expires_at": s.pending_gate.expires_at.isoformat(),
-            "summary": s.pending_gate.summary,
-        }
+        pending_row(s.workflow_id, s.procedure, s.pending_gate, now)
         for s in gates
         if s.pending_gate
     ]
+    rows.sort(key=lambda row: -row["age_seconds"])  # oldest first
     text = "\n".join(
-        f"{r['workflow_id']}  {r['severity']}  waiting {r['age_seconds']}s  {r['summary']}"
+        f"{r['workflow_id']}  {r['severity']}  {r['level']} (may decide: "
+        f"{', '.join(r['may_decide'])})  waiting {r['age_seconds']}s  {r['summary']}"
         for r in rows
     )
     emit(args, {"pending": rows}, text or "no gate is waiting")
@@ -244,7 +352,7 @@ async def connect() -> Client:
 
 def with_client(
     fn: Callable[[Client, argparse.Namespace], Coroutine[Any, Any, int]],
-    validate: Callable[[argparse.Namespace], None] | None = None,
+    validate: Callable[[argparse.Namespace], object] | None = None,
 ) -> Callable[[argparse.Namespace], int]:
     """Bad input is refused before anything is contacted."""
 
@@ -273,9 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--dry-run", action="store_true")
     start.add_argument("--requested-by", default=default_user())
     start.add_argument("--json", action="store_true")
-    start.set_defaults(
-        func=with_client(cmd_start, lambda a: build_input(PROCEDURES[a.procedure], a) and None)
-    )
+    start.set_defaults(func=with_client(cmd_start, check_start_args))
 
     approve = sub.add_parser("approve", help="approve the waiting gate")
     approve.add_argument("workflow_id")
@@ -283,14 +389,23 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     approve.add_argument("--comment", default="")
     approve.add_argument("--json", action="store_true")
-    approve.set_defaults(func=with_client(cmd_approve, lambda a: parse_sets(a.set) and None))
+    approve.set_defaults(func=with_client(cmd_approve, check_decision_args))
 
     reject = sub.add_parser("reject", help="reject the waiting gate")
     reject.add_argument("workflow_id")
     reject.add_argument("--as", dest="as_", required=True, metavar="NAME")
     reject.add_argument("--reason", required=True)
     reject.add_argument("--json", action="store_true")
-    reject.set_defaults(func=with_client(cmd_reject))
+    reject.set_defaults(func=with_client(cmd_reject, approver_key))
+
+    signer = sub.add_parser("sign", help="print a signed decision for the Temporal CLI or UI")
+    signer.add_argument("workflow_id")
+    signer.add_argument("--as", dest="as_", required=True, metavar="NAME")
+    signer.add_argument("--reject", action="store_true")
+    signer.add_argument("--reason", default="")
+    signer.add_argument("--comment", default="")
+    signer.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    signer.set_defaults(func=with_client(cmd_sign, check_decision_args))
 
     status = sub.add_parser("status", help="a run's phase, gate and timeline")
     status.add_argument("workflow_id")

@@ -10,10 +10,11 @@ import httpx
 from temporalio.client import Client, WorkflowHandle
 
 from settings import temporal_client
-from starter.cli import query_status, render_status, run_link, start_procedure
+from starter.approvers import local_key
+from starter.cli import make_signed, query_status, render_status, run_link, start_procedure
 from starter.stack_cli import load_stack_env, local_stack
 from workflows.db_failover import DbFailoverInput
-from workflows.models import Approval, RunbookStatus
+from workflows.models import RunbookStatus
 from workflows.registry import PROCEDURES
 
 
@@ -73,7 +74,11 @@ async def demo_db_failover(client: Client, sandbox: httpx.AsyncClient) -> bool:
         print(f"      - {step}")
 
     say("bob (a second person) approves the failover")
-    await handle.execute_update("approve", Approval(approver="bob", comment="demo"))
+    desc = await handle.describe()
+    key = local_key(local_stack().state_dir, "bob")
+    approval = make_signed(desc.id, desc.run_id, status.pending_gate.gate, "bob", key)
+    print("    signed with bob's key (HMAC over workflow, run, gate, decision and expiry)")
+    await handle.execute_update("approve", approval)
 
     say("Failing over, waiting for the new primary, verifying health and connection leaks")
     await follow(handle, shown)

@@ -39,13 +39,19 @@ import httpx
 import psycopg
 import redis
 from confluent_kafka.admin import AdminClient
-from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 
 from settings import PROJECT_DIR
+from starter.approvers import ensure_local_roster, local_roster_files
+from workflows import search_attributes
 from workflows.search_attributes import DEV_SERVER_ARGS
 
 # Status keys. aws and sandbox share one process; temporal-ui is the dev server's UI.
@@ -141,6 +147,8 @@ class Stack:
         units = self._units_for(parts)
         for sub in ("logs", "pids"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        if not self._environ.get("RUNBOOK_ROSTER"):
+            ensure_local_roster(self.state_dir)
         deadline = time.monotonic() + timeout
         futures: dict[str, Future[None]] = {}
         with ThreadPoolExecutor(max_workers=max(len(units), 1)) as pool:
@@ -185,7 +193,17 @@ class Stack:
             env["RUNBOOK_DATABASE_URL"] = self._pg_url("runbook")
         else:
             self._pass(env, "RUNBOOK_DATABASE_URL")
+        env.update(self._roster_env())
         return env
+
+    def _roster_env(self) -> dict[str, str]:
+        """Who may approve: the configured roster, else the stack's own (starter.approvers)."""
+        if self._environ.get("RUNBOOK_ROSTER"):
+            env: dict[str, str] = {}
+            self._pass(env, "RUNBOOK_ROSTER", "RUNBOOK_APPROVER_KEYS")
+            return env
+        roster, keys = local_roster_files(self.state_dir)
+        return {"RUNBOOK_ROSTER": str(roster), "RUNBOOK_APPROVER_KEYS": str(keys)}
 
     def write_env_file(self) -> Path:
         """`<state>/env`, so a human can `source .runbook/env`."""
@@ -479,6 +497,8 @@ class Stack:
             time.sleep(0.05)
         if unit == "postgres":
             self._create_databases()
+        if unit == "temporal":
+            self._register_search_attributes()
 
     def _ready(self, unit: str) -> bool:
         return all(self._probe(part) for part in self._embedded_parts(unit))
@@ -506,6 +526,31 @@ class Stack:
                     conn.execute(f'CREATE DATABASE "{name}"')
         with psycopg.connect(self._pg_url("revenue_context"), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+    def _register_search_attributes(self) -> None:
+        """The dev server registers `--search-attribute` flags only when it creates its
+        database file: attributes added to the code later are registered here."""
+
+        async def register() -> bool:
+            client = await Client.connect(self._address("temporal"))
+            listed = await client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace="default")
+            )
+            missing = {
+                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                for key in search_attributes.ALL
+                if key.name not in listed.custom_attributes
+            }
+            if missing:
+                await client.operator_service.add_search_attributes(
+                    AddSearchAttributesRequest(namespace="default", search_attributes=missing)
+                )
+            return True
+
+        if not _run_async(register):
+            raise StackError(
+                f"temporal: could not register search attributes\n{self._log_tail('temporal')}"
+            )
 
     def _worker_polls(self) -> bool:
         """Is a worker polling our task queue? Connects as the worker does (TLS, API key)."""

@@ -3,14 +3,16 @@ have their own tests against moto, PostgreSQL and the sandbox), with recorded ca
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.approvals import ApprovalActivities, EscalationPolicy
 from activities.cloudwatch import MetricRequest, MetricSummary
 from activities.health import HealthRequest, HealthResult, WaitHealthyRequest
-from activities.notify import Notification, NotifyResult
+from activities.notify import Notification, NotifyResult, PagerDutyEvent
 from activities.postgres import IdleInTransactionRequest, IdleInTransactionResult
 from activities.rds import (
     DbInstance,
@@ -24,11 +26,15 @@ from activities.rds import (
 
 @dataclass
 class FakeSystems:
+    # The real approvals activities (pure logic over files), with a test roster.
+    roster: tuple[Path, Path]
+    policy: EscalationPolicy = field(default_factory=EscalationPolicy)
     multi_az: bool = True
     failover_error: str | None = None
     notify_fails: bool = False
     calls: list[str] = field(default_factory=list)
     notes: list[Notification] = field(default_factory=list)
+    pages: list[PagerDutyEvent] = field(default_factory=list)
     # When set, the wait for the instance holds until the test releases it.
     release_wait: asyncio.Event | None = None
 
@@ -91,4 +97,22 @@ class FakeSystems:
             self.notes.append(note)
             return NotifyResult(delivered=True, detail="sent")
 
-        return [describe, force_failover, wait_available, metric, check, wait_healthy, idle, slack]
+        @activity.defn(name="notify.pagerduty")
+        async def pagerduty(event: PagerDutyEvent) -> NotifyResult:
+            self.pages.append(event)
+            return NotifyResult(delivered=True, detail=f"PagerDuty {event.action}")
+
+        approvals = ApprovalActivities(self.policy, *self.roster)
+        return [
+            describe,
+            force_failover,
+            wait_available,
+            metric,
+            check,
+            wait_healthy,
+            idle,
+            slack,
+            pagerduty,
+            approvals.plan_escalation,
+            approvals.verify,
+        ]

@@ -3,8 +3,11 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from temporalio.client import (
@@ -16,19 +19,29 @@ from temporalio.client import (
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from tests.approvers import signed, write_roster
 from tests.fakes import FakeSystems
 from tests.temporal_env import keep_history
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
-from workflows.models import AlarmDelivery, Approval, Rejection, RunbookResult, RunbookStatus
+from workflows.models import AlarmDelivery, Approval, RunbookResult, RunbookStatus
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def roster(tmp_path: Path) -> tuple[Path, Path]:
+    return write_roster(tmp_path)
 
 
 @asynccontextmanager
 async def running(env: WorkflowEnvironment, fakes: FakeSystems) -> AsyncIterator[str]:
     queue = f"test-{uuid.uuid4()}"
     async with Worker(
-        env.client, task_queue=queue, workflows=[DatabaseFailover], activities=fakes.activities()
+        env.client,
+        task_queue=queue,
+        workflows=[DatabaseFailover],
+        activities=fakes.activities(),
+        activity_executor=ThreadPoolExecutor(4),
     ):
         yield queue
 
@@ -53,13 +66,15 @@ def gate_open(status: RunbookStatus) -> bool:
     return status.pending_gate is not None
 
 
-async def test_approved_by_update_fails_over_once_and_notifies(ts_env: WorkflowEnvironment) -> None:
-    fakes = FakeSystems()
+async def test_approved_by_update_fails_over_once_and_notifies(
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
+) -> None:
+    fakes = FakeSystems(roster)
     async with running(ts_env, fakes) as queue:
         handle = await start(ts_env.client, queue)
         status = await until(handle, gate_open)
         assert status.pending_gate and "us-east-1a -> us-east-1b" in status.pending_gate.plan[0]
-        ack = await handle.execute_update(DatabaseFailover.approve, Approval(approver="bob"))
+        ack = await handle.execute_update(DatabaseFailover.approve, await signed(handle, "bob"))
         assert ack.approved and ack.decided_by == "bob"
         result: RunbookResult = await handle.result()
     assert result.outcome == "completed"
@@ -73,13 +88,16 @@ async def test_approved_by_update_fails_over_once_and_notifies(ts_env: WorkflowE
     assert result.decision and result.decision.decided_by == "bob"
 
 
-async def test_rejection_ends_cleanly_and_changes_nothing(ts_env: WorkflowEnvironment) -> None:
-    fakes = FakeSystems()
+async def test_rejection_ends_cleanly_and_changes_nothing(
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
+) -> None:
+    fakes = FakeSystems(roster)
     async with running(ts_env, fakes) as queue:
         handle = await start(ts_env.client, queue)
         await until(handle, gate_open)
         await handle.execute_update(
-            DatabaseFailover.reject, Rejection(approver="bob", reason="DBA is on it")
+            DatabaseFailover.reject,
+            await signed(handle, "bob", approve=False, reason="DBA is on it"),
         )
         result: RunbookResult = await handle.result()
         await keep_history(handle, "db_failover_rejected")
@@ -88,8 +106,10 @@ async def test_rejection_ends_cleanly_and_changes_nothing(ts_env: WorkflowEnviro
     assert fakes.notes[-1].kind == "rejected"
 
 
-async def test_dry_run_returns_the_plan_and_changes_nothing(ts_env: WorkflowEnvironment) -> None:
-    fakes = FakeSystems()
+async def test_dry_run_returns_the_plan_and_changes_nothing(
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
+) -> None:
+    fakes = FakeSystems(roster)
     async with running(ts_env, fakes) as queue:
         handle = await start(ts_env.client, queue, dry_run=True)
         result: RunbookResult = await handle.result()
@@ -99,25 +119,43 @@ async def test_dry_run_returns_the_plan_and_changes_nothing(ts_env: WorkflowEnvi
     assert "force_failover" not in fakes.calls and not fakes.notes
 
 
-async def test_gate_times_out_after_the_severity_response_time(ts_env: WorkflowEnvironment) -> None:
-    fakes = FakeSystems()
+@pytest.mark.parametrize(
+    ("severity", "path"),
+    [
+        ("P0", ["on-call", "engineering-manager", "cto"]),
+        ("P1", ["on-call", "engineering-manager"]),
+        ("P2", ["on-call"]),
+    ],
+)
+async def test_gate_escalates_along_the_path_then_ends_not_approved(
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path], severity: str, path: list[str]
+) -> None:
+    fakes = FakeSystems(roster)
     async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue, severity="P0")
-        result: RunbookResult = await handle.result()  # skips the 15 minutes of P0
-        await keep_history(handle, "db_failover_gate_timed_out")
-    assert result.outcome == "not_approved"
-    assert "P0 response time" in result.summary
+        handle = await start(ts_env.client, queue, severity=severity)
+        result: RunbookResult = await handle.result()  # skips every level's response time
+        await keep_history(handle, f"db_failover_gate_timed_out_{severity}")
+    assert result.outcome == "not_approved" and "nothing was changed" in result.summary
     assert "force_failover" not in fakes.calls
-    timeout_step = next(s for s in result.timeline if s.name == "gate failover timed out")
-    assert "0:15:00" in timeout_step.detail
+    opened = [s for s in result.timeline if " opened for " in s.name or "escalated to" in s.name]
+    assert [s.name.split()[-1] for s in opened] == path
+    minutes = {"P0": 15, "P1": 60, "P2": 240}[severity]
+    gaps = [round((b.started_at - a.started_at).total_seconds() / 60) for a, b in pairwise(opened)]
+    assert gaps == [minutes] * (len(path) - 1)
+    kinds = [n.kind for n in fakes.notes]
+    assert kinds == ["approval_request"] + ["escalation"] * (len(path) - 1) + ["rejected"]
+    assert [p.action for p in fakes.pages] == ["trigger"] * len(path) + ["resolve"]
+    assert len({p.dedup_key for p in fakes.pages}) == 1  # one alert, escalated, then resolved
 
 
-async def test_failing_action_is_notified_and_fails_the_run(ts_env: WorkflowEnvironment) -> None:
-    fakes = FakeSystems(failover_error="RDS said no")
+async def test_failing_action_is_notified_and_fails_the_run(
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
+) -> None:
+    fakes = FakeSystems(roster, failover_error="RDS said no")
     async with running(ts_env, fakes) as queue:
         handle = await start(ts_env.client, queue)
         await until(handle, gate_open)
-        await handle.execute_update(DatabaseFailover.approve, Approval(approver="bob"))
+        await handle.execute_update(DatabaseFailover.approve, await signed(handle, "bob"))
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
         status = await handle.query(DatabaseFailover.status)
@@ -130,33 +168,40 @@ async def test_failing_action_is_notified_and_fails_the_run(ts_env: WorkflowEnvi
     ]
 
 
-async def test_not_multi_az_is_refused_without_a_gate(ts_env: WorkflowEnvironment) -> None:
-    fakes = FakeSystems(multi_az=False)
+async def test_not_multi_az_is_refused_without_a_gate(
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
+) -> None:
+    fakes = FakeSystems(roster, multi_az=False)
     async with running(ts_env, fakes) as queue:
         result: RunbookResult = await (await start(ts_env.client, queue)).result()
     assert result.outcome == "refused" and "not Multi-AZ" in result.summary
     assert "force_failover" not in fakes.calls
 
 
-async def test_invalid_decisions_are_refused(dev_env: WorkflowEnvironment) -> None:
+async def test_invalid_decisions_are_refused(
+    dev_env: WorkflowEnvironment, roster: tuple[Path, Path]
+) -> None:
     # On the dev server: the time-skipping server loses track of rejected updates.
-    fakes = FakeSystems(release_wait=asyncio.Event())
+    fakes = FakeSystems(roster, release_wait=asyncio.Event())
     async with running(dev_env, fakes) as queue:
         handle = await start(dev_env.client, queue)
         await until(handle, gate_open)
         with pytest.raises(WorkflowUpdateFailedError) as self_approval:
-            await handle.execute_update(DatabaseFailover.approve, Approval(approver="alice"))
+            await handle.execute_update(DatabaseFailover.approve, await signed(handle, "alice"))
         assert "second person" in str(self_approval.value.cause)
         with pytest.raises(WorkflowUpdateFailedError) as nameless:
             await handle.execute_update(DatabaseFailover.approve, Approval(approver=" "))
         assert "approver" in str(nameless.value.cause)
         # A signal cannot be refused to its sender: it is recorded in the timeline instead.
-        await handle.signal(DatabaseFailover.approve_signal, Approval(approver="alice"))
+        await handle.signal(DatabaseFailover.approve_signal, await signed(handle, "alice"))
         await until(handle, lambda s: any(t.outcome == "refused" for t in s.timeline))
-        await handle.signal(DatabaseFailover.approve_signal, Approval(approver="carol"))
+        await handle.signal(DatabaseFailover.approve_signal, await signed(handle, "carol"))
         await until(handle, lambda s: s.phase == "verify")
         with pytest.raises(WorkflowUpdateFailedError) as closed:
-            await handle.execute_update(DatabaseFailover.approve, Approval(approver="dave"))
+            await handle.execute_update(
+                DatabaseFailover.approve,
+                Approval(approver="dave", signature="x", expires_at=datetime.now(UTC)),
+            )
         assert fakes.release_wait
         fakes.release_wait.set()
         result: RunbookResult = await handle.result()
@@ -166,9 +211,9 @@ async def test_invalid_decisions_are_refused(dev_env: WorkflowEnvironment) -> No
 
 
 async def test_started_with_empty_input_uses_the_runbook_defaults(
-    ts_env: WorkflowEnvironment,
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
 ) -> None:
-    fakes = FakeSystems()
+    fakes = FakeSystems(roster)
     async with running(ts_env, fakes) as queue:
         handle = await ts_env.client.start_workflow(
             "DatabaseFailover", {}, id=f"db-failover/{uuid.uuid4()}", task_queue=queue
@@ -178,8 +223,10 @@ async def test_started_with_empty_input_uses_the_runbook_defaults(
     assert status.pending_gate and status.pending_gate.requested_by == "temporal-ui"
 
 
-async def test_alarm_storm_is_one_timeline_line_with_count(ts_env: WorkflowEnvironment) -> None:
-    fakes = FakeSystems()
+async def test_alarm_storm_is_one_timeline_line_with_count(
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
+) -> None:
+    fakes = FakeSystems(roster)
     async with running(ts_env, fakes) as queue:
         handle = await start(ts_env.client, queue)
         await until(handle, gate_open)

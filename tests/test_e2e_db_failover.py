@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from settings import Settings
+from starter.approvers import local_key
 from tests.temporal_env import keep_history
 from worker import build_worker
 from workflows.registry import WORKFLOWS
@@ -33,6 +35,11 @@ async def worker(
     async with httpx.AsyncClient() as http, build_worker(dev_env.client, settings, http):
         target = dev_env.client.service_client.config.target_host
         yield {**os.environ, **stack_env, "RUNBOOK_TASK_QUEUE": queue, "TEMPORAL_ADDRESS": target}
+
+
+def as_approver(env: dict[str, str], name: str) -> dict[str, str]:
+    """The CLI environment of a person: their own key, from the stack's local roster."""
+    return {**env, "RUNBOOK_APPROVER_KEY": local_key(Path(env["RUNBOOK_STATE_DIR"]), name)}
 
 
 async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -76,10 +83,13 @@ async def test_failover_started_and_approved_by_cli(
     pending = await wait_until(worker, "pending")
     assert pending[0]["workflow_id"] == workflow_id and pending[0]["requested_by"] == "alice"
 
-    self_approval = await cli(worker, "approve", workflow_id, "--as", "alice")
+    alice, bob = as_approver(worker, "alice"), as_approver(worker, "bob")
+    self_approval = await cli(alice, "approve", workflow_id, "--as", "alice")
     assert self_approval.returncode == 2 and "second person" in self_approval.stderr
+    forged = await cli(bob, "approve", workflow_id, "--as", "erin")  # erin's name, bob's key
+    assert forged.returncode == 2 and "signature does not match" in forged.stderr
 
-    approved = await cli(worker, "approve", workflow_id, "--as", "bob", "--comment", "go")
+    approved = await cli(bob, "approve", workflow_id, "--as", "bob", "--comment", "go")
     assert approved.returncode == 0, approved.stderr
 
     done = await cli(worker, "status", workflow_id, "--wait", "--json")
@@ -98,8 +108,8 @@ async def test_failover_started_and_approved_by_cli(
     kinds = [m["text"] for m in sandbox.get("/slack/messages").json()]
     assert any("approval needed" in k for k in kinds) and any("done" in k for k in kinds)
 
-    closed = await cli(worker, "approve", workflow_id, "--as", "dave")
-    assert closed.returncode == 2 and "finished" in closed.stderr
+    closed = await cli(bob, "approve", workflow_id, "--as", "bob")
+    assert closed.returncode == 2 and "no approval gate is open" in closed.stderr
 
     handle = dev_env.client.get_workflow_handle(workflow_id)
     await replay(await handle.fetch_history())

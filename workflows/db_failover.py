@@ -300,7 +300,7 @@ class DatabaseFailover(RunbookWorkflow):
         decision = self._decision
         if timed_out or decision is None:
             outcome: Outcome = "not_approved"
-            summary = f"Not approved within the {self._input.severity} response time"
+            summary = f"No decision within the {self._input.severity} escalation path"
         else:
             outcome = "rejected"
             summary = f"Rejected by {decision.decided_by}: {decision.comment}"

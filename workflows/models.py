@@ -1,6 +1,6 @@
 """Models every procedure shares: inputs' common fields, the timeline, the gate, the result."""
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -12,14 +12,6 @@ Verdict = Literal["ok", "degraded", "failing", "unavailable"]
 Outcome = Literal["completed", "dry_run", "rejected", "not_approved", "refused", "failed"]
 StepOutcome = Literal["running", "ok", "failed", "skipped", "refused", "info"]
 
-# runbook.md, "Response Time SLAs" and "Escalation Matrix"; P3 is "next business day".
-RESPONSE_TIME: dict[str, timedelta] = {
-    "P0": timedelta(minutes=15),
-    "P1": timedelta(hours=1),
-    "P2": timedelta(hours=4),
-    "P3": timedelta(hours=24),
-}
-
 
 class RunbookInput(BaseModel):
     """Fields every procedure's input has; `{}` from the Temporal UI gets these defaults."""
@@ -28,7 +20,7 @@ class RunbookInput(BaseModel):
     dry_run: bool = False
     requested_by: str = Field("temporal-ui", min_length=1, max_length=100)
     trigger: Trigger = "ui"
-    # None: the severity's response time (runbook.md SLAs).
+    # Each escalation level's time; None: the severity's response time (runbook.md SLAs).
     approval_timeout_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600)
 
     @field_validator("requested_by")
@@ -37,11 +29,6 @@ class RunbookInput(BaseModel):
         if not value.strip():
             raise ValueError("must not be blank")
         return value.strip()
-
-    def approval_timeout(self) -> timedelta:
-        if self.approval_timeout_seconds is not None:
-            return timedelta(seconds=self.approval_timeout_seconds)
-        return RESPONSE_TIME[self.severity]
 
 
 class Finding(BaseModel):
@@ -68,10 +55,20 @@ class Decision(BaseModel):
     approve: bool = True
     comment: str = ""
     params: dict[str, str] = {}
+    expires_at: datetime | None = None
+    signature: str = ""
 
 
-class Approval(BaseModel):
-    """Sent by Update or signal `approve`, e.g. `{"approver": "bob"}`."""
+class Signed(BaseModel):
+    """Proof that the named approver sent the decision: `runbook approve` (or `runbook sign`
+    for the Temporal CLI and UI) signs with the approver's key; the worker checks it."""
+
+    expires_at: datetime | None = None
+    signature: str = ""
+
+
+class Approval(Signed):
+    """Sent by Update or signal `approve`."""
 
     approver: str = ""
     comment: str = ""
@@ -79,17 +76,29 @@ class Approval(BaseModel):
     params: dict[str, str] = {}
 
     def as_decision(self) -> Decision:
-        return Decision(approver=self.approver, comment=self.comment, params=self.params)
+        return Decision(
+            approver=self.approver.strip(),
+            comment=self.comment,
+            params=self.params,
+            expires_at=self.expires_at,
+            signature=self.signature,
+        )
 
 
-class Rejection(BaseModel):
-    """Sent by Update or signal `reject`, e.g. `{"approver": "bob", "reason": "not now"}`."""
+class Rejection(Signed):
+    """Sent by Update or signal `reject`."""
 
     approver: str = ""
     reason: str = ""
 
     def as_decision(self) -> Decision:
-        return Decision(approver=self.approver, approve=False, comment=self.reason)
+        return Decision(
+            approver=self.approver.strip(),
+            approve=False,
+            comment=self.reason,
+            expires_at=self.expires_at,
+            signature=self.signature,
+        )
 
 
 class AlarmDelivery(BaseModel):
@@ -134,11 +143,19 @@ class PendingGate(BaseModel):
     summary: str
     plan: list[str]
     params: list[ParamSpec] = []
+    # The escalation level now asked, the roles that may decide at it, and when it ends.
+    level: str = "on-call"
+    may_decide: list[str] = []
+    level_deadline: datetime | None = None
+    approvals_required: int = 1
+    approved_by: list[str] = []
 
 
 class GateResult(BaseModel):
     approved: bool
     timed_out: bool = False
+    # Every person whose approval counted (two for a four-eyes gate).
+    approvers: list[str] = []
     decided_by: str | None = None
     decided_at: datetime | None = None
     comment: str = ""

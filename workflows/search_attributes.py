@@ -7,7 +7,9 @@ RESOURCE = SearchAttributeKey.for_keyword("RunbookResource")
 SEVERITY = SearchAttributeKey.for_keyword("RunbookSeverity")
 # "waiting" while a gate waits for a human, "none" otherwise.
 GATE = SearchAttributeKey.for_keyword("RunbookGate")
+# The escalation level a waiting gate asks: "on-call", "engineering-manager", "cto".
+GATE_LEVEL = SearchAttributeKey.for_keyword("RunbookGateLevel")
 
-ALL = (PROCEDURE, RESOURCE, SEVERITY, GATE)
+ALL = (PROCEDURE, RESOURCE, SEVERITY, GATE, GATE_LEVEL)
 # For `temporal server start-dev --search-attribute NAME=TYPE`.
 DEV_SERVER_ARGS = [f"{key.name}=Keyword" for key in ALL]

@@ -1,0 +1,41 @@
+"""The embedded stack's roster and approver keys, made on first `runbook stack up`.
+
+Production names its own files with RUNBOOK_ROSTER and RUNBOOK_APPROVER_KEYS; these are for
+the demo and local work: four people on the runbook's escalation path.
+"""
+
+import secrets
+from pathlib import Path
+
+from activities.approvals import load_table
+
+LOCAL_ROSTER = {
+    "alice": "on-call",
+    "bob": "on-call",
+    "erin": "engineering-manager",
+    "carol": "cto",
+}
+
+
+def local_roster_files(state_dir: Path) -> tuple[Path, Path]:
+    return state_dir / "roster.toml", state_dir / "approver-keys.toml"
+
+
+def ensure_local_roster(state_dir: Path) -> tuple[Path, Path]:
+    """Write the roster and fresh random keys once; later calls keep them."""
+    roster, keys = local_roster_files(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if not roster.exists():
+        people = "".join(f'{name} = "{role}"\n' for name, role in LOCAL_ROSTER.items())
+        roster.write_text("# who may decide at an approval gate, by role\n[people]\n" + people)
+    if not keys.exists():
+        keys.touch(mode=0o600)
+        lines = "".join(f'{name} = "{secrets.token_hex(32)}"\n' for name in LOCAL_ROSTER)
+        keys.write_text(
+            "# approver keys: secret; each person keeps only their own\n[keys]\n" + lines
+        )
+    return roster, keys
+
+
+def local_key(state_dir: Path, name: str) -> str:
+    return load_table(local_roster_files(state_dir)[1], "keys")[name]
