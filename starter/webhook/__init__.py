@@ -1,0 +1,1 @@
+"""The alarm webhook: CloudWatch alarms via SNS and Alertmanager start runbooks, once."""

@@ -1,0 +1,223 @@
+"""The alarm webhook: an ASGI app (Starlette) served by uvicorn.
+
+POST /sns            CloudWatch alarms delivered by Amazon SNS (signature verified)
+POST /alertmanager   Prometheus Alertmanager webhooks (Authorization: Bearer <token>)
+GET  /routes         which alarm starts which runbook, and whether it is installed
+GET  /health         liveness
+
+A bad delivery gets a 4xx with `{"error": "<why>"}` and starts nothing; a good one gets 202
+with the workflow id. Temporal unreachable: 503, so SNS and Alertmanager retry.
+"""
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from activities.alarms import AlarmOutcome, AlarmStarter
+from settings import temporal_client
+from starter.webhook import payloads
+from starter.webhook.intake import Intake, Planned, Rejected
+from starter.webhook.routes import describe_routes, load_routes
+from starter.webhook.sns import (
+    DEFAULT_CERT_HOST_PATTERN,
+    CertificateStore,
+    SnsMessage,
+    SnsRejected,
+    UrlPolicy,
+    verify,
+)
+from workflows import registry
+
+log = logging.getLogger("runbook.webhook")
+
+MAX_BODY = 256 * 1024  # SNS's own message size limit
+
+
+class WebhookConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    # Alertmanager's `http_config.authorization.credentials`; unset: Alertmanager refused.
+    token: SecretStr | None = Field(None, alias="RUNBOOK_WEBHOOK_TOKEN")
+    # Hosts the SNS signing certificate and SubscribeURL may come from (a regex, full match).
+    sns_cert_host_pattern: str = Field(DEFAULT_CERT_HOST_PATTERN, alias="SNS_CERT_HOST_PATTERN")
+    # Comma-separated topic ARNs accepted; empty: any topic whose message verifies.
+    sns_topic_arns: str = Field("", alias="SNS_TOPIC_ARNS")
+    routes_file: Path | None = Field(None, alias="RUNBOOK_ALARM_ROUTES")
+    task_queue: str = Field("runbooks", alias="RUNBOOK_TASK_QUEUE")
+
+    def topics(self) -> set[str]:
+        return {t.strip() for t in self.sns_topic_arns.split(",") if t.strip()}
+
+
+class Webhook:
+    def __init__(self, config: WebhookConfig, client: Client, http: httpx.AsyncClient) -> None:
+        self.config = config
+        self.routes = load_routes(config.routes_file)
+        self.intake = Intake(AlarmStarter(client), self.routes, config.task_queue)
+        self.policy = UrlPolicy(config.sns_cert_host_pattern)
+        self.certs = CertificateStore(http, self.policy)
+        self.http = http
+
+    # ---- SNS ------------------------------------------------------------------------------
+
+    async def sns(self, request: Request) -> Response:
+        body = payloads.json_object(await read_body(request), "SNS message")
+        try:
+            message = SnsMessage.model_validate(body)
+        except ValidationError as err:
+            raise Rejected(400, f"bad SNS message: {payloads.problems(err)}") from None
+        try:
+            await verify(message, self.certs)
+        except SnsRejected as err:
+            raise Rejected(err.status, err.reason) from None
+        topics = self.config.topics()
+        if topics and message.topic_arn not in topics:
+            raise Rejected(403, f"topic {message.topic_arn!r} is not one this webhook accepts")
+        if message.type == "SubscriptionConfirmation":
+            return await self._confirm(message)
+        if message.type == "UnsubscribeConfirmation":
+            log.warning("unsubscribed from %s", message.topic_arn)
+            return JSONResponse({"unsubscribed": message.topic_arn})
+        alarm = payloads.cloudwatch_alarm(message.message)
+        if alarm is None:
+            return JSONResponse({"ignored": "INSUFFICIENT_DATA: no runbook for missing data"})
+        outcome = await self._deliver(self.intake.plan(alarm))
+        return JSONResponse(outcome, status_code=202)
+
+    async def _confirm(self, message: SnsMessage) -> Response:
+        if refusal := self.policy.refusal(message.subscribe_url, "SubscribeURL"):
+            raise Rejected(403, refusal)
+        assert message.subscribe_url is not None
+        try:
+            resp = await self.http.get(message.subscribe_url, timeout=10, follow_redirects=False)
+        except httpx.HTTPError as err:
+            raise Rejected(503, f"subscription not confirmed: {type(err).__name__}") from None
+        if resp.status_code != 200:
+            raise Rejected(503, f"subscription not confirmed: HTTP {resp.status_code}")
+        log.info("subscription to %s confirmed", message.topic_arn)
+        return JSONResponse({"confirmed": message.topic_arn})
+
+    # ---- Alertmanager ---------------------------------------------------------------------
+
+    async def alertmanager(self, request: Request) -> Response:
+        self._authorize(request.headers.get("authorization"))
+        alarms = payloads.alertmanager_alarms(await read_body(request))
+        planned = [self.intake.plan(alarm) for alarm in alarms]  # all checked, then started
+        outcomes = await asyncio.gather(*(self._deliver(p) for p in planned))
+        return JSONResponse(
+            {"workflow_ids": sorted({o["workflow_id"] for o in outcomes}), "alerts": outcomes},
+            status_code=202,
+        )
+
+    def _authorize(self, header: str | None) -> None:
+        token = self.config.token.get_secret_value().encode() if self.config.token else b""
+        if not token:
+            raise Rejected(403, "Alertmanager intake is off: RUNBOOK_WEBHOOK_TOKEN is not set")
+        scheme, _, given = (header or "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise Rejected(401, "missing bearer token: Authorization: Bearer <token> is required")
+        if not hmac.compare_digest(given.strip().encode(), token):
+            raise Rejected(401, "bad bearer token")
+
+    # ---- both -----------------------------------------------------------------------------
+
+    async def _deliver(self, planned: Planned) -> dict[str, Any]:
+        try:
+            outcome: AlarmOutcome = await self.intake.deliver(planned)
+        except RPCError as err:
+            raise Rejected(503, f"Temporal did not take the delivery: {err.message}") from None
+        level = logging.DEBUG if outcome.action == "signalled" else logging.INFO
+        log.log(
+            level,
+            "%s %s -> %s %s",
+            planned.alarm.name,
+            planned.alarm.state,
+            outcome.workflow_id,
+            outcome.action,
+        )
+        return {
+            "alarm": planned.alarm.name,
+            "state": planned.alarm.state,
+            "procedure": planned.procedure,
+            "severity": planned.severity,
+            **outcome.model_dump(),
+        }
+
+    async def routes_view(self, request: Request) -> Response:
+        return JSONResponse(describe_routes(self.routes, set(registry.PROCEDURES)))
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        raise Rejected(413, f"body over {MAX_BODY} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise Rejected(413, f"body over {MAX_BODY} bytes")
+    return body
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def refusing(handler: Callable[[], Handler]) -> Handler:
+    """A Rejected becomes its status and `{"error": reason}`."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler()(request)
+        except Rejected as err:
+            log.warning(
+                "%s %s refused %d: %s", request.method, request.url.path, err.status, err.reason
+            )
+            headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+            return JSONResponse({"error": err.reason}, status_code=err.status, headers=headers)
+
+    return run
+
+
+def create_app(config: WebhookConfig | None = None, client: Client | None = None) -> Starlette:
+    """`client`: a connected Temporal client (tests); default: the environment's."""
+    config = config or WebhookConfig()
+    holder: dict[str, Webhook] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        temporal = client or await temporal_client()
+        async with httpx.AsyncClient() as http:
+            holder["hook"] = Webhook(config, temporal, http)
+            if not config.topics():
+                log.warning("SNS_TOPIC_ARNS is empty: any SNS topic's signed messages are taken")
+            yield
+
+    def method(name: str) -> Callable[[], Handler]:
+        return lambda: getattr(holder["hook"], name)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[
+            Route("/sns", refusing(method("sns")), methods=["POST"]),
+            Route("/alertmanager", refusing(method("alertmanager")), methods=["POST"]),
+            Route("/routes", refusing(method("routes_view")), methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,568 @@
+"""The alarm webhook over real HTTP (uvicorn) on the Temporal dev server: signed SNS messages
+with a certificate this test serves, Alertmanager payloads, every rejection, deduplication."""
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from starter.webhook.app import WebhookConfig, create_app
+from starter.webhook.intake import redact
+from starter.webhook.routes import DEFAULT_ROUTES, AlarmRoute, find_resource, load_routes
+from starter.webhook.sns_signer import SnsSigner, cloudwatch_alarm
+from tests.conftest import free_ports
+from workflows import registry
+from workflows.base import RunbookWorkflow
+from workflows.models import RunbookInput, RunbookStatus
+from workflows.registry import Procedure
+
+pytestmark = pytest.mark.timeout(120)
+
+TOKEN = "am-token-4f1c9e"  # the test's bearer token: must never reach a workflow
+TOPIC = "arn:aws:sns:us-east-1:123456789012:runbook-alarms"
+
+
+class ThingInput(RunbookInput):
+    thing: str = "default-thing"
+
+
+@workflow.defn(name="WebhookTestRunbook")
+class ThingRunbook(RunbookWorkflow):
+    """Stands for any procedure: runs until told to finish, keeps the alarm timeline."""
+
+    procedure = "webhook-test"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._done = False
+
+    @workflow.run
+    async def run(self, inp: ThingInput) -> str:
+        self.begin(inp, inp.thing)
+        await workflow.wait_condition(lambda: self._done)
+        return "done"
+
+    @workflow.signal
+    def finish(self) -> None:
+        self._done = True
+
+
+ROUTES = {
+    "thing-hot": {"procedure": "webhook-test", "severity": "P2", "resource_keys": ["ThingName"]},
+    "thing-gone": {"procedure": "not-yet-written", "severity": "P1"},
+    "api-error-rate-high": None,  # removed by the file
+}
+
+
+# ---- local servers: the signing certificate, the SubscribeURL ------------------------------
+
+
+@dataclass
+class CertServer:
+    base: str
+    pem: bytes = b""
+    hits: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def cert_server() -> Iterator[CertServer]:
+    port = free_ports(("cert",))["cert"]
+    served = CertServer(base=f"http://127.0.0.1:{port}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served.hits.append(self.path)
+            body = served.pem if self.path.endswith(".pem") else b"<ConfirmSubscriptionResponse/>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield served
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def signer(cert_server: CertServer) -> SnsSigner:
+    made = SnsSigner(f"{cert_server.base}/SimpleNotificationService-test.pem", TOPIC)
+    cert_server.pem = made.pem()
+    return made
+
+
+# ---- the webhook on the dev server ----------------------------------------------------------
+
+
+@dataclass
+class Hook:
+    url: str
+    client: Client
+    http: httpx.AsyncClient
+
+    async def sns(self, body: dict[str, Any] | bytes) -> httpx.Response:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return await self.http.post(f"{self.url}/sns", content=content)
+
+    async def alertmanager(
+        self, payload: dict[str, Any] | bytes, token: str | None = TOKEN
+    ) -> httpx.Response:
+        content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return await self.http.post(f"{self.url}/alertmanager", content=content, headers=headers)
+
+    async def status(self, workflow_id: str) -> RunbookStatus:
+        handle = self.client.get_workflow_handle(workflow_id)
+        return await handle.query("status", result_type=RunbookStatus)
+
+    async def runs(self, workflow_id: str, at_least: int = 1) -> int:
+        """Runs with this id in visibility (eventually consistent: wait for `at_least`)."""
+        query = f'WorkflowId = "{workflow_id}"'
+        for _ in range(100):
+            found = [wf async for wf in self.client.list_workflows(query)]
+            if len(found) >= at_least:
+                return len(found)
+            await asyncio.sleep(0.05)
+        return len(found)
+
+    async def exists(self, workflow_id: str) -> bool:
+        try:
+            await self.client.get_workflow_handle(workflow_id).describe()
+        except RPCError as err:
+            assert err.status == RPCStatusCode.NOT_FOUND
+            return False
+        return True
+
+
+@pytest.fixture(scope="module")
+async def hook(
+    dev_env: WorkflowEnvironment, signer: SnsSigner, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Hook]:
+    queue = f"webhook-{time.monotonic_ns()}"
+    routes = tmp_path_factory.mktemp("routes") / "routes.json"
+    routes.write_text(json.dumps(ROUTES))
+    config = WebhookConfig(
+        token=TOKEN,
+        sns_cert_host_pattern=r"127\.0\.0\.1",
+        sns_topic_arns=TOPIC,
+        routes_file=routes,
+        task_queue=queue,
+    )
+    port = free_ports(("webhook",))["webhook"]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config, dev_env.client), host="127.0.0.1", port=port, log_level="error"
+        )
+    )
+    procedure = Procedure("webhook-test", ThingRunbook, ThingInput, "thing")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(registry.PROCEDURES, "webhook-test", procedure)
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        async with (
+            Worker(
+                dev_env.client,
+                task_queue=queue,
+                workflows=[ThingRunbook],
+                workflow_runner=UnsandboxedWorkflowRunner(),
+            ),
+            httpx.AsyncClient(timeout=30) as http,
+        ):
+            yield Hook(f"http://127.0.0.1:{port}", dev_env.client, http)
+        server.should_exit = True
+        await serving
+
+
+def thing_alarm(signer: SnsSigner, thing: str, state: str = "ALARM", **kw: Any) -> dict[str, Any]:
+    return signer.notification(cloudwatch_alarm("thing-hot", state, {"ThingName": thing}, **kw))
+
+
+def am_payload(thing: str, status: str = "firing", name: str = "thing-hot", **labels: str) -> dict:
+    alert = {
+        "status": status,
+        "labels": {"alertname": name, "thing_name": thing, **labels},
+        "annotations": {"summary": f"{thing} is hot"},
+        "startsAt": datetime.now(UTC).isoformat(),
+        "endsAt": "0001-01-01T00:00:00Z",
+        "fingerprint": "abc123",
+    }
+    return {"version": "4", "status": status, "receiver": "runbook", "alerts": [alert]}
+
+
+def alarm_lines(status: RunbookStatus) -> dict[str, str]:
+    return {s.name: s.detail for s in status.timeline if s.name.startswith("alarm ")}
+
+
+# ---- SNS --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+async def test_signed_cloudwatch_alarm_starts_the_runbook(
+    hook: Hook, signer: SnsSigner, version: str
+) -> None:
+    thing = f"sns-v{version}"
+    message = cloudwatch_alarm("thing-hot", "ALARM", {"ThingName": thing}, reason="temp 99 > 80")
+    resp = await hook.sns(signer.notification(message, subject="ALARM: thing-hot", version=version))
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert body["workflow_id"] == f"webhook-test/{thing}" and body["action"] == "started"
+    assert body["procedure"] == "webhook-test" and body["severity"] == "P2"
+    status = await hook.status(body["workflow_id"])
+    assert status.severity == "P2" and status.resource == thing
+    assert "1x via cloudwatch" in alarm_lines(status)["alarm thing-hot ALARM"]
+    assert "temp 99 > 80" in alarm_lines(status)["alarm thing-hot ALARM"]
+    started = next(s for s in status.timeline if s.name == "started")
+    assert "alarm:thing-hot via alarm" in started.detail
+
+
+async def test_the_signing_certificate_is_fetched_once(
+    hook: Hook, signer: SnsSigner, cert_server: CertServer
+) -> None:
+    for i in range(3):
+        assert (await hook.sns(thing_alarm(signer, f"cached-{i}"))).status_code == 202
+    assert [h for h in cert_server.hits if h.endswith(".pem")] == [
+        "/SimpleNotificationService-test.pem"
+    ]
+
+
+async def test_subscription_is_confirmed_on_the_allowed_host_only(
+    hook: Hook, signer: SnsSigner, cert_server: CertServer
+) -> None:
+    confirm = signer.subscription_confirmation(f"{cert_server.base}/?Action=ConfirmSubscription")
+    resp = await hook.sns(confirm)
+    assert resp.status_code == 200 and resp.json() == {"confirmed": TOPIC}
+    assert "/?Action=ConfirmSubscription" in cert_server.hits
+    elsewhere = signer.subscription_confirmation("https://sns.example.com/?Action=Confirm")
+    resp = await hook.sns(elsewhere)
+    assert resp.status_code == 403 and "SubscribeURL host 'sns.example.com'" in resp.text
+
+
+async def test_ok_is_recorded_on_the_running_workflow_and_never_starts_one(
+    hook: Hook, signer: SnsSigner
+) -> None:
+    assert (await hook.sns(thing_alarm(signer, "recovers"))).status_code == 202
+    ok = await hook.sns(thing_alarm(signer, "recovers", "OK", reason="back under"))
+    assert ok.status_code == 202 and ok.json()["action"] == "signalled"
+    lines = alarm_lines(await hook.status("webhook-test/recovers"))
+    assert (
+        "1x via cloudwatch" in lines["alarm thing-hot OK"]
+        and "back under" in lines["alarm thing-hot OK"]
+    )
+    lone = await hook.sns(thing_alarm(signer, "never-alarmed", "OK"))
+    assert lone.status_code == 202 and lone.json()["action"] == "not_running"
+    assert not await hook.exists("webhook-test/never-alarmed")
+
+
+async def test_insufficient_data_is_ignored(hook: Hook, signer: SnsSigner) -> None:
+    resp = await hook.sns(thing_alarm(signer, "no-data", "INSUFFICIENT_DATA"))
+    assert resp.status_code == 200 and "INSUFFICIENT_DATA" in resp.json()["ignored"]
+    assert not await hook.exists("webhook-test/no-data")
+
+
+def tampered(signer: SnsSigner, thing: str) -> dict[str, Any]:
+    body = thing_alarm(signer, thing)
+    body["Message"] = body["Message"].replace(thing, "someone-else")
+    return body
+
+
+SNS_REJECTIONS: list[tuple[str, Any, int, str]] = [
+    ("bad JSON", lambda s, t: b"{not json", 400, "bad JSON in SNS message"),
+    ("not an object", lambda s, t: b"[1, 2]", 400, "a JSON object is required"),
+    (
+        "not an SNS message",
+        lambda s, t: {"AlarmName": "thing-hot"},
+        400,
+        "bad SNS message: Type: Field required",
+    ),
+    (
+        "unsigned",
+        lambda s, t: {
+            k: v for k, v in thing_alarm(s, t).items() if k not in ("Signature", "SignatureVersion")
+        },
+        401,
+        "unsigned SNS message",
+    ),
+    ("tampered", tampered, 403, "bad SNS signature"),
+    (
+        "signature not base64",
+        lambda s, t: {**thing_alarm(s, t), "Signature": "%%%"},
+        403,
+        "Signature is not base64",
+    ),
+    (
+        "unknown signature version",
+        lambda s, t: {**thing_alarm(s, t), "SignatureVersion": "3"},
+        403,
+        "SignatureVersion '3' is not 1 or 2",
+    ),
+    (
+        "certificate from another host",
+        lambda s, t: (
+            s.sign({**thing_alarm(s, t), "SigningCertURL": "https://evil.example.com/c.pem"})
+            | {"SigningCertURL": "https://evil.example.com/c.pem"}
+        ),
+        403,
+        "SigningCertURL host 'evil.example.com' is not an allowed SNS host",
+    ),
+    (
+        "another topic",
+        lambda s, t: s.sign({**thing_alarm(s, t), "TopicArn": "arn:aws:sns:us-east-1:9:other"}),
+        403,
+        "topic 'arn:aws:sns:us-east-1:9:other' is not one this webhook accepts",
+    ),
+    (
+        "not a CloudWatch alarm",
+        lambda s, t: s.notification({"hello": t}),
+        400,
+        "SNS Message is not a CloudWatch alarm",
+    ),
+    (
+        "unknown alarm",
+        lambda s, t: s.notification(cloudwatch_alarm("disk-full", "ALARM", {"ThingName": t})),
+        422,
+        "unknown alarm 'disk-full': no route",
+    ),
+    (
+        "procedure not installed",
+        lambda s, t: s.notification(cloudwatch_alarm("thing-gone", "ALARM", {"ThingName": t})),
+        422,
+        "procedure not installed: 'not-yet-written'",
+    ),
+    (
+        "resource that is not a name",
+        lambda s, t: s.notification(
+            cloudwatch_alarm("thing-hot", "ALARM", {"ThingName": f"{t}/../x"})
+        ),
+        422,
+        "is not a name",
+    ),
+    (
+        "route removed by the routes file",
+        lambda s, t: s.notification(cloudwatch_alarm("api-error-rate-high", "ALARM")),
+        422,
+        "unknown alarm 'api-error-rate-high'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "status", "reason"),
+    [r[1:] for r in SNS_REJECTIONS],
+    ids=[r[0] for r in SNS_REJECTIONS],
+)
+async def test_bad_sns_delivery_says_why_and_starts_nothing(
+    hook: Hook, signer: SnsSigner, make: Any, status: int, reason: str, request: Any
+) -> None:
+    thing = f"rejected-{request.node.callspec.id.replace(' ', '-')}"
+    resp = await hook.sns(make(signer, thing))
+    assert resp.status_code == status, resp.text
+    assert reason in resp.json()["error"]
+    assert not await hook.exists(f"webhook-test/{thing}")
+
+
+async def test_oversized_body_is_refused(hook: Hook) -> None:
+    resp = await hook.sns(b" " * (300 * 1024))
+    assert resp.status_code == 413 and "body over" in resp.json()["error"]
+
+
+# ---- Alertmanager -----------------------------------------------------------------------------
+
+
+async def test_alertmanager_firing_then_resolved(hook: Hook) -> None:
+    resp = await hook.alertmanager(am_payload("am-thing"))
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert body["workflow_ids"] == ["webhook-test/am-thing"]
+    assert body["alerts"][0]["action"] == "started"
+    resolved = await hook.alertmanager(am_payload("am-thing", "resolved"))
+    assert resolved.status_code == 202 and resolved.json()["alerts"][0]["action"] == "signalled"
+    lines = alarm_lines(await hook.status("webhook-test/am-thing"))
+    assert "1x via alertmanager" in lines["alarm thing-hot ALARM"]
+    assert "am-thing is hot" in lines["alarm thing-hot ALARM"]
+    assert "1x via alertmanager" in lines["alarm thing-hot OK"]
+
+
+AM_REJECTIONS: list[tuple[str, Any, str | None, int, str]] = [
+    ("no token", lambda t: am_payload(t), None, 401, "missing bearer token"),
+    ("wrong token", lambda t: am_payload(t), "am-token-4f1c9X", 401, "bad bearer token"),
+    ("bad JSON", lambda t: b'{"alerts": [', TOKEN, 400, "bad JSON in Alertmanager payload"),
+    ("no alerts", lambda t: {"status": "firing", "alerts": []}, TOKEN, 400, "alerts"),
+    (
+        "no alertname",
+        lambda t: {**am_payload(t), "alerts": [{**am_payload(t)["alerts"][0], "labels": {}}]},
+        TOKEN,
+        400,
+        "alerts.0.labels.alertname is missing",
+    ),
+    ("unknown alarm", lambda t: am_payload(t, name="disk-full"), TOKEN, 422, "unknown alarm"),
+    (
+        "one unknown alarm among known ones",
+        lambda t: {
+            **am_payload(t),
+            "alerts": am_payload(t)["alerts"] + am_payload(t, name="disk-full")["alerts"],
+        },
+        TOKEN,
+        422,
+        "unknown alarm 'disk-full'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "token", "status", "reason"),
+    [r[1:] for r in AM_REJECTIONS],
+    ids=[r[0] for r in AM_REJECTIONS],
+)
+async def test_bad_alertmanager_delivery_says_why_and_starts_nothing(
+    hook: Hook, make: Any, token: str | None, status: int, reason: str, request: Any
+) -> None:
+    thing = f"am-rejected-{request.node.callspec.id.replace(' ', '-')}"
+    resp = await hook.alertmanager(make(thing), token=token)
+    assert resp.status_code == status, resp.text
+    assert reason in resp.json()["error"]
+    if status == 401:
+        assert resp.headers["www-authenticate"] == "Bearer"
+    assert not await hook.exists(f"webhook-test/{thing}")
+
+
+# ---- exactly once -----------------------------------------------------------------------------
+
+
+async def test_a_storm_starts_one_workflow_and_counts_every_delivery(
+    hook: Hook, signer: SnsSigner
+) -> None:
+    since = datetime.now(UTC)
+    sns = [thing_alarm(signer, "stormy", changed_at=since) for _ in range(25)]
+    am = [am_payload("stormy") for _ in range(25)]
+    replies = await asyncio.gather(
+        *(hook.sns(body) for body in sns), *(hook.alertmanager(body) for body in am)
+    )
+    assert [r.status_code for r in replies] == [202] * 50
+    actions = [r.json()["action"] for r in replies[:25]]
+    actions += [r.json()["alerts"][0]["action"] for r in replies[25:]]
+    assert sorted(actions) == ["signalled"] * 49 + ["started"]
+    assert await hook.runs("webhook-test/stormy") == 1
+    lines = alarm_lines(await hook.status("webhook-test/stormy"))
+    # One timeline line for the alarm state, whichever source delivered it last.
+    assert list(lines) == ["alarm thing-hot ALARM"]
+    assert lines["alarm thing-hot ALARM"].startswith("50x via ")
+
+
+async def test_an_episode_handled_by_an_ended_run_is_not_started_again(
+    hook: Hook, signer: SnsSigner
+) -> None:
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    first = await hook.sns(thing_alarm(signer, "ended", changed_at=since))
+    assert first.json()["action"] == "started"
+    handle = hook.client.get_workflow_handle("webhook-test/ended")
+    await handle.signal(ThingRunbook.finish)
+    assert await handle.result() == "done"
+    again = await hook.sns(thing_alarm(signer, "ended", changed_at=since))
+    assert again.status_code == 202 and again.json()["action"] == "suppressed"
+    assert "was handled by run" in again.json()["detail"]
+    assert await hook.runs("webhook-test/ended") == 1
+    later = await hook.sns(thing_alarm(signer, "ended", changed_at=datetime.now(UTC)))
+    assert later.status_code == 202 and later.json()["action"] == "started"
+    assert await hook.runs("webhook-test/ended", at_least=2) == 2
+
+
+async def test_no_secret_reaches_the_workflow_history(hook: Hook) -> None:
+    payload = am_payload("leaky")
+    payload["alerts"][0]["annotations"]["summary"] = (
+        "login failed password=hunter2 with Authorization: Bearer sk-live-abcdef"
+    )
+    assert (await hook.alertmanager(payload)).status_code == 202
+    history = await hook.client.get_workflow_handle("webhook-test/leaky").fetch_history()
+    text = history.to_json()
+    assert "hunter2" not in text and "sk-live-abcdef" not in text and TOKEN not in text
+    assert (
+        "password=[redacted]"
+        in alarm_lines(await hook.status("webhook-test/leaky"))["alarm thing-hot ALARM"]
+    )
+
+
+async def test_routes_and_health(hook: Hook) -> None:
+    assert (await hook.http.get(f"{hook.url}/health")).json() == {"status": "ok"}
+    routes = {r["alarm"]: r for r in (await hook.http.get(f"{hook.url}/routes")).json()}
+    assert (
+        routes["db-cpu-high"]["procedure"] == "db-failover" and routes["db-cpu-high"]["installed"]
+    )
+    assert routes["thing-hot"]["installed"] and not routes["thing-gone"]["installed"]
+    assert "api-error-rate-high" not in routes
+
+
+# ---- pure parts -------------------------------------------------------------------------------
+
+
+def test_default_routes_cover_the_runbook_alarms() -> None:
+    expected = {
+        "db-cpu-high": ("db-failover", "P1"),
+        "db-connections-high": ("db-failover", "P1"),
+        "kafka-lag-high": ("kafka-lag", "P2"),
+        "api-error-rate-high": ("api-errors", "P1"),
+        "ecs-memory-high": ("high-memory", "P2"),
+    }
+    for name, (procedure, severity) in expected.items():
+        assert (DEFAULT_ROUTES[name].procedure, DEFAULT_ROUTES[name].severity) == (
+            procedure,
+            severity,
+        )
+    assert {DEFAULT_ROUTES[n].procedure for n in DEFAULT_ROUTES if n.startswith("health-")} <= {
+        "triage",
+        "kafka-lag",
+    }
+
+
+def test_routes_file_adds_replaces_and_removes(tmp_path: Path) -> None:
+    path = tmp_path / "routes.json"
+    path.write_text(
+        json.dumps(
+            {"db-cpu-high": {"procedure": "db-failover", "severity": "P0"}, "kafka-lag-high": None}
+        )
+    )
+    routes = load_routes(path)
+    assert routes["db-cpu-high"].severity == "P0" and "kafka-lag-high" not in routes
+    path.write_text(json.dumps({"x": {"procedure": "db-failover", "severity": "P9"}}))
+    with pytest.raises(ValueError, match="severity"):
+        load_routes(path)
+
+
+def test_resource_keys_match_dimensions_and_labels_alike() -> None:
+    route = AlarmRoute(
+        procedure="db-failover",
+        severity="P1",
+        resource_keys=DEFAULT_ROUTES["db-cpu-high"].resource_keys,
+    )
+    assert find_resource(route, {"DBInstanceIdentifier": "a"}) == "a"
+    assert find_resource(route, {"dbinstance_identifier": "b"}) == "b"
+    assert find_resource(route, {"db_instance_id": "c"}) == "c"
+    assert find_resource(route, {"instance": "d"}) is None
+
+
+def test_redact_keeps_the_story_and_drops_credentials() -> None:
+    text = redact(
+        "conn postgresql://app:s3cret@db:5432/x failed; token: abc123; key AKIAABCDEFGHIJKLMNOP"
+    )
+    assert "s3cret" not in text and "abc123" not in text and "AKIAABCDEFGHIJKLMNOP" not in text
+    assert text.startswith("conn postgresql://[redacted]@db:5432/x failed")
+    assert redact("x" * 1000).startswith("[redacted]") and len(redact("y " * 1000)) == 300
