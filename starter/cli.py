@@ -451,5 +451,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The console script. It leaves through os._exit: the Temporal client's native threads
+    can abort a normal interpreter shutdown (temporalio/sdk-python issue 300)."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -23,6 +23,7 @@ from worker import build_worker
 from workflows.registry import WORKFLOWS
 
 pytestmark = pytest.mark.timeout(240)
+ROUTING_KEY = "pd-routing-key-that-must-stay-secret"
 
 
 @pytest.fixture
@@ -31,7 +32,9 @@ async def worker(
 ) -> AsyncIterator[dict[str, str]]:
     """A real worker in this process; returns the environment the CLI needs to reach it."""
     queue = f"e2e-{time.monotonic_ns()}"
-    settings = Settings.model_validate({**stack_env, "RUNBOOK_TASK_QUEUE": queue})
+    settings = Settings.model_validate(
+        {**stack_env, "RUNBOOK_TASK_QUEUE": queue, "PAGERDUTY_ROUTING_KEY": ROUTING_KEY}
+    )
     async with httpx.AsyncClient() as http, build_worker(dev_env.client, settings, http):
         target = dev_env.client.service_client.config.target_host
         yield {**os.environ, **stack_env, "RUNBOOK_TASK_QUEUE": queue, "TEMPORAL_ADDRESS": target}
@@ -114,6 +117,40 @@ async def test_failover_started_and_approved_by_cli(
     handle = dev_env.client.get_workflow_handle(workflow_id)
     await replay(await handle.fetch_history())
     await keep_history(handle, "db_failover_e2e_approved")
+
+
+async def test_an_unanswered_gate_escalates_and_each_level_is_notified(
+    worker: dict[str, str], sandbox_url: str, dev_env: WorkflowEnvironment
+) -> None:
+    sandbox = httpx.Client(base_url=sandbox_url, timeout=10)
+    sandbox.post("/control/reset").raise_for_status()
+    started = await cli(
+        worker,
+        "start",
+        "db-failover",
+        "--severity",
+        "P1",
+        "--requested-by",
+        "alice",
+        "--set",
+        "approval_timeout_seconds=1",
+        "--json",
+    )
+    assert started.returncode == 0, started.stderr
+    workflow_id = json.loads(started.stdout)["workflow_id"]
+    done = json.loads((await cli(worker, "status", workflow_id, "--wait", "--json")).stdout)
+    assert done["outcome"] == "not_approved"
+
+    slack = [m["text"] for m in sandbox.get("/slack/messages").json()]
+    assert "approval needed" in slack[0] and "on-call" not in slack[0]
+    assert slack[1].startswith(":rotating_light: [P1] ESCALATED to engineering-manager")
+    assert "not run" in slack[2]
+    pages = sandbox.get("/pagerduty/events").json()
+    assert [p["event_action"] for p in pages] == ["trigger", "trigger", "resolve"]
+    assert {p["dedup_key"] for p in pages} == {f"{workflow_id}/failover"}
+    assert all(p["routing_key"] == ROUTING_KEY for p in pages)
+    history = await dev_env.client.get_workflow_handle(workflow_id).fetch_history()
+    assert ROUTING_KEY not in history.to_json()  # the routing key stays in the worker
 
 
 async def test_cli_refuses_unknown_workflow(worker: dict[str, str]) -> None:
