@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     llm_budget_min: float = Field(1.0, gt=0, alias="LLM_BUDGET_MIN")
     llm_budget_max: float = Field(1000.0, gt=0, alias="LLM_BUDGET_MAX")
     llm_spend_key_prefix: str = Field("llm:spend:global:", alias="LLM_SPEND_KEY_PREFIX")
+    # The spend watch's budget when the service's `/metrics` does not tell it (USD).
+    llm_daily_budget: float | None = Field(None, gt=0, alias="RUNBOOK_LLM_DAILY_BUDGET")
 
     # The embedded local stack keeps its pid files, logs and data here.
     state_dir: Path = Field(PROJECT_DIR / ".runbook", alias="RUNBOOK_STATE_DIR")

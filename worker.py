@@ -14,6 +14,7 @@ from botocore.config import Config
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.alarms import AlarmActivities, AlarmStarter
 from activities.approvals import ApprovalActivities, EscalationPolicy
 from activities.cloudwatch import CloudWatchActivities
 from activities.ecs import EcsActivities
@@ -23,7 +24,9 @@ from activities.notify import Link, NotifyActivities, PagerDutyConfig
 from activities.postgres import PostgresActivities
 from activities.rds import RdsActivities
 from activities.secrets import SecretsActivities
+from activities.spend import SpendActivities
 from settings import Settings, get_settings, temporal_client
+from workflows.llm_spend_watch import LlmSpendWatch
 from workflows.registry import WORKFLOWS
 
 log = logging.getLogger("runbook.worker")
@@ -110,12 +113,27 @@ def remediation_activities(
     ]
 
 
+def schedule_activities(client: Client, settings: Settings, http: httpx.AsyncClient) -> list[Any]:
+    """The LLM spend watch (issue 6): read spend and budget, start a runbook once."""
+    spend = SpendActivities(
+        redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=10),
+        http,
+        settings.api_base_url,
+        settings.llm_spend_key_prefix,
+        settings.llm_daily_budget,
+    )
+    return [spend.read, AlarmActivities(AlarmStarter(client)).start_once]
+
+
 def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) -> Worker:
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=WORKFLOWS,
-        activities=build_activities(settings, http),
+        workflows=[*WORKFLOWS, LlmSpendWatch],
+        activities=[
+            *build_activities(settings, http),
+            *schedule_activities(client, settings, http),
+        ],
         activity_executor=ThreadPoolExecutor(max_workers=50),
     )
 

@@ -369,7 +369,8 @@ def with_client(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from starter import demo, stack_cli
+    from starter import demo, schedules, stack_cli
+    from starter.webhook import cli as webhook_cli
 
     parser = argparse.ArgumentParser(prog="runbook", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -419,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack_cli.add_parser(sub)
     demo.add_parser(sub)
+    webhook_cli.add_parser(sub)
+    schedules.add_parser(sub)
     return parser
 
 

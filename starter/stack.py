@@ -55,7 +55,9 @@ from workflows import search_attributes
 from workflows.search_attributes import DEV_SERVER_ARGS
 
 # Status keys. aws and sandbox share one process; temporal-ui is the dev server's UI.
-PARTS = ("postgres", "redis", "kafka", "sandbox", "aws", "temporal", "temporal-ui", "worker")
+PARTS = (
+    "postgres", "redis", "kafka", "sandbox", "aws", "temporal", "temporal-ui", "worker", "webhook"
+)  # fmt: skip
 
 DEFAULT_PORTS = {
     "postgres": 54329,
@@ -65,6 +67,7 @@ DEFAULT_PORTS = {
     "aws": 4566,
     "temporal": 7233,
     "temporal-ui": 8233,
+    "webhook": 8790,
 }
 
 # The variable that, when set, makes a part external.
@@ -75,6 +78,7 @@ EXTERNAL_VARS = {
     "sandbox": "API_BASE_URL",
     "aws": "AWS_ENDPOINT_URL",
     "temporal": "TEMPORAL_ADDRESS",
+    "webhook": "RUNBOOK_WEBHOOK_URL",
 }
 
 # Processes in start order, and the parts each one serves.
@@ -85,10 +89,12 @@ UNITS: dict[str, tuple[str, ...]] = {
     "sandbox": ("sandbox", "aws"),
     "temporal": ("temporal", "temporal-ui"),
     "worker": ("worker",),
+    "webhook": ("webhook",),
 }
 DEPENDS: dict[str, tuple[str, ...]] = {
     "sandbox": ("postgres", "redis", "kafka"),
     "worker": ("postgres", "redis", "kafka", "sandbox", "temporal"),
+    "webhook": ("temporal",),
 }
 T = TypeVar("T")
 PART_UNIT = {part: unit for unit, parts in UNITS.items() for part in parts}
@@ -167,7 +173,7 @@ class Stack:
 
     def down(self) -> None:
         """Stop every process we started; clients first, then the servers they use."""
-        for wave in (("worker", "sandbox"), ("temporal", "kafka", "redis", "postgres")):
+        for wave in (("webhook", "worker", "sandbox"), ("temporal", "kafka", "redis", "postgres")):
             running = {u: pid for u in wave if (pid := self._running_pid(u)) is not None}
             for unit, pid in running.items():
                 _signal_unit(unit, pid)
@@ -187,6 +193,7 @@ class Stack:
         env.update(self._temporal_env())
         env.update(self._aws_env())
         env.update(self._sandbox_env())
+        env["RUNBOOK_WEBHOOK_URL"] = self._address("webhook")
         for part in ("postgres", "redis", "kafka"):
             env[EXTERNAL_VARS[part]] = self._address(part)
         if not self._external("postgres"):
@@ -240,7 +247,7 @@ class Stack:
             return f"redis://{HOST}:{self._port('redis')}/0"
         if part in ("kafka", "temporal"):
             return f"{HOST}:{self._port(part)}"
-        if part in ("sandbox", "aws", "temporal-ui"):
+        if part in ("sandbox", "aws", "temporal-ui", "webhook"):
             return f"http://{HOST}:{self._port(part)}"
         return self._task_queue()
 
@@ -380,6 +387,7 @@ class Stack:
             "sandbox": self._launch_sandbox,
             "temporal": self._launch_temporal,
             "worker": self._launch_worker,
+            "webhook": self._launch_webhook,
         }[unit]()
 
     def _launch_postgres(self) -> _Launch:
@@ -486,6 +494,11 @@ class Stack:
             raise StackError(f"worker: {script} is missing, so there is no worker to start")
         return _Launch([sys.executable, str(script)], "worker.py", {})
 
+    def _launch_webhook(self) -> _Launch:
+        port = self._port("webhook")
+        argv = [sys.executable, "-m", "starter.webhook", "--host", HOST, "--port", str(port)]
+        return _Launch(argv, "starter.webhook", {"webhook": port})
+
     # ----- readiness --------------------------------------------------------------------
 
     def _wait_ready(self, unit: str, pid: int, deadline: float) -> None:
@@ -514,6 +527,7 @@ class Stack:
             "temporal": lambda: _temporal_answers(self._address("temporal")),
             "temporal-ui": lambda: _http_answers(self._address("temporal-ui")),
             "worker": self._worker_polls,
+            "webhook": lambda: _http_answers(self._address("webhook") + "/health"),
         }
         return probes[part]()
 

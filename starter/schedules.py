@@ -1,0 +1,218 @@
+"""Temporal Schedules of the runbooks, and `runbook schedules [list|apply|pause|resume]`.
+
+`apply` creates what is missing and updates what exists to these definitions, keeping a
+schedule's paused state and note: running it twice changes nothing.
+"""
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleCalendarSpec,
+    ScheduleDescription,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleRange,
+    ScheduleSpec,
+    ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from settings import get_settings
+from starter.cli import BadInput, emit, with_client
+from workflows.llm_spend_watch import LlmSpendWatchInput
+
+
+@dataclass(frozen=True)
+class ScheduleDef:
+    name: str  # the schedule id; the workflow id of each run is this plus the time
+    workflow_type: str
+    summary: str
+    spec: ScheduleSpec
+    catchup: timedelta
+    make_input: Callable[[], Any]
+
+
+def _schedule_input(name: str) -> dict[str, str]:
+    # A runbook input (RunbookInput's fields); other models ignore what they do not have.
+    return {"trigger": "schedule", "requested_by": f"schedule:{name}"}
+
+
+SCHEDULES: tuple[ScheduleDef, ...] = (
+    ScheduleDef(
+        name="cert-expiry-check",
+        # Written with cert renewal (runbook.md 7): certificates within 30 days of expiry.
+        workflow_type="CertExpiryCheck",
+        summary="daily at 06:00 UTC: certificates within 30 days of expiry",
+        spec=ScheduleSpec(
+            calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(6)], minute=[ScheduleRange(0)])]
+        ),
+        catchup=timedelta(hours=12),
+        make_input=lambda: _schedule_input("cert-expiry-check"),
+    ),
+    ScheduleDef(
+        name="llm-spend-watch",
+        workflow_type="LlmSpendWatch",
+        summary="every 5 minutes: start llm-budget when spend reaches 90% of the budget",
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=5))]),
+        # A missed reading is stale: do not make up for downtime with a burst of them.
+        catchup=timedelta(minutes=5),
+        make_input=lambda: LlmSpendWatchInput(),
+    ),
+)
+BY_NAME = {d.name: d for d in SCHEDULES}
+
+
+class ScheduleRow(BaseModel):
+    name: str
+    applied: bool
+    workflow_type: str
+    summary: str
+    paused: bool = False
+    note: str = ""
+    next_run: datetime | None = None
+    last_run: datetime | None = None
+    runs: int = 0
+
+
+def build(definition: ScheduleDef, task_queue: str, state: ScheduleState | None = None) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            definition.workflow_type,
+            definition.make_input(),
+            id=definition.name,
+            task_queue=task_queue,
+            static_summary=definition.summary,
+        ),
+        spec=definition.spec,
+        policy=SchedulePolicy(
+            overlap=ScheduleOverlapPolicy.SKIP, catchup_window=definition.catchup
+        ),
+        state=state or ScheduleState(note=definition.summary),
+    )
+
+
+async def apply(client: Client, task_queue: str) -> dict[str, str]:
+    """Create or update every schedule; `{name: "created" | "updated"}`."""
+    done: dict[str, str] = {}
+    for definition in SCHEDULES:
+        try:
+            await client.create_schedule(definition.name, build(definition, task_queue))
+            done[definition.name] = "created"
+        except ScheduleAlreadyRunningError:
+
+            def keep_state(
+                current: ScheduleUpdateInput, d: ScheduleDef = definition
+            ) -> ScheduleUpdate:
+                state = current.description.schedule.state
+                return ScheduleUpdate(schedule=build(d, task_queue, replace(state)))
+
+            await client.get_schedule_handle(definition.name).update(keep_state)
+            done[definition.name] = "updated"
+    return done
+
+
+async def describe(client: Client, definition: ScheduleDef) -> ScheduleDescription | None:
+    try:
+        return await client.get_schedule_handle(definition.name).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+async def rows(client: Client) -> list[ScheduleRow]:
+    found = []
+    for definition in SCHEDULES:
+        row = ScheduleRow(
+            name=definition.name,
+            applied=False,
+            workflow_type=definition.workflow_type,
+            summary=definition.summary,
+        )
+        desc = await describe(client, definition)
+        if desc is not None:
+            info, state = desc.info, desc.schedule.state
+            row.applied, row.paused, row.note = True, state.paused, state.note or ""
+            row.next_run = info.next_action_times[0] if info.next_action_times else None
+            row.last_run = info.recent_actions[-1].started_at if info.recent_actions else None
+            row.runs = info.num_actions
+        found.append(row)
+    return found
+
+
+async def set_paused(client: Client, name: str, paused: bool, note: str) -> None:
+    definition = BY_NAME.get(name)
+    if definition is None:
+        raise BadInput(f"NAME: no schedule {name!r}; schedules: {', '.join(BY_NAME)}")
+    if await describe(client, definition) is None:
+        raise BadInput(f"{name}: not applied yet; run `runbook schedules apply`")
+    handle = client.get_schedule_handle(name)
+    if paused:
+        await handle.pause(note=note)
+    else:
+        await handle.unpause(note=note)
+
+
+# ---- CLI ------------------------------------------------------------------------------------
+
+
+def render(found: list[ScheduleRow]) -> str:
+    lines = []
+    for row in found:
+        if not row.applied:
+            lines.append(f"{row.name:<18} not applied (runbook schedules apply)  {row.summary}")
+            continue
+        state = "paused" if row.paused else "active"
+        nxt = (
+            f"next {row.next_run:%Y-%m-%d %H:%M:%S} UTC" if row.next_run and not row.paused else ""
+        )
+        lines.append(f"{row.name:<18} {state:<7} {nxt:<30} {row.runs} runs  {row.summary}")
+    return "\n".join(lines)
+
+
+async def cmd_schedules(client: Client, args: argparse.Namespace) -> int:
+    task_queue = get_settings().task_queue
+    if args.action == "apply":
+        done = await apply(client, task_queue)
+        emit(args, {"applied": done}, "\n".join(f"{k}: {v}" for k, v in done.items()))
+        return 0
+    if args.action in ("pause", "resume"):
+        paused = args.action == "pause"
+        await set_paused(client, args.name, paused, args.note or f"{args.action}d by runbook CLI")
+        emit(args, {"name": args.name, "paused": paused}, f"{args.name}: {args.action}d")
+        return 0
+    found = await rows(client)
+    emit(args, {"schedules": [r.model_dump(mode="json") for r in found]}, render(found))
+    return 0
+
+
+def validate(args: argparse.Namespace) -> None:
+    if args.action in ("pause", "resume") and not args.name:
+        raise BadInput(
+            f"schedules {args.action}: NAME is required; schedules: {', '.join(BY_NAME)}"
+        )
+    if args.action in ("list", "apply") and args.name:
+        raise BadInput(f"schedules {args.action}: takes no NAME")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    schedules = sub.add_parser("schedules", help="the runbooks' Temporal Schedules")
+    schedules.add_argument(
+        "action", nargs="?", default="list", choices=("list", "apply", "pause", "resume")
+    )
+    schedules.add_argument("name", nargs="?", help="the schedule (pause, resume)")
+    schedules.add_argument("--note", default="", help="why (pause, resume)")
+    schedules.add_argument("--json", action="store_true")
+    schedules.set_defaults(func=with_client(cmd_schedules, validate))
