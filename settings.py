@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     # The spend watch's budget when the service's `/metrics` does not tell it (USD).
     llm_daily_budget: float | None = Field(None, gt=0, alias="RUNBOOK_LLM_DAILY_BUDGET")
 
+    # The incident log: the project's own database, never the one being failed over.
+    runbook_database_url: str | None = Field(None, alias="RUNBOOK_DATABASE_URL")
+    postmortem_dir: Path = Field(
+        PROJECT_DIR / ".runbook" / "postmortems", alias="RUNBOOK_POSTMORTEM_DIR"
+    )
+
     # The embedded local stack keeps its pid files, logs and data here.
     state_dir: Path = Field(PROJECT_DIR / ".runbook", alias="RUNBOOK_STATE_DIR")
 

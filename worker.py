@@ -9,6 +9,7 @@ from typing import Any
 
 import boto3
 import httpx
+import psycopg
 import redis.asyncio
 from botocore.config import Config
 from temporalio.client import Client
@@ -19,6 +20,7 @@ from activities.approvals import ApprovalActivities, EscalationPolicy
 from activities.cloudwatch import CloudWatchActivities
 from activities.ecs import EcsActivities
 from activities.health import HealthActivities
+from activities.incidents import IncidentActivities, migrate
 from activities.llm import BudgetPolicy, LlmActivities
 from activities.notify import Link, NotifyActivities, PagerDutyConfig
 from activities.postgres import PostgresActivities
@@ -26,6 +28,7 @@ from activities.rds import RdsActivities
 from activities.secrets import SecretsActivities
 from activities.spend import SpendActivities
 from settings import Settings, get_settings, temporal_client
+from workflows.incident_log import IncidentLogInterceptor
 from workflows.llm_spend_watch import LlmSpendWatch
 from workflows.registry import WORKFLOWS
 
@@ -36,6 +39,24 @@ log = logging.getLogger("runbook.worker")
 AWS_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=20
 )
+
+
+# Every worker and replayer runs the same interceptors: they add commands to histories.
+INTERCEPTORS = [IncidentLogInterceptor()]
+
+
+def migrate_incident_log(settings: Settings) -> None:
+    """At start, so the schema is ready; a database that is down must not stop the worker
+    (remediation goes on; incident records wait for the database)."""
+    if not settings.runbook_database_url:
+        log.warning("RUNBOOK_DATABASE_URL is not set: incidents will not be recorded")
+        return
+    try:
+        result = migrate(settings.runbook_database_url)
+    except psycopg.Error as err:
+        log.warning("incident log not migrated (database unavailable: %s)", type(err).__name__)
+        return
+    log.info("incident log schema at version %s (applied %s)", result.version, result.applied)
 
 
 def escalation_policy(settings: Settings) -> EscalationPolicy:
@@ -64,6 +85,7 @@ def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
         ],
         PagerDutyConfig(settings.pagerduty_routing_key, settings.pagerduty_events_url),
     )
+    incidents = IncidentActivities(settings.runbook_database_url, settings.postmortem_dir)
     approvals = ApprovalActivities(
         escalation_policy(settings), settings.roster_file, settings.approver_keys_file
     )
@@ -80,6 +102,7 @@ def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
         notify.pagerduty,
         approvals.plan_escalation,
         approvals.verify,
+        incidents.record,
     ]
 
 
@@ -135,12 +158,14 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
             *schedule_activities(client, settings, http),
         ],
         activity_executor=ThreadPoolExecutor(max_workers=50),
+        interceptors=INTERCEPTORS,
     )
 
 
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
+    migrate_incident_log(settings)
     client = await temporal_client()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

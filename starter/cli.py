@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from pydantic import BaseModel, ValidationError
 from temporalio.client import (
     Client,
@@ -419,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     pending.set_defaults(func=with_client(cmd_pending))
 
     stack_cli.add_parser(sub)
+    incidents_cli.add_parser(sub)
     demo.add_parser(sub)
     webhook_cli.add_parser(sub)
     schedules.add_parser(sub)
@@ -444,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as err:
         print(f"runbook: error: {err}", file=sys.stderr)
         return 2
-    except Unreachable as err:
+    except (Unreachable, psycopg.OperationalError) as err:
         print(f"runbook: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

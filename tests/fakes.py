@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 from activities.approvals import ApprovalActivities, EscalationPolicy
 from activities.cloudwatch import MetricRequest, MetricSummary
 from activities.health import HealthRequest, HealthResult, WaitHealthyRequest
+from activities.incidents import IncidentRecord, RecordResult
 from activities.notify import Notification, NotifyResult, PagerDutyEvent
 from activities.postgres import IdleInTransactionRequest, IdleInTransactionResult
 from activities.rds import (
@@ -35,6 +36,9 @@ class FakeSystems:
     calls: list[str] = field(default_factory=list)
     notes: list[Notification] = field(default_factory=list)
     pages: list[PagerDutyEvent] = field(default_factory=list)
+    incidents: list[IncidentRecord] = field(default_factory=list)
+    # How many times the incident log fails before it answers (a database that is down).
+    incident_log_failures: int = 0
     # When set, the wait for the instance holds until the test releases it.
     release_wait: asyncio.Event | None = None
 
@@ -102,6 +106,14 @@ class FakeSystems:
             self.pages.append(event)
             return NotifyResult(delivered=True, detail=f"PagerDuty {event.action}")
 
+        @activity.defn(name="incidents.record")
+        async def record(incident: IncidentRecord) -> RecordResult:
+            if self.incident_log_failures > 0:
+                self.incident_log_failures -= 1
+                raise ApplicationError("connection refused")
+            self.incidents.append(incident)
+            return RecordResult(incident_id=incident.incident_id, events=len(incident.timeline))
+
         approvals = ApprovalActivities(self.policy, *self.roster)
         return [
             describe,
@@ -113,6 +125,7 @@ class FakeSystems:
             idle,
             slack,
             pagerduty,
+            record,
             approvals.plan_escalation,
             approvals.verify,
         ]

@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 from tests.approvers import signed, write_roster
 from tests.fakes import FakeSystems
 from tests.temporal_env import keep_history
+from worker import INTERCEPTORS
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
 from workflows.models import AlarmDelivery, Approval, RunbookResult, RunbookStatus
 
@@ -42,6 +43,7 @@ async def running(env: WorkflowEnvironment, fakes: FakeSystems) -> AsyncIterator
         workflows=[DatabaseFailover],
         activities=fakes.activities(),
         activity_executor=ThreadPoolExecutor(4),
+        interceptors=INTERCEPTORS,
     ):
         yield queue
 

@@ -19,7 +19,7 @@ from temporalio.worker import Replayer
 from settings import Settings
 from starter.approvers import local_key
 from tests.temporal_env import keep_history
-from worker import build_worker
+from worker import INTERCEPTORS, build_worker
 from workflows.registry import WORKFLOWS
 
 pytestmark = pytest.mark.timeout(240)
@@ -28,16 +28,21 @@ ROUTING_KEY = "pd-routing-key-that-must-stay-secret"
 
 @pytest.fixture
 async def worker(
-    dev_env: WorkflowEnvironment, stack_env: dict[str, str], aws_env: dict[str, str]
+    dev_env: WorkflowEnvironment,
+    stack_env: dict[str, str],
+    aws_env: dict[str, str],
+    tmp_path: Path,
 ) -> AsyncIterator[dict[str, str]]:
     """A real worker in this process; returns the environment the CLI needs to reach it."""
-    queue = f"e2e-{time.monotonic_ns()}"
-    settings = Settings.model_validate(
-        {**stack_env, "RUNBOOK_TASK_QUEUE": queue, "PAGERDUTY_ROUTING_KEY": ROUTING_KEY}
-    )
+    env = {
+        **stack_env,
+        "RUNBOOK_TASK_QUEUE": f"e2e-{time.monotonic_ns()}",
+        "RUNBOOK_POSTMORTEM_DIR": str(tmp_path),
+    }
+    settings = Settings.model_validate({**env, "PAGERDUTY_ROUTING_KEY": ROUTING_KEY})
     async with httpx.AsyncClient() as http, build_worker(dev_env.client, settings, http):
         target = dev_env.client.service_client.config.target_host
-        yield {**os.environ, **stack_env, "RUNBOOK_TASK_QUEUE": queue, "TEMPORAL_ADDRESS": target}
+        yield {**os.environ, **env, "TEMPORAL_ADDRESS": target}
 
 
 def as_approver(env: dict[str, str], name: str) -> dict[str, str]:
@@ -114,9 +119,26 @@ async def test_failover_started_and_approved_by_cli(
     closed = await cli(bob, "approve", workflow_id, "--as", "bob")
     assert closed.returncode == 2 and "no approval gate is open" in closed.stderr
 
+    await check_incident_log(worker, workflow_id, status["timeline"])
     handle = dev_env.client.get_workflow_handle(workflow_id)
     await replay(await handle.fetch_history())
     await keep_history(handle, "db_failover_e2e_approved")
+
+
+async def check_incident_log(env: dict[str, str], workflow_id: str, timeline: list) -> None:
+    """The run is in the incident log, with a post-mortem draft (P1) the CLI can rewrite."""
+    logged = next(s for s in timeline if s["name"] == "incident log")
+    assert logged["outcome"] == "ok" and "post-mortem draft" in logged["detail"]
+    listed = await cli(env, "incidents", "--json", "--procedure", "db-failover")
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    [mine] = [i for i in data["incidents"] if i["workflow_id"] == workflow_id]
+    assert (mine["outcome"], mine["approvers"], mine["trigger"]) == ("completed", ["bob"], "cli")
+    assert data["by_procedure"]["db-failover"]["mttr_minutes"] is not None
+    draft = await cli(env, "postmortem", mine["incident_id"][:13])
+    assert draft.returncode == 0, draft.stderr
+    text = Path(draft.stdout.strip()).read_text()
+    assert "Approved by: bob" in text and "reboot with force-failover" in text
 
 
 async def test_an_unanswered_gate_escalates_and_each_level_is_notified(
@@ -159,9 +181,10 @@ async def test_cli_refuses_unknown_workflow(worker: dict[str, str]) -> None:
 
 
 async def replay(history: WorkflowHistory) -> None:
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
-        history
+    replayer = Replayer(
+        workflows=WORKFLOWS, interceptors=INTERCEPTORS, data_converter=pydantic_data_converter
     )
+    await replayer.replay_workflow(history)
 
 
 async def wait_until(env: dict[str, str], key: str, timeout: float = 30) -> list[dict]:

@@ -24,6 +24,7 @@ from activities.approvals import (
 )
 from tests.approvers import key_of, signed, write_roster
 from tests.fakes import FakeSystems
+from worker import INTERCEPTORS
 from workflows.base import RunbookWorkflow
 from workflows.models import DecisionAck, GateResult, ParamSpec, RunbookInput, RunbookStatus
 
@@ -59,6 +60,7 @@ async def probe(
         workflows=[GateProbe],
         activities=fakes.activities(),
         activity_executor=ThreadPoolExecutor(4),
+        interceptors=INTERCEPTORS,
         workflow_runner=UnsandboxedWorkflowRunner(),
     ):
         inp = RunbookInput(requested_by="alice", **fields)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ calls `self.begin(...)`, then `self.check`, `self.step`, `self.gate` and `self.n
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyRequest,
         VerifyResult,
     )
+    from activities.incidents import IncidentRecord, IncidentStep
     from activities.notify import Notification, NotifyActivities, PagerDutyEvent
 
 from workflows import search_attributes as sa
@@ -75,6 +76,12 @@ class RunbookWorkflow:
         self._input = RunbookInput()
         self._alarms: dict[tuple[str, str], int] = {}
         self._approvals: list[Decision] = []
+        # For the incident log: who approved across every gate, and when the first did.
+        self._approvers: list[str] = []
+        self._first_approval_at: datetime | None = None
+        self._findings: list[Finding] = []
+        self._plan: list[str] = []
+        self._summary = ""
         self._seen_signatures: set[str] = set()
 
     # ---- state --------------------------------------------------------------------------
@@ -110,7 +117,8 @@ class RunbookWorkflow:
     def finish(
         self, outcome: Outcome, summary: str, findings: list[Finding], plan: list[str]
     ) -> RunbookResult:
-        self._outcome = outcome
+        self._outcome, self._summary = outcome, summary
+        self._findings, self._plan = findings, plan
         self.set_phase("done")
         self.record("finished", "ok" if outcome in ("completed", "dry_run") else "info", summary)
         return RunbookResult(
@@ -124,6 +132,32 @@ class RunbookWorkflow:
             plan=plan,
             decision=self._decision,
             timeline=self._timeline,
+        )
+
+    def incident_record(self, error: BaseException | None) -> IncidentRecord:
+        """What the incident log keeps of this run (see workflows/incident_log.py)."""
+        info, inp = workflow.info(), self._input
+        outcome = self._outcome or ("failed" if error else "completed")
+        ended = workflow.now()
+        return IncidentRecord(
+            incident_id=info.run_id,
+            workflow_id=info.workflow_id,
+            procedure=self.procedure,
+            severity=inp.severity,
+            trigger=inp.trigger,
+            resource=self._resource,
+            requested_by=inp.requested_by,
+            started_at=info.start_time,
+            ended_at=ended,
+            first_approval_at=self._first_approval_at,
+            mitigated_at=ended if outcome == "completed" else None,
+            outcome=outcome,
+            summary=self._summary or (failure_message(error) if error else ""),
+            approvers=self._approvers,
+            refusals=[s.detail for s in self._timeline if s.name == "decision refused"],
+            findings=[f.model_dump(mode="json") for f in self._findings],
+            plan=self._plan,
+            timeline=[IncidentStep.model_validate(s.model_dump()) for s in self._timeline],
         )
 
     # ---- steps and checks ---------------------------------------------------------------
@@ -376,6 +410,8 @@ class RunbookWorkflow:
         said = f": {decision.comment}" if decision.comment else ""
         self.record(f"gate {gate.gate} {verb}", "ok", f"by {decision.approver}{said}")
         if decision.approve:
+            self._approvers.append(decision.approver)
+            self._first_approval_at = self._first_approval_at or workflow.now()
             gate.approved_by.append(decision.approver)
             self._approvals.append(decision)
             if len(gate.approved_by) < gate.approvals_required:

@@ -310,7 +310,8 @@ class DatabaseFailover(RunbookWorkflow):
 
     async def _fail(self, plan: FailoverPlan, err: ActivityError) -> None:
         reason = failure_message(err)
-        self._outcome = "failed"
+        self._outcome, self._summary = "failed", f"{plan.summary}: {reason}"
+        self._plan = plan.steps
         self.set_phase("failed")
         await self.notify(
             "failed",

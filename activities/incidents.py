@@ -1,0 +1,286 @@
+"""The incident log (runbook.md, "Post-Incident"): every run of every procedure, in the
+project's own PostgreSQL (RUNBOOK_DATABASE_URL), never the database being failed over.
+
+Writes are idempotent: the incident and each timeline event have natural keys, so a retried
+activity rewrites the same rows instead of adding new ones.
+"""
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel
+from temporalio import activity
+
+# Versioned migrations, applied in order once each; never edit one that has shipped.
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE incidents (
+            incident_id text PRIMARY KEY,
+            workflow_id text NOT NULL,
+            procedure text NOT NULL,
+            severity text NOT NULL,
+            trigger text NOT NULL,
+            resource text NOT NULL,
+            requested_by text NOT NULL,
+            started_at timestamptz NOT NULL,
+            ended_at timestamptz,
+            first_approval_at timestamptz,
+            mitigated_at timestamptz,
+            outcome text NOT NULL,
+            summary text NOT NULL,
+            approvers text[] NOT NULL DEFAULT '{}',
+            refusals text[] NOT NULL DEFAULT '{}',
+            findings jsonb NOT NULL DEFAULT '[]',
+            plan jsonb NOT NULL DEFAULT '[]',
+            recorded_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX incidents_started ON incidents (started_at);
+        CREATE TABLE incident_events (
+            incident_id text NOT NULL REFERENCES incidents ON DELETE CASCADE,
+            seq integer NOT NULL,
+            name text NOT NULL,
+            started_at timestamptz NOT NULL,
+            ended_at timestamptz,
+            outcome text NOT NULL,
+            detail text NOT NULL,
+            PRIMARY KEY (incident_id, seq)
+        );
+        """,
+    ),
+]
+
+
+class IncidentStep(BaseModel):
+    name: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    outcome: str
+    detail: str = ""
+
+
+class IncidentRecord(BaseModel):
+    incident_id: str
+    workflow_id: str
+    procedure: str
+    severity: str
+    trigger: str
+    resource: str
+    requested_by: str
+    started_at: datetime
+    ended_at: datetime | None
+    first_approval_at: datetime | None
+    mitigated_at: datetime | None
+    outcome: str
+    summary: str
+    approvers: list[str] = []
+    refusals: list[str] = []
+    findings: list[dict[str, Any]] = []
+    plan: list[str] = []
+    timeline: list[IncidentStep] = []
+
+
+class RecordResult(BaseModel):
+    incident_id: str
+    recorded: bool = True
+    events: int = 0
+    postmortem: str | None = None
+
+
+class MigrateResult(BaseModel):
+    applied: list[int]
+    version: int
+
+
+UPSERT_INCIDENT = """
+INSERT INTO incidents (incident_id, workflow_id, procedure, severity, trigger, resource,
+    requested_by, started_at, ended_at, first_approval_at, mitigated_at, outcome, summary,
+    approvers, refusals, findings, plan)
+VALUES (%(incident_id)s, %(workflow_id)s, %(procedure)s, %(severity)s, %(trigger)s,
+    %(resource)s, %(requested_by)s, %(started_at)s, %(ended_at)s, %(first_approval_at)s,
+    %(mitigated_at)s, %(outcome)s, %(summary)s, %(approvers)s, %(refusals)s, %(findings)s,
+    %(plan)s)
+ON CONFLICT (incident_id) DO UPDATE SET
+    ended_at = EXCLUDED.ended_at, first_approval_at = EXCLUDED.first_approval_at,
+    mitigated_at = EXCLUDED.mitigated_at, outcome = EXCLUDED.outcome,
+    summary = EXCLUDED.summary, approvers = EXCLUDED.approvers, refusals = EXCLUDED.refusals,
+    findings = EXCLUDED.findings, plan = EXCLUDED.plan, recorded_at = now()
+"""
+UPSERT_EVENT = """
+INSERT INTO incident_events (incident_id, seq, name, started_at, ended_at, outcome, detail)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (incident_id, seq) DO UPDATE SET name = EXCLUDED.name,
+    started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at,
+    outcome = EXCLUDED.outcome, detail = EXCLUDED.detail
+"""
+
+
+def migrate(database_url: str) -> MigrateResult:
+    """Apply the migrations not applied yet, each in its own transaction, under a lock so
+    two workers starting at once do not race."""
+    applied = []
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('runbook-migrations'))")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for version, sql in MIGRATIONS:
+            if version not in done:
+                conn.execute(sql)  # type: ignore[arg-type]
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                applied.append(version)
+    return MigrateResult(applied=applied, version=max(v for v, _ in MIGRATIONS))
+
+
+def save(database_url: str, record: IncidentRecord) -> int:
+    values = record.model_dump(exclude={"timeline"})
+    values["findings"] = Jsonb(record.findings)
+    values["plan"] = Jsonb(record.plan)
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        conn.execute(UPSERT_INCIDENT, values)
+        with conn.cursor() as cur:
+            cur.executemany(
+                UPSERT_EVENT,
+                [
+                    (record.incident_id, seq, s.name, s.started_at, s.ended_at, s.outcome, s.detail)
+                    for seq, s in enumerate(record.timeline)
+                ],
+            )
+            # A shorter timeline than a previous write (never expected) must not leave extras.
+            cur.execute(
+                "DELETE FROM incident_events WHERE incident_id = %s AND seq >= %s",
+                (record.incident_id, len(record.timeline)),
+            )
+    return len(record.timeline)
+
+
+def load(database_url: str, incident_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One incident by id or unique id prefix, with its events; KeyError if none or several."""
+    with psycopg.connect(database_url, connect_timeout=5, row_factory=dict_row) as conn:
+        rows = conn.execute(
+            "SELECT * FROM incidents WHERE incident_id LIKE %s ORDER BY started_at LIMIT 2",
+            (incident_id.replace("%", "") + "%",),
+        ).fetchall()
+        if len(rows) != 1:
+            found = "several incidents" if rows else "no incident"
+            raise KeyError(f"INCIDENT_ID: {found} match {incident_id!r}")
+        events = conn.execute(
+            "SELECT * FROM incident_events WHERE incident_id = %s ORDER BY seq",
+            (rows[0]["incident_id"],),
+        ).fetchall()
+    return rows[0], events
+
+
+SEARCH = """
+SELECT * FROM incidents
+WHERE (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
+  AND (%(procedure)s::text IS NULL OR procedure = %(procedure)s)
+ORDER BY started_at DESC
+"""
+
+
+def search(
+    database_url: str, since: datetime | None = None, procedure: str | None = None
+) -> list[dict[str, Any]]:
+    with psycopg.connect(database_url, connect_timeout=5, row_factory=dict_row) as conn:
+        return conn.execute(SEARCH, {"since": since, "procedure": procedure}).fetchall()
+
+
+def postmortem_markdown(incident: dict[str, Any], events: list[dict[str, Any]]) -> str:
+    """A draft for the humans: the facts filled in, the thinking left to them."""
+    started, ended = incident["started_at"], incident["ended_at"]
+    lines = [
+        f"# Post-mortem (draft): {incident['procedure']} on {incident['resource']}",
+        "",
+        f"- Incident: `{incident['incident_id']}` (workflow `{incident['workflow_id']}`)",
+        f"- Severity: {incident['severity']}; trigger: {incident['trigger']}; "
+        f"requested by {incident['requested_by']}",
+        f"- Outcome: **{incident['outcome']}**",
+        "",
+        "## Summary",
+        "",
+        incident["summary"],
+        "",
+        "## Impact window",
+        "",
+        f"- Runbook started: {started:%Y-%m-%d %H:%M:%S} UTC",
+        f"- First approval: {_when(incident['first_approval_at'])}",
+        f"- Mitigated: {_when(incident['mitigated_at'])}",
+        f"- Ended: {_when(ended)}",
+        "- Customer impact began: _to fill in_",
+        "",
+        "## What the diagnosis found",
+        "",
+        *[f"- **{f['check']}**: {f['verdict']}: {f['summary']}" for f in incident["findings"]],
+        "",
+        "## Actions and who approved them",
+        "",
+        *[f"- {step}" for step in incident["plan"]],
+        f"- Approved by: {', '.join(incident['approvers']) or 'nobody'}",
+        *[f"- Refused decision: {r}" for r in incident["refusals"]],
+        "",
+        "## Timeline (UTC)",
+        "",
+        "| time | step | outcome | detail |",
+        "|---|---|---|---|",
+        *[
+            f"| {e['started_at']:%H:%M:%S} | {e['name']} | {e['outcome']} | "
+            f"{e['detail'].replace('|', '/')} |"
+            for e in events
+        ],
+        "",
+        "## Root cause",
+        "",
+        "_To fill in._",
+        "",
+        "## Action items",
+        "",
+        "| action | owner | due |",
+        "|---|---|---|",
+        "| | | |",
+        "",
+        "## Runbook updates",
+        "",
+        "_What should change in the runbook after this incident?_",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "-"
+
+
+def write_postmortem(database_url: str, incident_id: str, directory: Path) -> Path:
+    incident, events = load(database_url, incident_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{incident['incident_id']}.md"
+    path.write_text(postmortem_markdown(incident, events))
+    return path
+
+
+class IncidentActivities:
+    def __init__(self, database_url: str | None, postmortem_dir: Path) -> None:
+        self._url = database_url  # may carry a password: never logged or returned
+        self._postmortems = postmortem_dir
+        self._migrated = False
+
+    @activity.defn(name="incidents.record")
+    def record(self, record: IncidentRecord) -> RecordResult:
+        if not self._url:
+            return RecordResult(incident_id=record.incident_id, recorded=False)
+        if not self._migrated:  # the worker migrates at start, unless the database was down
+            migrate(self._url)
+            self._migrated = True
+        events = save(self._url, record)
+        draft = None
+        if record.severity in ("P0", "P1"):  # runbook.md: a post-mortem for P0/P1
+            draft = str(write_postmortem(self._url, record.incident_id, self._postmortems))
+        return RecordResult(incident_id=record.incident_id, events=events, postmortem=draft)

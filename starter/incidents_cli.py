@@ -1,0 +1,98 @@
+"""`runbook incidents`, `runbook postmortem`, `runbook db migrate`: the incident log."""
+
+import argparse
+import json
+from datetime import UTC, datetime
+from statistics import median
+from typing import Any
+
+from activities import incidents
+from settings import get_settings
+from starter.cli import BadInput, Unreachable
+
+
+def database_url() -> str:
+    url = get_settings().runbook_database_url
+    if not url:
+        raise Unreachable("RUNBOOK_DATABASE_URL is not set (runbook stack up sets it)")
+    return url
+
+
+def parse_since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadInput(f"--since {text!r}: expected a date like 2026-11-26") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def minutes(start: datetime | None, end: datetime | None) -> float | None:
+    return round((end - start).total_seconds() / 60, 1) if start and end else None
+
+
+def per_procedure(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """MTTA (start to first approval) and MTTR (start to mitigation), medians in minutes."""
+    stats: dict[str, dict[str, Any]] = {}
+    for name in sorted({r["procedure"] for r in rows}):
+        mine = [r for r in rows if r["procedure"] == name]
+        mtta = [m for r in mine if (m := minutes(r["started_at"], r["first_approval_at"]))]
+        mttr = [m for r in mine if (m := minutes(r["started_at"], r["mitigated_at"]))]
+        stats[name] = {
+            "incidents": len(mine),
+            "mtta_minutes": round(median(mtta), 1) if mtta else None,
+            "mttr_minutes": round(median(mttr), 1) if mttr else None,
+        }
+    return stats
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    rows = incidents.search(database_url(), parse_since(args.since), args.procedure)
+    stats = per_procedure(rows)
+    if args.json:
+        listed = [{k: v for k, v in row.items() if k not in ("findings", "plan")} for row in rows]
+        print(json.dumps({"incidents": listed, "by_procedure": stats}, default=str))
+        return 0
+    for row in rows:
+        print(
+            f"{row['started_at']:%Y-%m-%d %H:%M}  {row['incident_id'][:13]}  {row['severity']}  "
+            f"{row['procedure']:<13} {row['outcome']:<12} {row['resource']}  "
+            f"approved by {', '.join(row['approvers']) or '-'}"
+        )
+    for name, s in stats.items():
+        mtta, mttr = s["mtta_minutes"], s["mttr_minutes"]
+        print(f"{name}: {s['incidents']} incidents, MTTA {mtta} min, MTTR {mttr} min (medians)")
+    if not rows:
+        print("no incident recorded")
+    return 0
+
+
+def cmd_postmortem(args: argparse.Namespace) -> int:
+    path = incidents.write_postmortem(
+        database_url(), args.incident_id, get_settings().postmortem_dir
+    )
+    print(path)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    result = incidents.migrate(database_url())
+    print(f"incident log schema at version {result.version}; applied {result.applied or 'nothing'}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    listing = sub.add_parser("incidents", help="the incident log, with MTTA and MTTR")
+    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--since", metavar="DATE")
+    listing.add_argument("--procedure")
+    listing.set_defaults(func=cmd_incidents)
+
+    postmortem = sub.add_parser("postmortem", help="write the post-mortem draft of an incident")
+    postmortem.add_argument("incident_id")
+    postmortem.set_defaults(func=cmd_postmortem)
+
+    db = sub.add_parser("db", help="the runbook's own database")
+    db.add_argument("action", choices=("migrate",))
+    db.set_defaults(func=cmd_migrate)

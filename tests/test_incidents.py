@@ -1,0 +1,195 @@
+"""The incident log: real PostgreSQL for the activity and the queries, fake activities for
+what the workflow records (the end-to-end test checks a real run's record)."""
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities import incidents
+from activities.incidents import IncidentActivities, IncidentRecord, IncidentStep
+from tests.approvers import signed, write_roster
+from tests.fakes import FakeSystems
+from worker import INTERCEPTORS
+from workflows.db_failover import DatabaseFailover, DbFailoverInput
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def runbook_db(stack_env: dict[str, str]) -> str:
+    url = stack_env["RUNBOOK_DATABASE_URL"]
+    incidents.migrate(url)
+    return url
+
+
+def a_record(severity: str = "P1", procedure: str = "db-failover") -> IncidentRecord:
+    start = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
+    steps = [
+        IncidentStep(name="started", started_at=start, ended_at=start, outcome="info"),
+        IncidentStep(
+            name="gate failover approved",
+            started_at=start + timedelta(minutes=4),
+            outcome="ok",
+            detail="by bob",
+        ),
+        IncidentStep(
+            name="reboot with force-failover",
+            started_at=start + timedelta(minutes=5),
+            outcome="ok",
+            detail="a | b",
+        ),
+    ]
+    return IncidentRecord(
+        incident_id=str(uuid.uuid4()),
+        workflow_id="db-failover/prod-revenue-context-db",
+        procedure=procedure,
+        severity=severity,
+        trigger="cli",
+        resource="prod-revenue-context-db",
+        requested_by="alice",
+        started_at=start,
+        ended_at=start + timedelta(minutes=9),
+        first_approval_at=start + timedelta(minutes=4),
+        mitigated_at=start + timedelta(minutes=9),
+        outcome="completed",
+        summary="failed over to us-east-1b",
+        approvers=["bob"],
+        refusals=["'alice': second person"],
+        findings=[{"check": "CPUUtilization", "verdict": "failing", "summary": "96%"}],
+        plan=["Reboot with force-failover"],
+        timeline=steps,
+    )
+
+
+def test_migrations_apply_once(runbook_db: str) -> None:
+    again = incidents.migrate(runbook_db)
+    assert again.applied == [] and again.version == incidents.MIGRATIONS[-1][0]
+
+
+def test_a_retried_record_leaves_one_row_per_event(runbook_db: str, tmp_path: Path) -> None:
+    acts = IncidentActivities(runbook_db, tmp_path)
+    record = a_record()
+    first = ActivityEnvironment().run(acts.record, record)
+    second = ActivityEnvironment().run(acts.record, record)  # the retry
+    with psycopg.connect(runbook_db) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM incidents WHERE incident_id = %s", (record.incident_id,)
+        ).fetchone()
+        events = conn.execute(
+            "SELECT count(*) FROM incident_events WHERE incident_id = %s", (record.incident_id,)
+        ).fetchone()
+    assert rows == (1,) and events == (3,)
+    assert first.events == second.events == 3
+    assert first.postmortem and Path(first.postmortem).exists()
+
+
+def test_postmortem_draft_has_the_facts_and_empty_sections(runbook_db: str, tmp_path: Path) -> None:
+    record = a_record()
+    incidents.save(runbook_db, record)
+    path = incidents.write_postmortem(runbook_db, record.incident_id[:13], tmp_path)
+    text = path.read_text()
+    for expected in (
+        "# Post-mortem (draft): db-failover on prod-revenue-context-db",
+        "- First approval: 2026-11-26 03:04:00 UTC",
+        "- Mitigated: 2026-11-26 03:09:00 UTC",
+        "- **CPUUtilization**: failing: 96%",
+        "- Approved by: bob",
+        "- Refused decision: 'alice': second person",
+        "| 03:05:00 | reboot with force-failover | ok | a / b |",
+        "## Root cause\n\n_To fill in._",
+        "## Action items",
+    ):
+        assert expected in text
+
+
+def test_p2_gets_no_draft_and_search_filters(runbook_db: str, tmp_path: Path) -> None:
+    record = a_record(severity="P2", procedure=f"probe-{uuid.uuid4().hex[:6]}")
+    result = ActivityEnvironment().run(IncidentActivities(runbook_db, tmp_path).record, record)
+    assert result.postmortem is None
+    found = incidents.search(runbook_db, procedure=record.procedure)
+    assert [r["incident_id"] for r in found] == [record.incident_id]
+    later = incidents.search(runbook_db, since=datetime(2030, 1, 1, tzinfo=UTC))
+    assert record.incident_id not in [r["incident_id"] for r in later]
+    with pytest.raises(KeyError, match="no incident"):
+        incidents.load(runbook_db, "no-such-incident")
+
+
+def test_a_database_that_is_down_is_a_retryable_failure(tmp_path: Path) -> None:
+    acts = IncidentActivities("postgresql://runbook@127.0.0.1:9/runbook", tmp_path)
+    with pytest.raises(psycopg.OperationalError):
+        ActivityEnvironment().run(acts.record, a_record())
+
+
+# ---- what the workflow records ---------------------------------------------------------
+
+
+async def run_failover(env: WorkflowEnvironment, fakes: FakeSystems, approve: bool = True):  # type: ignore[no-untyped-def]
+    queue = f"incidents-{uuid.uuid4()}"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[DatabaseFailover],
+        activities=fakes.activities(),
+        activity_executor=ThreadPoolExecutor(4),
+        interceptors=INTERCEPTORS,
+    ):
+        handle = await env.client.start_workflow(
+            DatabaseFailover.run,
+            DbFailoverInput(requested_by="alice", trigger="alarm"),
+            id=f"db-failover/{uuid.uuid4()}",
+            task_queue=queue,
+        )
+        for _ in range(100):
+            status = await handle.query(DatabaseFailover.status)
+            if status.pending_gate:
+                break
+        await handle.execute_update(DatabaseFailover.approve, await signed(handle, "bob"))
+        try:
+            await handle.result()
+        finally:
+            status = await handle.query(DatabaseFailover.status)
+    return status
+
+
+async def test_a_completed_run_is_recorded_with_approvers_and_times(
+    ts_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    fakes = FakeSystems(write_roster(tmp_path))
+    status = await run_failover(ts_env, fakes)
+    [record] = fakes.incidents
+    assert (record.outcome, record.trigger, record.approvers) == ("completed", "alarm", ["bob"])
+    assert record.first_approval_at and record.mitigated_at
+    assert record.started_at <= record.first_approval_at <= record.mitigated_at
+    assert record.findings[0]["check"] == "rds instance"
+    assert status.timeline[-1].name == "incident log" and status.timeline[-1].outcome == "ok"
+
+
+async def test_a_database_that_is_down_does_not_stop_the_remediation(
+    ts_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    fakes = FakeSystems(write_roster(tmp_path), incident_log_failures=3)
+    status = await run_failover(ts_env, fakes)
+    log_steps = [(s.outcome, s.detail) for s in status.timeline if s.name == "incident log"]
+    assert log_steps[0][0] == "failed" and "retrying until it is back" in log_steps[0][1]
+    assert log_steps[-1][0] == "ok"
+    assert fakes.calls.count("force_failover") == 1 and status.outcome == "completed"
+    # The record written once the database was back tells the story too.
+    assert any(s.name == "incident log" for s in fakes.incidents[0].timeline)
+
+
+async def test_a_failed_run_is_recorded_as_failed(
+    ts_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    fakes = FakeSystems(write_roster(tmp_path), failover_error="RDS said no")
+    with pytest.raises(WorkflowFailureError):
+        await run_failover(ts_env, fakes)
+    [record] = fakes.incidents
+    assert record.outcome == "failed" and "RDS said no" in record.summary
+    assert record.mitigated_at is None and record.approvers == ["bob"]
