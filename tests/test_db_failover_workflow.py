@@ -127,6 +127,7 @@ async def test_dry_run_returns_the_plan_and_changes_nothing(
         ("P0", ["on-call", "engineering-manager", "cto"]),
         ("P1", ["on-call", "engineering-manager"]),
         ("P2", ["on-call"]),
+        ("P3", ["on-call"]),
     ],
 )
 async def test_gate_escalates_along_the_path_then_ends_not_approved(
@@ -141,7 +142,7 @@ async def test_gate_escalates_along_the_path_then_ends_not_approved(
     assert "force_failover" not in fakes.calls
     opened = [s for s in result.timeline if " opened for " in s.name or "escalated to" in s.name]
     assert [s.name.split()[-1] for s in opened] == path
-    minutes = {"P0": 15, "P1": 60, "P2": 240}[severity]
+    minutes = {"P0": 15, "P1": 60, "P2": 240, "P3": None}[severity]
     gaps = [round((b.started_at - a.started_at).total_seconds() / 60) for a, b in pairwise(opened)]
     assert gaps == [minutes] * (len(path) - 1)
     kinds = [n.kind for n in fakes.notes]

@@ -152,6 +152,41 @@ async def test_after_escalation_only_the_new_level_or_above_may_decide(
     assert [p.action for p in fakes.pages] == ["trigger", "trigger", "resolve"]
 
 
+async def test_a_worker_restart_mid_escalation_loses_nothing_and_sends_nothing_twice(
+    dev_env: WorkflowEnvironment, roster: tuple[Path, Path]
+) -> None:
+    fakes = FakeSystems(roster)
+    queue = f"gate-{uuid.uuid4()}"
+
+    def a_worker() -> Worker:
+        return Worker(
+            dev_env.client,
+            task_queue=queue,
+            workflows=[GateProbe],
+            activities=fakes.activities(),
+            activity_executor=ThreadPoolExecutor(4),
+            workflow_runner=UnsandboxedWorkflowRunner(),
+            interceptors=INTERCEPTORS,
+        )
+
+    async with a_worker():
+        handle = await dev_env.client.start_workflow(
+            GateProbe.run,
+            RunbookInput(requested_by="alice", severity="P1", approval_timeout_seconds=2),
+            id=f"gate-probe/{uuid.uuid4()}",
+            task_queue=queue,
+        )
+        await wait_open(handle)
+    await asyncio.sleep(3)  # the on-call level runs out while no worker runs
+    async with a_worker():
+        await wait_open(handle, "engineering-manager")
+        await handle.execute_update("approve", await signed(handle, "erin"))
+        result = await handle.result()
+    assert result.approved and result.decided_by == "erin"
+    assert [n.kind for n in fakes.notes] == ["approval_request", "escalation"]
+    assert [p.action for p in fakes.pages] == ["trigger", "trigger", "resolve"]
+
+
 async def test_a_valid_rejection_ends_the_gate(
     dev_env: WorkflowEnvironment, roster: tuple[Path, Path]
 ) -> None:
