@@ -370,7 +370,7 @@ def with_client(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from starter import demo, schedules, stack_cli
+    from starter import demo, incidents_cli, schedules, stack_cli
     from starter.webhook import cli as webhook_cli
 
     parser = argparse.ArgumentParser(prog="runbook", description=__doc__)
