@@ -21,10 +21,15 @@ from activities.cloudwatch import CloudWatchActivities
 from activities.ecs import EcsActivities
 from activities.health import HealthActivities
 from activities.incidents import IncidentActivities, migrate
+from activities.kafka import KafkaActivities
 from activities.llm import BudgetPolicy, LlmActivities
+from activities.logs import LogsActivities
 from activities.notify import Link, NotifyActivities, PagerDutyConfig
 from activities.postgres import PostgresActivities
+from activities.postgres_queries import QueryActivities
+from activities.prometheus import PrometheusActivities
 from activities.rds import RdsActivities
+from activities.redis_info import RedisActivities
 from activities.secrets import SecretsActivities
 from activities.spend import SpendActivities
 from settings import Settings, get_settings, temporal_client
@@ -99,10 +104,37 @@ def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
         postgres.idle_in_transaction,
         notify.slack,
         *remediation_activities(settings, http, session),
+        *diagnosis_activities(settings, http, session),
         notify.pagerduty,
         approvals.plan_escalation,
         approvals.verify,
         incidents.record,
+    ]
+
+
+def diagnosis_activities(
+    settings: Settings, http: httpx.AsyncClient, session: boto3.session.Session
+) -> list[Any]:
+    """kafka-lag, api-errors, triage (issue 4). ecs.describe_services is registered with
+    the remediation activities."""
+    ecs = EcsActivities(session.client("ecs", config=AWS_CONFIG))
+    logs = LogsActivities(session.client("logs", config=AWS_CONFIG))
+    kafka = KafkaActivities(settings.kafka_bootstrap_servers)
+    prometheus = PrometheusActivities(settings.api_base_url, http)
+    queries = QueryActivities(settings.database_url)
+    return [
+        ecs.list_tasks,
+        ecs.scale_service,
+        ecs.wait_running,
+        logs.recent_errors,
+        kafka.consumer_lag,
+        kafka.peek_dlq,
+        prometheus.scrape,
+        prometheus.circuit_breakers,
+        prometheus.error_rate,
+        RedisActivities(settings.redis_url).info_stats,
+        queries.slow_queries,
+        queries.connections,
     ]
 
 

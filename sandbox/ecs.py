@@ -139,6 +139,8 @@ class EcsSim:
                     # moto keeps the string it was given ("prod-api:4"); ECS answers an ARN
                     td = backend.describe_task_definition(service.task_definition)
                     service.task_definition = td.arn
+                if service.name in SEED_SERVICES:
+                    sim._reconcile(service)  # new tasks are PENDING at once, as in ECS
                 sim._sync(service)  # undo moto's "running = desired at once"
                 return service
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from sandbox.diagnosis import ROUTES as DIAGNOSIS_ROUTES
 from sandbox.simulator import Simulator
 
 JSON = "application/json"
@@ -150,6 +151,10 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/control/state"): state,
     ("POST", "/control/heal-delay"): heal_delay,
     ("POST", "/control/slack/fail"): slack_fail,
+    **{
+        key: lambda sim, body, fn=fn: json_reply(*fn(sim.diagnosis, body))
+        for key, fn in DIAGNOSIS_ROUTES.items()
+    },
 }
 
 
@@ -197,6 +202,7 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         route = ROUTES.get((self.command, path))
+        self.sim.diagnosis.delay(path)  # latency injected by /control/latency (bench)
         try:
             body = self._body()
             reply = route(self.sim, body) if route else json_reply(404, {"error": "not found"})

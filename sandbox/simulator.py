@@ -11,6 +11,7 @@ from typing import Any
 from sandbox.aws import AwsSandbox
 from sandbox.cloudwatch import INCIDENT_MINUTES
 from sandbox.database import LeakedConnections
+from sandbox.diagnosis import DiagnosisSandbox
 from sandbox.health import Check, check_kafka, check_postgres, check_redis, down
 from sandbox.metrics import ServiceMetrics
 from sandbox.state import APP_DB_INSTANCE, DB_INCIDENT, SandboxState
@@ -34,6 +35,9 @@ class Simulator:
         self.leaks = LeakedConnections(deps.database_url)
         self.metrics = ServiceMetrics(self.db_connections)
         self.aws: AwsSandbox | None = None
+        # kafka-lag, api-errors, triage (sandbox/diagnosis.py); started with the AWS part
+        self.diagnosis = DiagnosisSandbox(deps.kafka_bootstrap, deps.database_url)
+        self.metrics.registry.register(self.diagnosis)
         # Serializes inject / heal / reset, which do slow I/O outside `state.lock`.
         self._ops = threading.Lock()
 
@@ -79,9 +83,12 @@ class Simulator:
             if started is not None:
                 self._rewrite_metrics(_minutes_since(started) + INCIDENT_MINUTES)
             self.metrics = ServiceMetrics(self.db_connections)
+            self.diagnosis.reset()
+            self.metrics.registry.register(self.diagnosis)
 
     def shutdown(self) -> None:
         self.leaks.close_all()
+        self.diagnosis.stop()
         if self.aws is not None:
             self.aws.stop()
 

@@ -4,9 +4,12 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from workflows.api_errors import ApiErrorRateSpike, ApiErrorsInput
 from workflows.base import RunbookWorkflow
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
+from workflows.kafka_lag import KafkaConsumerLag, KafkaLagInput
 from workflows.models import RunbookInput
+from workflows.triage import Triage, TriageInput
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,9 @@ PROCEDURES: dict[str, Procedure] = {
     p.name: p
     for p in (
         Procedure("db-failover", DatabaseFailover, DbFailoverInput, "db_instance_id"),
+        Procedure("kafka-lag", KafkaConsumerLag, KafkaLagInput, "consumer_group"),
+        Procedure("api-errors", ApiErrorRateSpike, ApiErrorsInput, "service"),
+        Procedure("triage", Triage, TriageInput, "cluster"),
         # one line a procedure
     )
 }

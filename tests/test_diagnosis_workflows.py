@@ -1,0 +1,239 @@
+"""KafkaConsumerLag, ApiErrorRateSpike and Triage logic on the time-skipping test server,
+with fake activities."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from tests.approvers import signed, write_roster
+from tests.fakes import FakeSystems
+from tests.fakes_diagnosis import FakeDiagnosis, lag_result
+from tests.temporal_env import keep_history
+from worker import INTERCEPTORS
+from workflows.api_errors import ApiErrorRateSpike, ApiErrorsInput
+from workflows.kafka_lag import KafkaConsumerLag, KafkaLagInput
+from workflows.models import RunbookResult, RunbookStatus
+from workflows.triage import Triage, TriageInput
+
+pytestmark = pytest.mark.timeout(120)
+WORKFLOWS = [KafkaConsumerLag, ApiErrorRateSpike, Triage]
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> FakeDiagnosis:
+    return FakeDiagnosis(FakeSystems(write_roster(tmp_path)))
+
+
+@asynccontextmanager
+async def running(env: WorkflowEnvironment, fakes: FakeDiagnosis) -> AsyncIterator[str]:
+    queue = f"test-{uuid.uuid4()}"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=WORKFLOWS,
+        activities=fakes.activities(),
+        activity_executor=ThreadPoolExecutor(4),
+        interceptors=INTERCEPTORS,
+    ):
+        yield queue
+
+
+async def start(env: WorkflowEnvironment, queue: str, wf: object, inp: object) -> WorkflowHandle:
+    return await env.client.start_workflow(
+        wf,
+        inp,
+        id=f"test/{uuid.uuid4()}",
+        task_queue=queue,  # type: ignore[call-overload]
+    )
+
+
+async def until(handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool]) -> RunbookStatus:
+    status = None
+    for _ in range(300):
+        status = await handle.query("status", result_type=RunbookStatus)
+        if ready(status):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition never held; last status {status}")
+
+
+def gate_open(status: RunbookStatus) -> bool:
+    return status.pending_gate is not None
+
+
+def lag_input(**fields: object) -> KafkaLagInput:
+    return KafkaLagInput(requested_by="alice", settle_seconds=30, **fields)  # type: ignore[arg-type]
+
+
+# ---- kafka-lag ------------------------------------------------------------------------------
+
+
+async def test_kafka_lag_plans_from_drain_rate_scales_to_approved_count_and_verifies(
+    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+) -> None:
+    # 3000 behind, 40/s in, 30/s consumed by 2 workers: (40 + 3000/300) / 15 = 3.3 -> 4
+    fakes.lags = [lag_result(3000, 10.0), lag_result(2000), lag_result(900, -40.0)]
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env, queue, KafkaConsumerLag.run, lag_input())
+        status = await until(handle, gate_open)
+        gate = status.pending_gate
+        assert gate and "from 2 to 4 tasks" in gate.summary and "15.0/s a worker" in gate.summary
+        [param] = gate.params
+        assert (param.name, param.default, param.maximum) == ("desired_count", 4, 10)
+        await handle.execute_update(
+            KafkaConsumerLag.approve, await signed(handle, "bob", params={"desired_count": "6"})
+        )
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "kafka_lag_scaled")
+    assert result.outcome == "completed", result.summary
+    assert "scale context-engine 6" in fakes.calls and "slow_queries" not in fakes.calls
+    assert "context-engine at 6 tasks; lag 1998 -> 900: falling" in result.summary
+    verdicts = {f.check: f.verdict for f in result.findings}
+    assert verdicts["consumer lag"] == "failing" and verdicts["/health/workers"] == "failing"
+    assert verdicts["dlq"] == "degraded"
+    assert fakes.base.notes[-1].kind == "resolved"
+
+
+async def test_kafka_lag_that_persists_reports_slow_queries(
+    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+) -> None:
+    fakes.lags = [lag_result(3000, 10.0), lag_result(3000), lag_result(3300, 10.0)]
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env, queue, KafkaConsumerLag.run, lag_input())
+        await until(handle, gate_open)
+        await handle.execute_update(KafkaConsumerLag.approve, await signed(handle, "bob"))
+        result: RunbookResult = await handle.result()
+    assert "NOT falling" in result.summary and "SELECT pg_sleep($1)" in result.summary
+    assert fakes.calls.count("slow_queries") == 1
+    note = fakes.base.notes[-1]
+    assert note.kind == "escalation" and "pg_sleep" in note.text
+
+
+async def test_kafka_lag_with_broker_down_is_unavailable_and_uses_the_runbook_default(
+    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+) -> None:
+    fakes.lags = [None]
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env, queue, KafkaConsumerLag.run, lag_input(dry_run=True))
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "kafka_lag_broker_down_dry_run")
+    lag = next(f for f in result.findings if f.check == "consumer lag")
+    assert lag.verdict == "unavailable" and "broker down" in lag.summary
+    others = [f for f in result.findings if f.check != "consumer lag"]
+    assert len(others) == 4 and all(f.verdict != "unavailable" for f in others)
+    assert result.outcome == "dry_run" and "from 2 to 5 tasks" in result.summary
+    assert "runbook default 5" in result.summary and not any(
+        c.startswith("scale") for c in fakes.calls
+    )
+
+
+async def test_kafka_lag_falling_on_its_own_needs_no_scaling(
+    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+) -> None:
+    fakes.lags = [lag_result(1200, -200.0, produce=20, consume=220)]
+    async with running(ts_env, fakes) as queue:
+        result: RunbookResult = await (
+            await start(ts_env, queue, KafkaConsumerLag.run, lag_input())
+        ).result()
+    assert result.outcome == "completed" and "no scaling needed" in result.summary
+    assert not any(c.startswith("scale") for c in fakes.calls)
+
+
+async def test_kafka_lag_desired_count_above_the_cap_is_refused(
+    dev_env: WorkflowEnvironment, fakes: FakeDiagnosis
+) -> None:
+    async with running(dev_env, fakes) as queue:
+        handle = await start(dev_env, queue, KafkaConsumerLag.run, lag_input(max_workers=6))
+        await until(handle, gate_open)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(
+                KafkaConsumerLag.approve,
+                await signed(handle, "bob", params={"desired_count": "50"}),
+            )
+        refusal = str(refused.value.cause)
+        assert "desired_count" in refusal and "allowed: 2 to 6" in refusal
+        await handle.execute_update(
+            KafkaConsumerLag.reject, await signed(handle, "bob", approve=False, reason="not now")
+        )
+        result: RunbookResult = await handle.result()
+    assert result.outcome == "rejected" and not any(c.startswith("scale") for c in fakes.calls)
+
+
+# ---- api-errors -------------------------------------------------------------------------------
+
+
+async def test_api_errors_scale_then_error_rate_and_health_recover(
+    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+) -> None:
+    fakes.error_shares = [0.18, 0.09, 0.003]
+    async with running(ts_env, fakes) as queue:
+        inp = ApiErrorsInput(requested_by="alice", error_window_seconds=1, poll_seconds=1)
+        handle = await start(ts_env, queue, ApiErrorRateSpike.run, inp)
+        status = await until(handle, gate_open)
+        assert status.pending_gate and "from 2 to 5 tasks" in status.pending_gate.summary
+        await handle.execute_update(ApiErrorRateSpike.approve, await signed(handle, "bob"))
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "api_errors_scaled")
+    assert result.outcome == "completed" and "5xx 0.3%" in result.summary
+    assert "scale api 5" in fakes.calls and "wait_healthy" in fakes.calls
+    checks = {f.check: f.verdict for f in result.findings}
+    assert len(checks) == 8
+    assert checks["5xx rate"] == "failing" and checks["ecs api tasks"] == "degraded"
+    assert checks["circuit breakers"] == "ok" and checks["redis"] == "ok"
+
+
+async def test_api_errors_from_the_database_recommend_db_failover_without_scaling(
+    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+) -> None:
+    fakes.cpu, fakes.redis_down = 96.0, True
+    async with running(ts_env, fakes) as queue:
+        inp = ApiErrorsInput(requested_by="alice", error_window_seconds=1)
+        result: RunbookResult = await (
+            await start(ts_env, queue, ApiErrorRateSpike.run, inp)
+        ).result()
+    assert result.outcome == "completed" and "db-failover" in result.summary
+    assert result.plan == ["runbook start db-failover --severity P1"]
+    redis = next(f for f in result.findings if f.check == "redis")
+    assert redis.verdict == "unavailable" and "ConnectionError" in redis.summary
+    assert not any(c.startswith("scale") for c in fakes.calls)
+    assert fakes.base.notes[-1].kind == "escalation"
+
+
+async def test_api_errors_with_an_open_breaker_escalate(
+    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+) -> None:
+    fakes.breakers_open = ["openai"]
+    async with running(ts_env, fakes) as queue:
+        inp = ApiErrorsInput(requested_by="alice", error_window_seconds=1)
+        result: RunbookResult = await (
+            await start(ts_env, queue, ApiErrorRateSpike.run, inp)
+        ).result()
+    assert "circuit breaker open: openai" in result.summary
+    assert not any(c.startswith("scale") for c in fakes.calls)
+
+
+# ---- triage ------------------------------------------------------------------------------------
+
+
+async def test_triage_is_read_only_and_suggests_the_procedure(
+    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+) -> None:
+    fakes.lags = [lag_result(3000)]
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env, queue, Triage.run, TriageInput(requested_by="alice"))
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "triage_suggests_kafka_lag")
+    assert result.plan[0] == "runbook start kafka-lag --severity P1"
+    assert "Suggested: kafka-lag" in result.summary
+    checks = [f.check for f in result.findings]
+    assert {"ecs services", "database connections", "consumer lag"} <= set(checks)
+    assert sum(c.startswith("logs ") for c in checks) == 3
+    assert not any(c.startswith("scale") for c in fakes.calls) and result.decision is None

@@ -1,0 +1,409 @@
+"""runbook.md, procedure 3: API Error Rate Spike."""
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.cloudwatch import CloudWatchActivities, MetricRequest, MetricSummary
+    from activities.ecs import (
+        EcsActivities,
+        EcsService,
+        ScaleRequest,
+        ServicesRequest,
+        TasksRequest,
+        WaitRunningRequest,
+    )
+    from activities.health import HealthActivities, HealthRequest, WaitHealthyRequest
+    from activities.logs import LogErrorsRequest, LogsActivities
+    from activities.prometheus import (
+        BreakersRequest,
+        CircuitBreakers,
+        ErrorRate,
+        ErrorRateRequest,
+        PrometheusActivities,
+    )
+    from activities.redis_info import RedisActivities, RedisStats, RedisStatsRequest
+
+from workflows.base import RunbookWorkflow, failure_message
+from workflows.diagnosis import (
+    first_service,
+    judge_health,
+    judge_logs,
+    judge_one_service,
+    judge_tasks,
+    read,
+)
+from workflows.kafka_lag import SCALE_RETRY
+from workflows.models import Finding, Outcome, ParamSpec, RunbookInput, RunbookResult
+
+CPU_HIGH = 80.0  # the `db-cpu-high` alarm's threshold, percent
+Recommendation = Literal["scale", "db-failover", "escalate", "none"]
+
+
+class ApiErrorsInput(RunbookInput):
+    cluster: str = Field("prod-revenue-context", min_length=1)
+    service: str = Field("api", min_length=1)
+    log_group: str = Field("/ecs/production/api", min_length=1)
+    log_minutes: int = Field(10, ge=1, le=24 * 60)
+    db_instance_id: str = Field("prod-revenue-context-db", min_length=1)
+    cpu_minutes: int = Field(30, ge=5, le=24 * 60)
+    # runbook.md 3, Symptoms: "5xx errors > 5%".
+    error_rate_threshold: float = Field(0.05, gt=0, lt=1)
+    error_window_seconds: float = Field(10.0, ge=0.5, le=300)
+    hit_rate_min: float = Field(0.8, ge=0, le=1)
+    # runbook.md 3.6: "--desired-count 5".
+    target_count: int = Field(5, ge=1, le=100)
+    max_count: int = Field(10, ge=1, le=100)
+    check_timeout_seconds: float = Field(30.0, ge=1, le=600)
+    scale_timeout_seconds: int = Field(600, ge=10, le=3600)
+    verify_timeout_seconds: int = Field(600, ge=10, le=3600)
+    poll_seconds: float = Field(5.0, gt=0, le=60)
+
+
+class ApiPlan(BaseModel):
+    action: Literal["scale", "none"]
+    recommendation: Recommendation
+    summary: str
+    steps: list[str]
+    current: int = 0
+    target: int = 0
+
+
+def judge_cpu(metric: MetricSummary) -> Finding:
+    value = metric.latest.get("Average")
+    if value is None:
+        return Finding(check="rds CPUUtilization", verdict="unavailable", summary="no datapoints")
+    peak = metric.peak.get("Average", value)
+    return Finding(
+        check="rds CPUUtilization",
+        verdict="failing" if value >= CPU_HIGH else "ok",
+        summary=f"{value:.0f}% now, peak {peak:.0f}% (alarm at {CPU_HIGH:.0f}%)",
+        data={"latest": value, "peak": peak},
+    )
+
+
+def judge_redis(hit_rate_min: float):  # type: ignore[no-untyped-def]
+    def judge(stats: RedisStats) -> Finding:
+        hit = "n/a" if stats.hit_rate is None else f"{stats.hit_rate:.0%}"
+        summary = (
+            f"hit rate {hit}, {stats.rejected_connections} rejected connections, "
+            f"{stats.ops_per_sec} ops/s"
+        )
+        low_hits = stats.hit_rate is not None and stats.hit_rate < hit_rate_min
+        verdict = "degraded" if stats.rejected_connections or low_hits else "ok"
+        return Finding(check="redis", verdict=verdict, summary=summary, data=stats.model_dump())
+
+    return judge
+
+
+def judge_breakers(breakers: CircuitBreakers) -> Finding:
+    if not breakers.exported:
+        return Finding(check="circuit breakers", verdict="ok", summary="none exported")
+    states = ", ".join(f"{n} {s}" for n, s in sorted(breakers.states.items()))
+    half = [n for n, s in breakers.states.items() if s == "half_open"]
+    verdict = "failing" if breakers.open else "degraded" if half else "ok"
+    return Finding(
+        check="circuit breakers", verdict=verdict, summary=states, data=breakers.model_dump()
+    )
+
+
+def judge_error_rate(threshold: float):  # type: ignore[no-untyped-def]
+    def judge(rate: ErrorRate) -> Finding:
+        if rate.share is None:
+            return Finding(check="5xx rate", verdict="unavailable", summary="no requests served")
+        return Finding(
+            check="5xx rate",
+            verdict="failing" if rate.share > threshold else "ok",
+            summary=f"{rate.share:.1%} of {rate.requests:.0f} requests in "
+            f"{rate.window_seconds:.0f}s (alarm at {threshold:.0%})",
+            data=rate.model_dump(),
+        )
+
+    return judge
+
+
+def make_plan(inp: ApiErrorsInput, findings: dict[str, Finding], svc: EcsService | None) -> ApiPlan:
+    """Pure: one recommendation from the findings, in the runbook's order of causes."""
+    verdict = {name: f.verdict for name, f in findings.items()}
+    health = findings.get("/health/detailed")
+    db_down = health is not None and "database" in health.summary and health.verdict == "failing"
+    if verdict.get("rds CPUUtilization") == "failing" or db_down:
+        return ApiPlan(
+            action="none",
+            recommendation="db-failover",
+            summary="The database is the cause (CPU high or down in /health/detailed): "
+            f"run db-failover for {inp.db_instance_id}",
+            steps=[f"runbook start db-failover --severity {inp.severity}"],
+        )
+    if verdict.get("circuit breakers") == "failing":
+        open_ = findings["circuit breakers"].data.get("open", [])
+        return ApiPlan(
+            action="none",
+            recommendation="escalate",
+            summary=f"External dependency failing (circuit breaker open: {', '.join(open_)}): "
+            "scaling would not help; escalate",
+            steps=["Escalate to the on-call engineer's manager; contact the provider"],
+        )
+    errors_high = verdict.get("5xx rate") == "failing"
+    tasks_bad = verdict.get(f"ecs {inp.service} tasks") in ("degraded", "failing")
+    capacity_bad = verdict.get(f"ecs {inp.service}") in ("degraded", "failing")
+    if not (errors_high or tasks_bad or capacity_bad):
+        return ApiPlan(
+            action="none", recommendation="none", summary="Error rate and tasks normal", steps=[]
+        )
+    if svc is None:
+        return ApiPlan(
+            action="none",
+            recommendation="escalate",
+            summary=f"Errors high but ECS service {inp.service} could not be described: escalate",
+            steps=["Escalate to Infrastructure (devops@company.com)"],
+        )
+    current = svc.desired_count
+    target = min(max(inp.target_count, current + 1), inp.max_count)
+    if target <= current:
+        return ApiPlan(
+            action="none",
+            recommendation="escalate",
+            summary=f"{inp.service} already at {current} tasks (cap {inp.max_count}): escalate",
+            steps=["Escalate to the on-call engineer's manager"],
+        )
+    return ApiPlan(
+        action="scale",
+        recommendation="scale",
+        summary=f"Scale {inp.service} from {current} to {target} tasks "
+        "(errors high with unhealthy or crashed tasks)",
+        steps=[
+            f"Set {inp.service} desired count {current} -> {target}",
+            f"Wait until {target} tasks run",
+            f"Verify the 5xx share falls under {inp.error_rate_threshold:.0%}",
+            "Verify /health/detailed answers 200",
+        ],
+        current=current,
+        target=target,
+    )
+
+
+@workflow.defn(name="ApiErrorRateSpike")
+class ApiErrorRateSpike(RunbookWorkflow):
+    procedure = "api-errors"
+
+    @workflow.run
+    async def run(self, inp: ApiErrorsInput) -> RunbookResult:
+        self.begin(inp, inp.service)
+        self.tag(inp.severity)
+        findings, svc = await self._diagnose(inp)
+        plan = make_plan(inp, {f.check: f for f in findings}, svc)
+        self.set_phase("plan")
+        self.record("plan", "info", f"{plan.recommendation}: {plan.summary}")
+        if plan.action == "none":
+            if plan.recommendation != "none":
+                await self.notify(
+                    "escalation", f"api-errors: {plan.recommendation}", plan.summary, {}
+                )
+            return self.finish("completed", plan.summary, findings, plan.steps)
+        if inp.dry_run:
+            return self.finish("dry_run", f"Dry run: {plan.summary}", findings, plan.steps)
+        decision = await self.gate(
+            "scale",
+            plan.summary,
+            plan.steps,
+            params=[
+                ParamSpec(
+                    name="desired_count",
+                    minimum=max(plan.current, 1),
+                    maximum=inp.max_count,
+                    default=plan.target,
+                    integer=True,
+                    help=f"{inp.service} tasks to run",
+                )
+            ],
+        )
+        if not decision.approved:
+            return await self._not_approved(findings, plan, decision.timed_out)
+        target = int(decision.number("desired_count"))
+        try:
+            summary = await self._remediate(inp, target)
+        except (ActivityError, ApplicationError) as err:
+            await self._fail(plan, err)
+        await self.notify("resolved", f"api-errors: {inp.service} scaled to {target}", summary, {})
+        return self.finish("completed", summary, findings, plan.steps)
+
+    async def _diagnose(self, inp: ApiErrorsInput) -> tuple[list[Finding], EcsService | None]:
+        timeout = inp.check_timeout_seconds
+        dims = {"DBInstanceIdentifier": inp.db_instance_id}
+        results = await self.check_all(
+            self.check(
+                f"ecs {inp.service}",
+                read(
+                    EcsActivities.describe_services,
+                    ServicesRequest(cluster=inp.cluster, services=[inp.service]),
+                    timeout,
+                ),
+                judge_one_service,
+            ),
+            self.check(
+                f"ecs {inp.service} tasks",
+                read(
+                    EcsActivities.list_tasks,
+                    TasksRequest(cluster=inp.cluster, service=inp.service),
+                    timeout,
+                ),
+                judge_tasks,
+            ),
+            self.check(
+                f"logs {inp.log_group}",
+                read(
+                    LogsActivities.recent_errors,
+                    LogErrorsRequest(
+                        log_group=inp.log_group,
+                        minutes=inp.log_minutes,
+                        terms=["ERROR", "CRITICAL"],
+                    ),
+                    timeout,
+                ),
+                judge_logs,
+            ),
+            self.check(
+                "/health/detailed",
+                read(HealthActivities.check, HealthRequest(path="/health/detailed"), timeout),
+                judge_health,
+            ),
+            self.check(
+                "rds CPUUtilization",
+                read(
+                    CloudWatchActivities.metric_statistics,
+                    MetricRequest(
+                        metric_name="CPUUtilization", dimensions=dims, minutes=inp.cpu_minutes
+                    ),
+                    timeout,
+                ),
+                judge_cpu,
+            ),
+            self.check(
+                "redis",
+                read(RedisActivities.info_stats, RedisStatsRequest(), timeout),
+                judge_redis(inp.hit_rate_min),
+            ),
+            self.check(
+                "circuit breakers",
+                read(PrometheusActivities.circuit_breakers, BreakersRequest(), timeout),
+                judge_breakers,
+            ),
+            self.check(
+                "5xx rate",
+                read(
+                    PrometheusActivities.error_rate,
+                    ErrorRateRequest(window_seconds=inp.error_window_seconds),
+                    timeout + inp.error_window_seconds,
+                ),
+                judge_error_rate(inp.error_rate_threshold),
+            ),
+        )
+        return [f for f, _ in results], first_service(results[0][1])
+
+    async def _remediate(self, inp: ApiErrorsInput, target: int) -> str:
+        self.set_phase("act")
+        await self.step(
+            f"scale {inp.service}",
+            workflow.execute_activity_method(
+                EcsActivities.scale_service,
+                ScaleRequest(
+                    cluster=inp.cluster,
+                    service=inp.service,
+                    desired_count=target,
+                    max_count=inp.max_count,
+                ),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=SCALE_RETRY,
+            ),
+            lambda r: r.reason,
+        )
+        self.set_phase("verify")
+        await self.step(
+            f"wait until {target} {inp.service} tasks run",
+            workflow.execute_activity_method(
+                EcsActivities.wait_running,
+                WaitRunningRequest(
+                    cluster=inp.cluster,
+                    service=inp.service,
+                    at_least=target,
+                    poll_seconds=inp.poll_seconds,
+                ),
+                start_to_close_timeout=timedelta(seconds=inp.scale_timeout_seconds),
+                heartbeat_timeout=timedelta(seconds=max(30, inp.poll_seconds * 4)),
+            ),
+            lambda r: f"{r.running_count}/{r.desired_count} running after {r.waited_seconds:.0f}s",
+        )
+        rate = await self._wait_error_rate(inp)
+        await self.step(
+            "verify /health/detailed",
+            workflow.execute_activity_method(
+                HealthActivities.wait_healthy,
+                WaitHealthyRequest(path="/health/detailed", poll_seconds=inp.poll_seconds),
+                start_to_close_timeout=timedelta(seconds=inp.verify_timeout_seconds),
+                heartbeat_timeout=timedelta(seconds=max(30, inp.poll_seconds * 4)),
+            ),
+            lambda r: f"200 in {r.latency_ms:.0f} ms",
+        )
+        return f"{inp.service} at {target} tasks; 5xx {rate:.1%}; /health/detailed 200"
+
+    async def _wait_error_rate(self, inp: ApiErrorsInput) -> float:
+        """Measure the 5xx share until it is under the threshold (or the verify budget ends)."""
+        deadline = workflow.now() + timedelta(seconds=inp.verify_timeout_seconds)
+        req = ErrorRateRequest(window_seconds=inp.error_window_seconds)
+        attempt = 0
+        while True:
+            attempt += 1
+            rate: ErrorRate = await self.step(
+                f"5xx rate, measure {attempt}",
+                read(
+                    PrometheusActivities.error_rate,
+                    req,
+                    inp.check_timeout_seconds + inp.error_window_seconds,
+                ),
+                lambda r: (
+                    "no requests" if r.share is None else f"{r.share:.1%} of {r.requests:.0f}"
+                ),
+            )
+            share = rate.share or 0.0
+            if share <= inp.error_rate_threshold:
+                return share
+            if workflow.now() >= deadline:
+                raise ApplicationError(
+                    f"5xx share still {share:.1%} after {inp.verify_timeout_seconds}s",
+                    type="NotRecovered",
+                    non_retryable=True,
+                )
+            await workflow.sleep(timedelta(seconds=inp.poll_seconds))
+
+    async def _not_approved(
+        self, findings: list[Finding], plan: ApiPlan, timed_out: bool
+    ) -> RunbookResult:
+        decision = self._decision
+        if timed_out or decision is None:
+            outcome: Outcome = "not_approved"
+            summary = f"Not approved within the {self._input.severity} response time"
+        else:
+            outcome = "rejected"
+            summary = f"Rejected by {decision.decided_by}: {decision.comment}"
+        summary += "; nothing was changed"
+        await self.notify("rejected", f"api-errors not run for {self._resource}", summary, {})
+        return self.finish(outcome, summary, findings, plan.steps)
+
+    async def _fail(self, plan: ApiPlan, err: BaseException) -> None:
+        reason = failure_message(err)
+        self._outcome = "failed"
+        self.set_phase("failed")
+        await self.notify(
+            "failed",
+            f"api-errors FAILED for {self._resource}",
+            f"{plan.summary}: {reason}. Escalate to the Engineering Manager.",
+            {},
+        )
+        raise ApplicationError(
+            f"api-errors failed: {reason}", type="RunbookFailed", non_retryable=True
+        )

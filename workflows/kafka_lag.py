@@ -1,0 +1,368 @@
+"""runbook.md, procedure 2: Kafka Consumer Lag."""
+
+import math
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.ecs import (
+        EcsActivities,
+        EcsService,
+        ScaleRequest,
+        ServicesRequest,
+        WaitRunningRequest,
+    )
+    from activities.health import HealthActivities, HealthRequest
+    from activities.kafka import DlqPeekRequest, KafkaActivities, LagRequest, LagResult
+    from activities.logs import LogErrorsRequest, LogsActivities
+    from activities.postgres_queries import QueryActivities, SlowQueriesRequest, SlowQueriesResult
+
+from workflows.base import RunbookWorkflow, failure_message
+from workflows.diagnosis import (
+    describe_slow,
+    first_service,
+    judge_dlq,
+    judge_health,
+    judge_lag,
+    judge_logs,
+    judge_one_service,
+    read,
+)
+from workflows.models import Finding, Outcome, ParamSpec, RunbookInput, RunbookResult
+
+SCALE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_attempts=5,
+    non_retryable_error_types=["ValueError", "ServiceNotFound", "ClusterNotFound"],
+)
+
+
+class KafkaLagInput(RunbookInput):
+    cluster: str = Field("prod-revenue-context", min_length=1)
+    service: str = Field("context-engine", min_length=1)
+    consumer_group: str = Field("context_engine_group", min_length=1)
+    topic: str = Field("signals.raw", min_length=1)
+    dlq_topic: str = Field("signals.raw.dlq", min_length=1)
+    log_group: str = Field("/ecs/production/context-engine", min_length=1)
+    log_minutes: int = Field(10, ge=1, le=24 * 60)
+    # runbook.md 2.1: "--desired-count 5" when nothing better is known.
+    default_workers: int = Field(5, ge=1, le=100)
+    # The most context-engine tasks this runbook may ask for.
+    max_workers: int = Field(10, ge=1, le=100)
+    # Lag above this is an incident; the plan aims to clear it within drain_target_seconds.
+    lag_threshold: int = Field(1000, ge=0)
+    drain_target_seconds: int = Field(300, ge=10, le=24 * 3600)
+    # The lag is measured twice this far apart: it gives the produce and consume rates.
+    sample_seconds: float = Field(5.0, ge=0, le=120)
+    # After the scale-up, the lag is measured again over this window.
+    settle_seconds: float = Field(60.0, ge=0, le=3600)
+    check_timeout_seconds: float = Field(30.0, ge=1, le=600)
+    scale_timeout_seconds: int = Field(600, ge=10, le=3600)
+    poll_seconds: float = Field(5.0, gt=0, le=60)
+
+
+class LagPlan(BaseModel):
+    action: Literal["scale", "none", "refuse"]
+    summary: str
+    steps: list[str]
+    current: int = 0
+    target: int = 0
+    basis: str = ""
+
+
+def target_workers(inp: KafkaLagInput, lag: LagResult | None, svc: EcsService) -> tuple[int, str]:
+    """How many workers would clear the lag within the drain target, and why."""
+    running = svc.running_count
+    consumed = lag.consume_rate if lag else None
+    if lag is None or not consumed or running <= 0 or lag.produce_rate is None:
+        return (
+            inp.default_workers,
+            f"runbook default {inp.default_workers} (no drain rate observed)",
+        )
+    per_worker = consumed / running
+    needed_rate = lag.produce_rate + lag.total_lag / inp.drain_target_seconds
+    needed = max(math.ceil(needed_rate / per_worker), 1)
+    basis = (
+        f"{lag.produce_rate:.0f}/s arriving + {lag.total_lag} behind over "
+        f"{inp.drain_target_seconds}s = {needed_rate:.0f}/s at {per_worker:.1f}/s a worker"
+    )
+    return needed, basis
+
+
+def make_plan(inp: KafkaLagInput, lag: LagResult | None, svc: EcsService | None) -> LagPlan:
+    """Pure: what would be done, and why."""
+    if svc is None:
+        return LagPlan(
+            action="refuse",
+            summary=f"ECS service {inp.service} could not be described: nothing is scaled blind",
+            steps=["Escalate to Infrastructure (devops@company.com)"],
+        )
+    current = svc.desired_count
+    behind = lag is None or lag.total_lag > inp.lag_threshold or (lag.lag_rate or 0) > 0
+    if lag is not None and not behind:
+        return LagPlan(
+            action="none",
+            summary=f"{lag.total_lag} behind (threshold {inp.lag_threshold}) and not growing: "
+            "no scaling needed",
+            steps=[],
+            current=current,
+        )
+    wanted, basis = target_workers(inp, lag, svc)
+    partitions = len({(p.topic, p.partition) for p in lag.partitions}) if lag else 0
+    target = min(wanted, inp.max_workers)
+    if target < wanted:
+        basis += f"; capped at max_workers {inp.max_workers}"
+    if partitions and target > partitions:
+        target = partitions
+        basis += f"; capped at {partitions} partitions (more consumers would sit idle)"
+    verify = [
+        f"Wait until {target} {inp.service} tasks run",
+        f"Measure the lag again over {inp.settle_seconds:.0f}s: it must be falling",
+        "If it is not: top 10 slow queries (pg_stat_statements) into the report",
+    ]
+    if target <= current:
+        if lag is not None and (lag.lag_rate or 0) < 0:
+            return LagPlan(
+                action="none",
+                summary=f"{lag.total_lag} behind but falling with {current} workers: "
+                "no scaling needed",
+                steps=[],
+                current=current,
+                target=target,
+                basis=basis,
+            )
+        return LagPlan(
+            action="none",
+            summary=f"already {current} desired, the most this plan allows ({basis}); "
+            "look at slow queries and the DLQ",
+            steps=[],
+            current=current,
+            target=target,
+            basis=basis,
+        )
+    lag_text = f"{lag.total_lag} behind" if lag else "lag unknown"
+    return LagPlan(
+        action="scale",
+        summary=f"Scale {inp.service} from {current} to {target} tasks ({lag_text}; {basis})",
+        steps=[f"Set {inp.service} desired count {current} -> {target}", *verify],
+        current=current,
+        target=target,
+        basis=basis,
+    )
+
+
+@workflow.defn(name="KafkaConsumerLag")
+class KafkaConsumerLag(RunbookWorkflow):
+    procedure = "kafka-lag"
+
+    @workflow.run
+    async def run(self, inp: KafkaLagInput) -> RunbookResult:
+        self.begin(inp, inp.consumer_group)
+        self.tag(inp.severity)
+        findings, lag, svc = await self._diagnose(inp)
+        plan = make_plan(inp, lag, svc)
+        self.set_phase("plan")
+        self.record("plan", "info", plan.summary)
+        if plan.action != "scale":
+            outcome: Outcome = "refused" if plan.action == "refuse" else "completed"
+            if plan.action == "refuse":
+                await self.notify(
+                    "failed", f"kafka-lag refused for {inp.service}", plan.summary, {}
+                )
+            return self.finish(outcome, plan.summary, findings, plan.steps)
+        if inp.dry_run:
+            return self.finish("dry_run", f"Dry run: {plan.summary}", findings, plan.steps)
+        decision = await self.gate(
+            "scale",
+            plan.summary,
+            plan.steps,
+            params=[
+                ParamSpec(
+                    name="desired_count",
+                    minimum=max(plan.current, 1),
+                    maximum=inp.max_workers,
+                    default=plan.target,
+                    integer=True,
+                    help=f"{inp.service} tasks to run",
+                )
+            ],
+        )
+        if not decision.approved:
+            return await self._not_approved(findings, plan, decision.timed_out)
+        target = int(decision.number("desired_count"))
+        try:
+            summary, kind = await self._remediate(inp, target)
+        except ActivityError as err:
+            await self._fail(plan, err)
+        await self.notify(kind, f"kafka-lag: {inp.service} scaled to {target}", summary, {})
+        return self.finish("completed", summary, findings, plan.steps)
+
+    async def _diagnose(
+        self, inp: KafkaLagInput
+    ) -> tuple[list[Finding], LagResult | None, EcsService | None]:
+        timeout = inp.check_timeout_seconds
+        lag_req = LagRequest(
+            group=inp.consumer_group,
+            topics=[inp.topic],
+            sample_seconds=inp.sample_seconds,
+            timeout_seconds=min(timeout / 3, 10),
+        )
+        results = await self.check_all(
+            self.check(
+                "consumer lag",
+                read(KafkaActivities.consumer_lag, lag_req, timeout + inp.sample_seconds, True),
+                judge_lag(inp.lag_threshold),
+            ),
+            self.check(
+                f"ecs {inp.service}",
+                read(
+                    EcsActivities.describe_services,
+                    ServicesRequest(cluster=inp.cluster, services=[inp.service]),
+                    timeout,
+                ),
+                judge_one_service,
+            ),
+            self.check(
+                "/health/workers",
+                read(HealthActivities.check, HealthRequest(path="/health/workers"), timeout),
+                judge_health,
+            ),
+            self.check(
+                f"logs {inp.log_group}",
+                read(
+                    LogsActivities.recent_errors,
+                    LogErrorsRequest(log_group=inp.log_group, minutes=inp.log_minutes),
+                    timeout,
+                ),
+                judge_logs,
+            ),
+            self.check(
+                "dlq",
+                read(
+                    KafkaActivities.peek_dlq,
+                    DlqPeekRequest(topic=inp.dlq_topic, timeout_seconds=min(timeout / 3, 10)),
+                    timeout,
+                ),
+                judge_dlq,
+            ),
+        )
+        return [f for f, _ in results], results[0][1], first_service(results[1][1])
+
+    async def _remediate(self, inp: KafkaLagInput, target: int) -> tuple[str, str]:
+        self.set_phase("act")
+        await self.step(
+            f"scale {inp.service}",
+            workflow.execute_activity_method(
+                EcsActivities.scale_service,
+                ScaleRequest(
+                    cluster=inp.cluster,
+                    service=inp.service,
+                    desired_count=target,
+                    max_count=inp.max_workers,
+                ),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=SCALE_RETRY,
+            ),
+            lambda r: r.reason,
+        )
+        self.set_phase("verify")
+        await self.step(
+            f"wait until {target} {inp.service} tasks run",
+            workflow.execute_activity_method(
+                EcsActivities.wait_running,
+                WaitRunningRequest(
+                    cluster=inp.cluster,
+                    service=inp.service,
+                    at_least=target,
+                    poll_seconds=inp.poll_seconds,
+                ),
+                start_to_close_timeout=timedelta(seconds=inp.scale_timeout_seconds),
+                heartbeat_timeout=timedelta(seconds=max(30, inp.poll_seconds * 4)),
+            ),
+            lambda r: f"{r.running_count}/{r.desired_count} running after {r.waited_seconds:.0f}s",
+        )
+        return await self._verify_lag(inp, target)
+
+    async def _verify_lag(self, inp: KafkaLagInput, target: int) -> tuple[str, str]:
+        req = LagRequest(group=inp.consumer_group, topics=[inp.topic], sample_seconds=0)
+        timeout = inp.check_timeout_seconds
+        before: LagResult = await self.step(
+            "lag after scaling", read(KafkaActivities.consumer_lag, req, timeout), _lag_text
+        )
+        await workflow.sleep(timedelta(seconds=inp.settle_seconds))
+        after: LagResult = await self.step(
+            f"lag after {inp.settle_seconds:.0f}s",
+            read(
+                KafkaActivities.consumer_lag,
+                req.model_copy(update={"sample_seconds": inp.sample_seconds}),
+                timeout + inp.sample_seconds,
+                True,
+            ),
+            _lag_text,
+        )
+        falling = after.total_lag < before.total_lag or (after.lag_rate or 0) < 0
+        head = f"{inp.service} at {target} tasks; lag {before.total_lag} -> {after.total_lag}"
+        if falling or after.total_lag == 0:
+            self.record("lag falling", "ok", head)
+            return f"{head}: falling", "resolved"
+        self.record("lag persists", "info", head)
+        slow = await self._slow_queries(inp)
+        return (
+            f"{head}: NOT falling. Slow queries: {slow}. Escalate to dba@company.com",
+            "escalation",
+        )
+
+    async def _slow_queries(self, inp: KafkaLagInput) -> str:
+        try:
+            slow: SlowQueriesResult = await self.step(
+                "slow queries (pg_stat_statements)",
+                read(
+                    QueryActivities.slow_queries,
+                    SlowQueriesRequest(limit=10),
+                    inp.check_timeout_seconds,
+                ),
+                describe_slow,
+            )
+        except ActivityError as err:
+            return f"unavailable ({failure_message(err)})"
+        return describe_slow(slow) or "none recorded"
+
+    async def _not_approved(
+        self, findings: list[Finding], plan: LagPlan, timed_out: bool
+    ) -> RunbookResult:
+        decision = self._decision
+        if timed_out or decision is None:
+            outcome: Outcome = "not_approved"
+            summary = f"Not approved within the {self._input.severity} response time"
+        else:
+            outcome = "rejected"
+            summary = f"Rejected by {decision.decided_by}: {decision.comment}"
+        summary += "; nothing was changed"
+        await self.notify("rejected", f"kafka-lag not run for {self._resource}", summary, {})
+        return self.finish(outcome, summary, findings, plan.steps)
+
+    async def _fail(self, plan: LagPlan, err: ActivityError) -> None:
+        reason = failure_message(err)
+        self._outcome = "failed"
+        self.set_phase("failed")
+        await self.notify(
+            "failed",
+            f"kafka-lag FAILED for {self._resource}",
+            f"{plan.summary}: {reason}. Escalate to Infrastructure (devops@company.com).",
+            {},
+        )
+        raise ApplicationError(
+            f"kafka-lag failed: {reason}", type="RunbookFailed", non_retryable=True
+        )
+
+
+def _lag_text(lag: LagResult) -> str:
+    text = f"{lag.total_lag} behind"
+    if lag.lag_rate is not None:
+        text += f", {lag.lag_rate:+.0f}/s"
+    return text
