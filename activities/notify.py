@@ -115,13 +115,19 @@ class NotifyActivities:
         self._ui_url = temporal_ui_url
         self._dashboards = dashboards
 
+    def _run_url(self) -> str:
+        """The calling workflow's run in the Temporal UI."""
+        info = activity.info()
+        return temporal_ui_run_url(
+            self._ui_url,
+            info.workflow_namespace or "default",
+            info.workflow_id or "",
+            info.workflow_run_id or "",
+        )
+
     def _with_links(self, note: Notification) -> Notification:
         """Every message links to its run in the Temporal UI and to the dashboards."""
-        info = activity.info()
-        run = temporal_ui_run_url(
-            self._ui_url, info.workflow_namespace, info.workflow_id, info.workflow_run_id
-        )
-        links = [Link(label="Temporal run", url=run), *self._dashboards, *note.links]
+        links = [Link(label="Temporal run", url=self._run_url()), *self._dashboards, *note.links]
         return note.model_copy(update={"links": links})
 
     @activity.defn(name="notify.slack")
@@ -163,12 +169,7 @@ class NotifyActivities:
             }
             body["links"] = [
                 {
-                    "href": temporal_ui_run_url(
-                        self._ui_url,
-                        info.workflow_namespace,
-                        info.workflow_id,
-                        info.workflow_run_id,
-                    ),
+                    "href": self._run_url(),
                     "text": "Temporal run",
                 }
             ]

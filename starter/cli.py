@@ -244,7 +244,7 @@ async def decide(client: Client, args: argparse.Namespace, approve: bool) -> int
             "approve" if approve else "reject", decision, result_type=DecisionAck
         )
     except WorkflowUpdateFailedError as err:
-        raise BadInput(f"{args.workflow_id}: {err.cause.message if err.cause else err}") from None
+        raise BadInput(f"{args.workflow_id}: {err.cause or err}") from None
     except RPCError as err:
         if "already completed" in err.message:
             raise BadInput(

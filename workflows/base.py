@@ -464,8 +464,8 @@ class RunbookWorkflow:
 
     async def _decide(self, decision: Decision) -> DecisionAck:
         refusal, ack = await self._judge(decision)
-        if refusal or ack is None:
-            raise ApplicationError(refusal, type="GateRefused", non_retryable=True)
+        if ack is None:
+            raise ApplicationError(refusal or "refused", type="GateRefused", non_retryable=True)
         return ack
 
     # ---- alarm deliveries -----------------------------------------------------------------
