@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import httpx
 import psycopg
+import pydantic
 import redis.asyncio
 from botocore.config import Config
 from temporalio.client import Client
@@ -191,6 +192,9 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
         ],
         activity_executor=ThreadPoolExecutor(max_workers=50),
         interceptors=INTERCEPTORS,
+        # Bad input (from the Temporal UI, say) fails the run with a message naming the
+        # field, instead of retrying a workflow task that can never succeed.
+        workflow_failure_exception_types=[pydantic.ValidationError],
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -173,6 +173,22 @@ async def test_an_unanswered_gate_escalates_and_each_level_is_notified(
     assert all(p["routing_key"] == ROUTING_KEY for p in pages)
     history = await dev_env.client.get_workflow_handle(workflow_id).fetch_history()
     assert ROUTING_KEY not in history.to_json()  # the routing key stays in the worker
+
+
+async def test_bad_input_from_the_ui_fails_the_run_naming_the_field(
+    worker: dict[str, str], dev_env: WorkflowEnvironment
+) -> None:
+    handle = await dev_env.client.start_workflow(
+        "DatabaseFailover",
+        {"severity": "P9", "poll_seconds": -1},
+        id=f"db-failover/bad-{time.monotonic_ns()}",
+        task_queue=worker["RUNBOOK_TASK_QUEUE"],
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    message = str(failed.value.cause)
+    assert "severity" in message and "'P0', 'P1', 'P2' or 'P3'" in message
+    assert "poll_seconds" in message and "greater than 0" in message
 
 
 async def test_cli_refuses_unknown_workflow(worker: dict[str, str]) -> None:
