@@ -12,7 +12,9 @@ and the target workflow validates them with its own models.
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -54,13 +56,28 @@ class AlarmOutcome(BaseModel):
     detail: str = ""
 
 
-class AlarmStarter:
-    """Holds the Temporal client; serializes deliveries per workflow id in this process, so
-    the check of an ended run and the new start cannot interleave with a second delivery."""
+@dataclass(frozen=True)
+class _Ended:
+    run_id: str
+    closed_at: datetime
+    state: str
+    seen: float  # time.monotonic() when described
 
-    def __init__(self, client: Client) -> None:
+
+class AlarmStarter:
+    """Holds the Temporal client. When a run has ended, deliveries for its workflow id are
+    serialized in this process, so the check of the ended run and a new start cannot
+    interleave with a second delivery.
+
+    An ended run is remembered for `remember_ended` seconds: the rest of a storm for an
+    episode it handled is answered without a call to Temporal. (A run started meanwhile by
+    someone else misses those deliveries in its timeline; nothing is ever started twice.)"""
+
+    def __init__(self, client: Client, remember_ended: float = 60.0) -> None:
         self._client = client
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._ended: dict[str, _Ended] = {}
+        self._remember = remember_ended
 
     @contextlib.asynccontextmanager
     async def _serial(self, key: str) -> AsyncIterator[None]:
@@ -75,14 +92,19 @@ class AlarmStarter:
                 self._locks.pop(key, None)
 
     async def start_once(self, req: AlarmStart) -> AlarmOutcome:
-        async with self._serial(req.workflow_id):
-            try:
-                handle = await self._signal_with_start(req, WorkflowIDReusePolicy.REJECT_DUPLICATE)
-            except WorkflowAlreadyStartedError:  # a run with this id has ended
-                ended = await self._ended_after(req)
-                if ended is not None:
+        if known := self._handled(req):
+            return known
+        try:
+            # Atomic on the server: signals the running run, or starts the first one ever.
+            handle = await self._signal_with_start(req, WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        except WorkflowAlreadyStartedError:  # no run is running, and one has ended
+            async with self._serial(req.workflow_id):
+                if known := self._handled(req):
+                    return known
+                if ended := await self._ended_after(req):
                     return ended
                 handle = await self._signal_with_start(req, WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+                self._ended.pop(req.workflow_id, None)
         return AlarmOutcome(
             workflow_id=req.workflow_id,
             run_id=handle.result_run_id,
@@ -108,16 +130,26 @@ class AlarmStarter:
         desc = await self._client.get_workflow_handle(req.workflow_id).describe()
         if desc.status == WorkflowExecutionStatus.RUNNING or desc.close_time is None:
             return None
-        if req.episode_started_at > desc.close_time:
-            return None  # a new episode after the last run: a new run
+        if len(self._ended) >= 10_000:
+            self._ended.clear()
         state = desc.status.name.lower() if desc.status else "closed"
+        self._ended[req.workflow_id] = _Ended(desc.run_id, desc.close_time, state, time.monotonic())
+        return self._handled(req)
+
+    def _handled(self, req: AlarmStart) -> AlarmOutcome | None:
+        """Suppressed when a run that ended after the episode began is known, else None."""
+        ended = self._ended.get(req.workflow_id)
+        if ended is None or time.monotonic() - ended.seen > self._remember:
+            return None
+        if req.episode_started_at > ended.closed_at:
+            return None  # a new episode after the last run: a new run
         return AlarmOutcome(
             workflow_id=req.workflow_id,
-            run_id=desc.run_id,
+            run_id=ended.run_id,
             action="suppressed",
             detail=(
                 f"this alarm episode (since {req.episode_started_at:%Y-%m-%d %H:%M:%S} UTC) was "
-                f"handled by run {desc.run_id}, {state} at {desc.close_time:%H:%M:%S} UTC"
+                f"handled by run {ended.run_id}, {ended.state} at {ended.closed_at:%H:%M:%S} UTC"
             ),
         )
 
