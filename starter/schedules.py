@@ -5,6 +5,8 @@ schedule's paused state and note: running it twice changes nothing.
 """
 
 import argparse
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -29,6 +31,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+import workflows
 from settings import get_settings
 from starter.cli import BadInput, emit, with_client
 from workflows.llm_spend_watch import LlmSpendWatchInput
@@ -86,7 +89,7 @@ class ScheduleRow(BaseModel):
     runs: int = 0
 
 
-def build(definition: ScheduleDef, task_queue: str, state: ScheduleState | None = None) -> Schedule:
+def build(definition: ScheduleDef, task_queue: str, state: ScheduleState) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
             definition.workflow_type,
@@ -99,24 +102,56 @@ def build(definition: ScheduleDef, task_queue: str, state: ScheduleState | None 
         policy=SchedulePolicy(
             overlap=ScheduleOverlapPolicy.SKIP, catchup_window=definition.catchup
         ),
-        state=state or ScheduleState(note=definition.summary),
+        state=state,
     )
+
+
+# The note of a schedule paused because its workflow is not in this deployment yet.
+WAITING = "paused until its workflow type is deployed: "
+
+
+def deployed_workflow_types() -> set[str]:
+    """Workflow type names defined in the `workflows` package (what the worker can run)."""
+    names = set()
+    for module in pkgutil.iter_modules(workflows.__path__, "workflows."):
+        for value in vars(importlib.import_module(module.name)).values():
+            defn = getattr(value, "__temporal_workflow_definition", None)
+            if defn is not None and defn.name:
+                names.add(str(defn.name))
+    return names
+
+
+def initial_state(definition: ScheduleDef, deployed: set[str]) -> ScheduleState:
+    if definition.workflow_type in deployed:
+        return ScheduleState(note=definition.summary)
+    return ScheduleState(paused=True, note=WAITING + definition.workflow_type)
+
+
+def next_state(
+    current: ScheduleState, definition: ScheduleDef, deployed: set[str]
+) -> ScheduleState:
+    """Keep a person's pause and note; lift our own pause once the workflow is deployed."""
+    if (current.note or "").startswith(WAITING):
+        return initial_state(definition, deployed)
+    return replace(current)
 
 
 async def apply(client: Client, task_queue: str) -> dict[str, str]:
     """Create or update every schedule; `{name: "created" | "updated"}`."""
+    deployed = deployed_workflow_types()
     done: dict[str, str] = {}
     for definition in SCHEDULES:
+        schedule = build(definition, task_queue, initial_state(definition, deployed))
         try:
-            await client.create_schedule(definition.name, build(definition, task_queue))
+            await client.create_schedule(definition.name, schedule)
             done[definition.name] = "created"
         except ScheduleAlreadyRunningError:
 
             def keep_state(
                 current: ScheduleUpdateInput, d: ScheduleDef = definition
             ) -> ScheduleUpdate:
-                state = current.description.schedule.state
-                return ScheduleUpdate(schedule=build(d, task_queue, replace(state)))
+                state = next_state(current.description.schedule.state, d, deployed)
+                return ScheduleUpdate(schedule=build(d, task_queue, state))
 
             await client.get_schedule_handle(definition.name).update(keep_state)
             done[definition.name] = "updated"

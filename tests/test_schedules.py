@@ -70,10 +70,9 @@ async def test_apply_twice_gives_the_same_schedules(clean: Client) -> None:
     again = await schedules.apply(clean, "runbooks")
     assert again == {"cert-expiry-check": "updated", "llm-spend-watch": "updated"}
     after = {r.name: r for r in await schedules.rows(clean)}
-    assert after.keys() == before.keys()
-    for name, row in after.items():
-        assert row.applied and not row.paused and row.next_run is not None
-        assert row.next_run == before[name].next_run
+    assert after == before
+    watch_row = after["llm-spend-watch"]
+    assert watch_row.applied and not watch_row.paused and watch_row.next_run is not None
     ours = [s.id async for s in await clean.list_schedules()]
     assert sorted(set(ours) & set(schedules.BY_NAME)) == ["cert-expiry-check", "llm-spend-watch"]
 
@@ -81,14 +80,34 @@ async def test_apply_twice_gives_the_same_schedules(clean: Client) -> None:
     action = cert.schedule.action
     assert isinstance(action, ScheduleActionStartWorkflow)
     assert action.workflow == "CertExpiryCheck" and action.task_queue == "runbooks"
-    nxt = after["cert-expiry-check"].next_run
-    assert nxt is not None and (nxt.hour, nxt.minute) == (6, 0)
+    daily = cert.schedule.spec.calendars[0]
+    assert (daily.hour[0].start, daily.minute[0].start) == (6, 0)
     watch = await clean.get_schedule_handle("llm-spend-watch").describe()
     assert isinstance(watch.schedule.action, ScheduleActionStartWorkflow)
     assert watch.schedule.action.workflow == "LlmSpendWatch"
     assert watch.schedule.spec.intervals == [
         ScheduleIntervalSpec(every=schedules.SCHEDULES[1].spec.intervals[0].every)
     ]
+
+
+async def test_a_schedule_waits_paused_until_its_workflow_is_deployed(
+    clean: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployed = schedules.deployed_workflow_types()
+    assert "LlmSpendWatch" in deployed
+    monkeypatch.setattr(
+        schedules, "deployed_workflow_types", lambda: deployed - {"CertExpiryCheck"}
+    )
+    await schedules.apply(clean, "runbooks")
+    row = {r.name: r for r in await schedules.rows(clean)}["cert-expiry-check"]
+    assert row.paused and row.note == "paused until its workflow type is deployed: CertExpiryCheck"
+    monkeypatch.setattr(
+        schedules, "deployed_workflow_types", lambda: deployed | {"CertExpiryCheck"}
+    )
+    await schedules.apply(clean, "runbooks")
+    row = {r.name: r for r in await schedules.rows(clean)}["cert-expiry-check"]
+    assert not row.paused and row.next_run is not None
+    assert (row.next_run.hour, row.next_run.minute) == (6, 0)
 
 
 async def test_pause_and_resume_survive_apply(clean: Client) -> None:
