@@ -170,7 +170,11 @@ async def hook(
     port = free_ports(("webhook",))["webhook"]
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config, dev_env.client), host="127.0.0.1", port=port, log_level="error"
+            create_app(config, dev_env.client),
+            host="127.0.0.1",
+            port=port,
+            log_level="error",
+            timeout_keep_alive=75,
         )
     )
     procedure = Procedure("webhook-test", ThingRunbook, ThingInput, "thing")

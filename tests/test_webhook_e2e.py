@@ -1,0 +1,140 @@
+"""The webhook as the stack runs it (its own process), and an alarm starting the real
+db-failover workflow on the real worker."""
+
+import asyncio
+import json
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import uvicorn
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from settings import Settings
+from starter.stack import Stack
+from starter.webhook.app import WebhookConfig, create_app
+from tests.conftest import embedded_environ, free_ports, state_dir
+from worker import build_worker
+from workflows.models import RunbookStatus
+
+pytestmark = pytest.mark.timeout(180)
+
+TOKEN = "e2e-token-7d2a"
+
+
+@pytest.fixture(scope="module")
+def webhook_stack() -> Iterator[Stack]:
+    path = state_dir("runbook-test-webhook-")
+    small = Stack(
+        path, ports=free_ports(), environ={**embedded_environ(), "RUNBOOK_WEBHOOK_TOKEN": TOKEN}
+    )
+    try:
+        small.up(["webhook"])
+        yield small
+    finally:
+        small.down()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_stack_runs_the_webhook_as_a_part(webhook_stack: Stack) -> None:
+    status = webhook_stack.status()["webhook"]
+    assert status.up and status.managed == "embedded" and status.pid is not None
+    url = webhook_stack.client_env()["RUNBOOK_WEBHOOK_URL"]
+    assert url == status.address and url.endswith(f":{webhook_stack._port('webhook')}")
+    assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+    # The token reached the process: a wrong one is refused, the right one gets past auth.
+    bad = httpx.post(f"{url}/alertmanager", headers={"Authorization": "Bearer x"}, content=b"{}")
+    assert bad.status_code == 401
+    good = httpx.post(
+        f"{url}/alertmanager", headers={"Authorization": f"Bearer {TOKEN}"}, content=b"{}"
+    )
+    assert good.status_code == 400 and "bad Alertmanager payload" in good.json()["error"]
+
+
+def test_an_external_webhook_is_not_started(tmp_path: object) -> None:
+    environ = {**embedded_environ(), "RUNBOOK_WEBHOOK_URL": "http://127.0.0.1:1"}
+    small = Stack(state_dir("runbook-test-webhook-ext-"), ports=free_ports(), environ=environ)
+    try:
+        status = small.status()["webhook"]
+        assert status.managed == "external" and not status.up
+        assert small._units_for(["webhook"]) == []
+    finally:
+        shutil.rmtree(small.state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def real_worker(
+    dev_env: WorkflowEnvironment, stack_env: dict[str, str], aws_env: dict[str, str]
+) -> AsyncIterator[str]:
+    queue = f"webhook-e2e-{time.monotonic_ns()}"
+    settings = Settings.model_validate({**stack_env, "RUNBOOK_TASK_QUEUE": queue})
+    async with httpx.AsyncClient() as http, build_worker(dev_env.client, settings, http):
+        yield queue
+
+
+async def test_alarm_starts_db_failover_once(
+    dev_env: WorkflowEnvironment, real_worker: str
+) -> None:
+    config = WebhookConfig(token=TOKEN, task_queue=real_worker)
+    port = free_ports(("webhook",))["webhook"]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config, dev_env.client),
+            host="127.0.0.1",
+            port=port,
+            log_level="error",
+            timeout_keep_alive=75,
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    instance = f"no-such-db-{time.monotonic_ns()}"
+    since = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "db-cpu-high", "dbinstance_identifier": instance},
+        "annotations": {"summary": "CPU 97%"},
+        "startsAt": since,
+    }
+    payload = json.dumps({"version": "4", "status": "firing", "alerts": [alert]}).encode()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=90) as http:
+            replies = await asyncio.gather(
+                *(http.post("/alertmanager", content=payload, headers=headers) for _ in range(10))
+            )
+            assert {r.status_code for r in replies} == {202}
+            actions = sorted(r.json()["alerts"][0]["action"] for r in replies)
+            assert actions.count("started") == 1
+            workflow_id = f"db-failover/{instance}"
+            assert replies[0].json()["workflow_ids"] == [workflow_id]
+            handle = dev_env.client.get_workflow_handle(workflow_id)
+            result = await handle.result()
+            # The sandbox does not know the instance: the runbook refuses, nothing is changed.
+            assert result["outcome"] == "refused" and result["severity"] == "P1"
+            status = await handle.query("status", result_type=RunbookStatus)
+            started = next(s for s in status.timeline if s.name == "started")
+            assert "by alarm:db-cpu-high via alarm" in started.detail
+            line = next(s for s in status.timeline if s.name == "alarm db-cpu-high ALARM")
+            recorded = len([a for a in actions if a in ("started", "signalled")])
+            assert line.detail.startswith(f"{recorded}x via alertmanager")
+            assert "CPU 97%" in line.detail
+            again = await http.post("/alertmanager", content=payload, headers=headers)
+            assert again.json()["alerts"][0]["action"] == "suppressed"
+            desc = await handle.describe()
+            assert desc.status == WorkflowExecutionStatus.COMPLETED
+            query = f'WorkflowId = "{workflow_id}"'
+            for _ in range(100):  # visibility is eventually consistent
+                runs = [wf async for wf in dev_env.client.list_workflows(query)]
+                if runs:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(runs) == 1
+    finally:
+        server.should_exit = True
+        await serving
