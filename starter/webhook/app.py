@@ -140,7 +140,7 @@ class Webhook:
             outcome: AlarmOutcome = await self.intake.deliver(planned)
         except RPCError as err:
             raise Rejected(503, f"Temporal did not take the delivery: {err.message}") from None
-        level = logging.DEBUG if outcome.action == "signalled" else logging.INFO
+        level = logging.INFO if outcome.action == "started" else logging.DEBUG
         log.log(
             level,
             "%s %s -> %s %s",
