@@ -13,6 +13,25 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+# ---- llm-budget / rollback / high-memory (issue 5): models for the block at the end ----
+from activities.ecs_rollout import (
+    DeploymentStarted,
+    ForceDeploymentRequest,
+    RegisterMemoryRequest,
+    RegisterResult,
+    RevisionsRequest,
+    RevisionsResult,
+    RolloutResult,
+    TaskDefinitionInfo,
+    TaskDefinitionRequest,
+    UseTaskDefinitionRequest,
+    UseTaskDefinitionResult,
+    WaitRolloutRequest,
+    registrable,
+    task_definition_info,
+)
+from activities.fargate import memory_refusal
+
 DEFAULT_CLUSTER = "prod-revenue-context"
 RUNBOOK_SERVICES = ("api", "context-engine", "orchestration-engine")
 DESCRIBE_TASKS_BATCH = 100  # describe_tasks takes at most 100 task ARNs a call
@@ -318,3 +337,151 @@ class EcsActivities:
             activity.wait_for_cancelled_sync(req.poll_seconds)
             if activity.is_cancelled():
                 raise CancelledError(f"wait cancelled at {svc.running_count} running")
+
+    # ---- deployments and revisions (issue 5: llm-budget, rollback, high-memory) ---------
+
+    def _task_definition(self, ref: str) -> dict[str, Any]:
+        try:
+            return self._ecs.describe_task_definition(taskDefinition=ref)["taskDefinition"]
+        except ClientError as err:
+            if err.response["Error"]["Code"] in ("ClientException", "InvalidParameterException"):
+                raise ApplicationError(
+                    f"task_definition: no task definition {ref!r}",
+                    type="TaskDefinitionNotFound",
+                    non_retryable=True,
+                ) from err
+            raise
+
+    @activity.defn(name="ecs.describe_task_definition")
+    def describe_task_definition(self, req: TaskDefinitionRequest) -> TaskDefinitionInfo:
+        return task_definition_info(self._task_definition(req.task_definition))
+
+    @activity.defn(name="ecs.list_revisions")
+    def list_revisions(self, req: RevisionsRequest) -> RevisionsResult:
+        """The family's newest ACTIVE revisions, newest first, with their images."""
+        arns: list[str] = []
+        pages = self._ecs.get_paginator("list_task_definitions").paginate(
+            familyPrefix=req.family, status="ACTIVE", sort="DESC"
+        )
+        for page in pages:
+            arns += page.get("taskDefinitionArns", [])
+        # Sorted here too: not every implementation honours `sort`.
+        arns = sorted(set(arns), key=lambda a: int(a.rsplit(":", 1)[-1]), reverse=True)
+        infos = [task_definition_info(self._task_definition(arn)) for arn in arns[: req.max_items]]
+        return RevisionsResult(family=req.family, revisions=infos)
+
+    @activity.defn(name="ecs.force_new_deployment")
+    def force_new_deployment(self, req: ForceDeploymentRequest) -> DeploymentStarted:
+        """Restart the service's tasks (to pick up new configuration), once: if the PRIMARY
+        deployment is no longer the one seen before, a newer one already does it."""
+        svc = self._one(req.cluster, req.service)
+        primary = next((d for d in svc.deployments if d.status == "PRIMARY"), None)
+        if primary and primary.id != req.seen_deployment_id:
+            return DeploymentStarted(
+                service=req.service,
+                deployment_id=primary.id,
+                task_definition=primary.task_definition,
+                started=False,
+                reason=f"deployment {primary.id} already replaced {req.seen_deployment_id}",
+            )
+        out = self._ecs.update_service(
+            cluster=req.cluster, service=req.service, forceNewDeployment=True
+        )["service"]
+        new = next(d for d in out["deployments"] if d.get("status") == "PRIMARY")
+        return DeploymentStarted(
+            service=req.service,
+            deployment_id=new["id"],
+            task_definition=new.get("taskDefinition"),
+            started=True,
+            reason=f"new deployment {new['id']} forced",
+        )
+
+    @activity.defn(name="ecs.wait_rollout")
+    def wait_rollout(self, req: WaitRolloutRequest) -> RolloutResult:
+        """Poll until the PRIMARY deployment (the one asked for) is COMPLETED with running ==
+        desired; a FAILED rollout is a non-retryable error naming ECS's reason."""
+        started = time.monotonic()
+        polls = 0
+        while True:
+            svc = self._one(req.cluster, req.service)
+            polls += 1
+            primary = next((d for d in svc.deployments if d.status == "PRIMARY"), None)
+            state = primary.rollout_state if primary else None
+            activity.heartbeat({"state": state, "running": svc.running_count})
+            if primary and self._is_target(req, primary.id, primary.task_definition):
+                if state == "FAILED":
+                    raise ApplicationError(
+                        f"{req.service}: rollout of {primary.task_definition} FAILED: "
+                        f"{primary.rollout_state_reason or 'no reason given'}",
+                        type="RolloutFailed",
+                        non_retryable=True,
+                    )
+                if state == "COMPLETED" and svc.running_count == svc.desired_count:
+                    return RolloutResult(
+                        service=req.service,
+                        deployment_id=primary.id,
+                        task_definition=primary.task_definition,
+                        rollout_state=state,
+                        running_count=svc.running_count,
+                        desired_count=svc.desired_count,
+                        waited_seconds=round(time.monotonic() - started, 1),
+                        polls=polls,
+                    )
+            activity.wait_for_cancelled_sync(req.poll_seconds)
+            if activity.is_cancelled():
+                raise CancelledError(f"wait cancelled while {req.service} rollout is {state}")
+
+    @staticmethod
+    def _is_target(req: WaitRolloutRequest, deployment_id: str, task_def: str | None) -> bool:
+        if req.deployment_id and deployment_id != req.deployment_id:
+            return False
+        return not req.task_definition or task_def == req.task_definition
+
+    @activity.defn(name="ecs.register_memory_revision")
+    def register_memory_revision(self, req: RegisterMemoryRequest) -> RegisterResult:
+        """A revision copied from `task_definition` with only the task memory changed; an
+        identical ACTIVE revision is reused, so a retry registers nothing new."""
+        current = self._task_definition(req.task_definition)
+        fargate = "FARGATE" in (current.get("requiresCompatibilities") or [])
+        refusal = memory_refusal(int(current.get("cpu") or 0), req.memory) if fargate else None
+        if refusal:
+            raise ApplicationError(refusal, type="InvalidFargateMemory", non_retryable=True)
+        wanted = {**registrable(current), "memory": str(req.memory)}
+        existing = self.list_revisions(RevisionsRequest(family=current["family"], max_items=20))
+        for info in existing.revisions:
+            if registrable(self._task_definition(info.arn)) == wanted:
+                return RegisterResult(
+                    task_definition=info,
+                    registered=False,
+                    reason=f"{info.ref} already has memory {req.memory}: reused",
+                )
+        raw = self._ecs.register_task_definition(**wanted)["taskDefinition"]
+        info = task_definition_info(raw)
+        return RegisterResult(
+            task_definition=info,
+            registered=True,
+            reason=f"registered {info.ref}: memory {current.get('memory')} -> {req.memory}",
+        )
+
+    @activity.defn(name="ecs.use_task_definition")
+    def use_task_definition(self, req: UseTaskDefinitionRequest) -> UseTaskDefinitionResult:
+        """Point the service at a task definition, once: already on it, nothing is done."""
+        target = task_definition_info(self._task_definition(req.task_definition)).arn
+        svc = self._one(req.cluster, req.service)
+        if svc.task_definition == target:
+            return UseTaskDefinitionResult(
+                service=req.service,
+                previous_task_definition=svc.task_definition,
+                task_definition=target,
+                changed=False,
+                reason=f"already on {target.rsplit('/', 1)[-1]}",
+            )
+        self._ecs.update_service(cluster=req.cluster, service=req.service, taskDefinition=target)
+        return UseTaskDefinitionResult(
+            service=req.service,
+            previous_task_definition=svc.task_definition,
+            task_definition=target,
+            changed=True,
+            reason=f"{(svc.task_definition or '?').rsplit('/', 1)[-1]} -> "
+            f"{target.rsplit('/', 1)[-1]}",
+        )

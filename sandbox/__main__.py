@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             aws = AwsSandbox(args.host, args.moto_port, sim.state, sim.on_rebooted, sim.in_incident)
             aws.start()
             sim.aws = aws
+            sim.remediation.start(aws)
         sim.diagnosis.start(sim.aws, lambda: sim.metrics)
         server = make_server(args.host, args.http_port, sim)
     except OSError as exc:  # typically a port already in use

@@ -12,6 +12,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from sandbox.diagnosis import ROUTES as DIAGNOSIS_ROUTES
+from sandbox.remediation import ROUTES as REMEDIATION_ROUTES
 from sandbox.simulator import Simulator
 
 JSON = "application/json"
@@ -39,7 +40,9 @@ Route = Callable[[Simulator, Any], Reply]
 
 
 def health(sim: Simulator, _: Any) -> Reply:
-    return json_reply(200, {"status": "ok", "version": sim.state.version})
+    # The image tag `api` runs (it changes with a rollback), once ECS is simulated.
+    version = sim.remediation.version() or sim.state.version
+    return json_reply(200, {"status": "ok", "version": version})
 
 
 def health_detailed(sim: Simulator, _: Any) -> Reply:
@@ -151,6 +154,10 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/control/state"): state,
     ("POST", "/control/heal-delay"): heal_delay,
     ("POST", "/control/slack/fail"): slack_fail,
+    **{
+        key: lambda sim, body, fn=fn: json_reply(*fn(sim.remediation, body))
+        for key, fn in REMEDIATION_ROUTES.items()
+    },
     **{
         key: lambda sim, body, fn=fn: json_reply(*fn(sim.diagnosis, body))
         for key, fn in DIAGNOSIS_ROUTES.items()

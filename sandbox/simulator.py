@@ -14,6 +14,7 @@ from sandbox.database import LeakedConnections
 from sandbox.diagnosis import DiagnosisSandbox
 from sandbox.health import Check, check_kafka, check_postgres, check_redis, down
 from sandbox.metrics import ServiceMetrics
+from sandbox.remediation import Remediation
 from sandbox.state import APP_DB_INSTANCE, DB_INCIDENT, SandboxState
 
 POOL_EXHAUSTED = "connection pool exhausted: FATAL: sorry, too many clients already"
@@ -35,6 +36,9 @@ class Simulator:
         self.leaks = LeakedConnections(deps.database_url)
         self.metrics = ServiceMetrics(self.db_connections)
         self.aws: AwsSandbox | None = None
+        # llm-budget, high-memory, rollback, cert-renewal (sandbox/remediation.py)
+        self.remediation = Remediation(deps.redis_url)
+        self.metrics.registry.register(self.remediation)
         # kafka-lag, api-errors, triage (sandbox/diagnosis.py); started with the AWS part
         self.diagnosis = DiagnosisSandbox(deps.kafka_bootstrap, deps.database_url)
         self.metrics.registry.register(self.diagnosis)
@@ -83,11 +87,14 @@ class Simulator:
             if started is not None:
                 self._rewrite_metrics(_minutes_since(started) + INCIDENT_MINUTES)
             self.metrics = ServiceMetrics(self.db_connections)
+            self.remediation.reset()
+            self.metrics.registry.register(self.remediation)
             self.diagnosis.reset()
             self.metrics.registry.register(self.diagnosis)
 
     def shutdown(self) -> None:
         self.leaks.close_all()
+        self.remediation.stop()
         self.diagnosis.stop()
         if self.aws is not None:
             self.aws.stop()

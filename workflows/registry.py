@@ -8,6 +8,7 @@ from workflows.api_errors import ApiErrorRateSpike, ApiErrorsInput
 from workflows.base import RunbookWorkflow
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
 from workflows.kafka_lag import KafkaConsumerLag, KafkaLagInput
+from workflows.llm_budget import LlmBudgetExhaustion, LlmBudgetInput
 from workflows.models import RunbookInput
 from workflows.triage import Triage, TriageInput
 
@@ -33,6 +34,7 @@ PROCEDURES: dict[str, Procedure] = {
     p.name: p
     for p in (
         Procedure("db-failover", DatabaseFailover, DbFailoverInput, "db_instance_id"),
+        Procedure("llm-budget", LlmBudgetExhaustion, LlmBudgetInput, "secret_id"),
         Procedure("kafka-lag", KafkaConsumerLag, KafkaLagInput, "consumer_group"),
         Procedure("api-errors", ApiErrorRateSpike, ApiErrorsInput, "service"),
         Procedure("triage", Triage, TriageInput, "cluster"),

@@ -1,0 +1,156 @@
+"""Models and pure helpers for the ECS methods that change what a service runs: forced
+deployments, task-definition revisions, rollouts (llm-budget, rollback, high-memory).
+
+The methods themselves are in the marked block at the end of `EcsActivities`
+(activities/ecs.py); this module keeps that file's additions small.
+"""
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+DEFAULT_CLUSTER = "prod-revenue-context"
+
+# What register_task_definition takes back from describe_task_definition; the rest
+# (ARN, revision, status, registeredAt, compatibilities, ...) is ECS's own bookkeeping.
+REGISTRABLE = (
+    "family",
+    "taskRoleArn",
+    "executionRoleArn",
+    "networkMode",
+    "containerDefinitions",
+    "volumes",
+    "placementConstraints",
+    "requiresCompatibilities",
+    "cpu",
+    "memory",
+    "pidMode",
+    "ipcMode",
+    "proxyConfiguration",
+    "inferenceAccelerators",
+    "ephemeralStorage",
+    "runtimePlatform",
+)
+
+
+class TaskDefinitionRequest(BaseModel):
+    # ARN, or family:revision, or a family (its latest ACTIVE revision).
+    task_definition: str = Field(min_length=1)
+
+
+class TaskDefinitionInfo(BaseModel):
+    arn: str
+    family: str
+    revision: int
+    status: str
+    cpu: int | None = None
+    memory: int | None = None
+    # container name -> image
+    images: dict[str, str] = {}
+
+    @property
+    def ref(self) -> str:
+        return f"{self.family}:{self.revision}"
+
+
+class RevisionsRequest(BaseModel):
+    family: str = Field(min_length=1)
+    max_items: int = Field(5, ge=1, le=50)
+
+
+class RevisionsResult(BaseModel):
+    family: str
+    # Newest first, as `list-task-definitions --sort DESC`.
+    revisions: list[TaskDefinitionInfo]
+
+
+class ForceDeploymentRequest(BaseModel):
+    cluster: str = DEFAULT_CLUSTER
+    service: str
+    # The PRIMARY deployment seen before: if it is no longer primary, a newer deployment
+    # (ours, after a crash, or anyone's) already restarts the service: not forced again.
+    seen_deployment_id: str
+
+
+class DeploymentStarted(BaseModel):
+    service: str
+    deployment_id: str
+    task_definition: str | None
+    started: bool
+    reason: str
+
+
+class WaitRolloutRequest(BaseModel):
+    cluster: str = DEFAULT_CLUSTER
+    service: str
+    # Wait for the PRIMARY deployment to be this one / run this task definition (ARN).
+    deployment_id: str | None = None
+    task_definition: str | None = None
+    poll_seconds: float = Field(2.0, gt=0, le=60)
+
+
+class RolloutResult(BaseModel):
+    service: str
+    deployment_id: str
+    task_definition: str | None
+    rollout_state: str
+    running_count: int
+    desired_count: int
+    waited_seconds: float
+    polls: int
+
+
+class RegisterMemoryRequest(BaseModel):
+    # The revision to copy (ARN or family:revision); only the task memory changes.
+    task_definition: str = Field(min_length=1)
+    memory: int = Field(ge=512)
+
+
+class RegisterResult(BaseModel):
+    task_definition: TaskDefinitionInfo
+    registered: bool
+    reason: str
+
+
+class UseTaskDefinitionRequest(BaseModel):
+    cluster: str = DEFAULT_CLUSTER
+    service: str
+    # ARN, or family:revision.
+    task_definition: str = Field(min_length=1)
+
+
+class UseTaskDefinitionResult(BaseModel):
+    service: str
+    previous_task_definition: str | None
+    task_definition: str
+    changed: bool
+    reason: str
+
+
+def task_definition_info(raw: dict[str, Any]) -> TaskDefinitionInfo:
+    return TaskDefinitionInfo(
+        arn=raw["taskDefinitionArn"],
+        family=raw["family"],
+        revision=int(raw["revision"]),
+        status=raw.get("status", ""),
+        cpu=int(raw["cpu"]) if raw.get("cpu") else None,
+        memory=int(raw["memory"]) if raw.get("memory") else None,
+        images={c["name"]: c.get("image", "") for c in raw.get("containerDefinitions", [])},
+    )
+
+
+def registrable(raw: dict[str, Any]) -> dict[str, Any]:
+    """The fields that define a revision, as register_task_definition takes them."""
+    return {k: raw[k] for k in REGISTRABLE if raw.get(k) not in (None, [], {})}
+
+
+def revision_number(arn_or_ref: str) -> int | None:
+    tail = arn_or_ref.rsplit("/", 1)[-1]
+    _, sep, rev = tail.rpartition(":")
+    return int(rev) if sep and rev.isdigit() else None
+
+
+def image_tag(image: str) -> str:
+    """`revenue-context/api:v1.4.2` -> `v1.4.2` (a digest or no tag: the whole reference)."""
+    name, sep, tag = image.rpartition(":")
+    return tag if sep and "/" not in tag and "@" not in name else image
