@@ -12,6 +12,7 @@ from temporalio.client import Client, WorkflowHandle
 from settings import temporal_client
 from starter.approvers import local_key
 from starter.cli import make_signed, query_status, render_status, run_link, start_procedure
+from starter.demo_remediation import demo_llm_budget
 from starter.stack_cli import load_stack_env, local_stack
 from workflows.db_failover import DbFailoverInput
 from workflows.models import RunbookStatus
@@ -93,6 +94,7 @@ async def demo_db_failover(client: Client, sandbox: httpx.AsyncClient) -> bool:
 
 DEMOS: dict[str, Callable[[Client, httpx.AsyncClient], Awaitable[bool]]] = {
     "db-failover": demo_db_failover,
+    "llm-budget": demo_llm_budget,
 }
 
 

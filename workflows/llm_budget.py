@@ -92,7 +92,7 @@ class LlmBudgetInput(RunbookInput):
     cluster: str = Field("prod-revenue-context", min_length=1)
     # Redeployed to pick up the new budget (runbook: `api`).
     services: list[str] = Field(["api"], min_length=1, max_length=10)
-    watch_minutes: int = Field(60, ge=0, le=7 * 24 * 60)
+    watch_minutes: float = Field(60, ge=0, le=7 * 24 * 60)
     watch_interval_seconds: int = Field(60, ge=1, le=3600)
     alert_ratio: float = Field(0.8, gt=0, le=1)
     rollout_timeout_seconds: int = Field(900, ge=30, le=3 * 3600)
@@ -205,7 +205,7 @@ def make_plan(inp: LlmBudgetInput, diag: Diagnosis) -> BudgetPlan:
         f"{diag.secret.key_count - 1} keys are kept and the current version stays for undo",
         f"Force a new deployment of {', '.join(inp.services)} and wait until it completes",
         f"Verify /metrics shows the new budget in force ({BUDGET_IN_FORCE})",
-        f"Watch spend every {inp.watch_interval_seconds}s for {minutes} min; "
+        f"Watch spend every {inp.watch_interval_seconds}s for {minutes:g} min; "
         f"alert at {inp.alert_ratio:.0%} of the new budget",
     ]
     return BudgetPlan(
@@ -370,7 +370,7 @@ class LlmBudgetExhaustion(RunbookWorkflow):
         await self.notify(
             "resolved",
             f"llm-budget: daily budget now ${budget:g}",
-            summary + f". Watching spend for {inp.watch_minutes} min.",
+            summary + f". Watching spend for {inp.watch_minutes:g} min.",
             {
                 "Previous budget": f"{change.old_value:g}",
                 "Undo": f"version {change.previous_version_id} back to AWSCURRENT, then redeploy",
