@@ -35,6 +35,7 @@ from activities.secrets import SecretsActivities
 from activities.spend import SpendActivities
 from settings import Settings, get_settings, temporal_client
 from workflows.incident_log import IncidentLogInterceptor
+from workflows.input_guard import InputGuardInterceptor
 from workflows.llm_spend_watch import LlmSpendWatch
 from workflows.registry import WORKFLOWS
 
@@ -48,7 +49,8 @@ AWS_CONFIG = Config(
 
 
 # Every worker and replayer runs the same interceptors: they add commands to histories.
-INTERCEPTORS = [IncidentLogInterceptor()]
+# The input guard first: a run with no input fails before anything else sees it.
+INTERCEPTORS = [InputGuardInterceptor(), IncidentLogInterceptor()]
 
 
 def migrate_incident_log(settings: Settings) -> None:
