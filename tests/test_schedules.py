@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio
-from pydantic import create_model
+from pydantic import ConfigDict, create_model
 from temporalio import workflow
 from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleIntervalSpec
 from temporalio.service import RPCError
@@ -158,6 +158,12 @@ async def test_schedules_cli(clean: Client, dev_env: WorkflowEnvironment, tmp_pa
 # ---- the LLM spend watch ----------------------------------------------------------------------
 
 
+class StubInput(RunbookInput):
+    """Takes the test's own resource field (real inputs refuse unknown fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
 @workflow.defn(name="SpendTestRunbook")
 class BudgetRunbook(RunbookWorkflow):
     """Stands for llm-budget: runs until told to finish, keeps the alarm timeline."""
@@ -169,7 +175,7 @@ class BudgetRunbook(RunbookWorkflow):
         self._done = False
 
     @workflow.run
-    async def run(self, inp: RunbookInput) -> str:
+    async def run(self, inp: StubInput) -> str:
         self.begin(inp, "global")
         await workflow.wait_condition(lambda: self._done)
         return "done"

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Severity = Literal["P0", "P1", "P2", "P3"]
 SEVERITIES: tuple[Severity, ...] = ("P0", "P1", "P2", "P3")
@@ -15,6 +15,9 @@ StepOutcome = Literal["running", "ok", "failed", "skipped", "refused", "info"]
 
 class RunbookInput(BaseModel):
     """Fields every procedure's input has; `{}` from the Temporal UI gets these defaults."""
+
+    # A misspelt field must not be dropped: the run would act on the default resource.
+    model_config = ConfigDict(extra="forbid")
 
     severity: Severity = "P1"
     dry_run: bool = False
