@@ -84,6 +84,8 @@ class DiagnosisSandbox(Collector):
             self.breakers = dict.fromkeys(BREAKERS, "closed")
         if self.kafka is not None:
             self.kafka.reset()
+        if self.logs is not None:
+            self.logs.clear()
 
     def active(self) -> set[str]:
         with self._lock:
@@ -219,7 +221,7 @@ class DiagnosisSandbox(Collector):
 
     def set_latency(self, body: Any) -> Reply:
         """Body: {"<check>": seconds}; checks: an HTTP path of the service (/metrics,
-        /health/detailed, /health/workers) or an AWS service of moto (ecs, logs, monitoring)."""
+        /health/detailed, /health/workers) or an AWS service of moto (ecs, logs, cloudwatch)."""
         if not isinstance(body, dict) or not all(
             isinstance(v, int | float) and 0 <= v <= 60 for v in body.values()
         ):

@@ -76,6 +76,20 @@ class LogFeed:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 
+    def clear(self) -> None:
+        """A reset: the lines written so far are gone, each service writes to a fresh stream
+        (else a triage right after a reset still sees the last incident's errors)."""
+        with self._lock:
+            for service in SERVICES:
+                group = log_group(service)
+                for old in self._logs.describe_log_streams(logGroupName=group)["logStreams"]:
+                    self._logs.delete_log_stream(
+                        logGroupName=group, logStreamName=old["logStreamName"]
+                    )
+                stream = f"ecs/{service}/{uuid.uuid4().hex}"
+                self._logs.create_log_stream(logGroupName=group, logStreamName=stream)
+                self._streams[service] = stream
+
     def backfill(self, incident: str, per_minute: int = 6) -> None:
         """The incident's error lines over the last minutes, as if it began a while ago."""
         now = time.time()

@@ -12,6 +12,7 @@ from temporalio.client import Client, WorkflowHandle
 from settings import temporal_client
 from starter.approvers import local_key
 from starter.cli import make_signed, query_status, render_status, run_link, start_procedure
+from starter.demo_diagnosis import demo_api_errors, demo_kafka_lag, demo_triage
 from starter.demo_remediation import demo_llm_budget
 from starter.stack_cli import load_stack_env, local_stack
 from workflows.db_failover import DbFailoverInput
@@ -94,6 +95,9 @@ async def demo_db_failover(client: Client, sandbox: httpx.AsyncClient) -> bool:
 
 DEMOS: dict[str, Callable[[Client, httpx.AsyncClient], Awaitable[bool]]] = {
     "db-failover": demo_db_failover,
+    "kafka-lag": demo_kafka_lag,
+    "api-errors": demo_api_errors,
+    "triage": demo_triage,
     "llm-budget": demo_llm_budget,
 }
 

@@ -1,0 +1,265 @@
+"""Diagnosis fan-out: the api-errors diagnosis takes about as long as its slowest check.
+
+    .venv/bin/python bench/diagnosis_fanout.py [--runs 3] [--scale 1.0]
+
+It starts what it needs on free ports in a temporary state dir (PostgreSQL, Valkey, Kafka,
+the sandbox with moto; the Temporal dev server; the real worker in this process), injects
+latency into each check's backend through the sandbox's `/control/latency` (HTTP endpoints
+and moto services; Redis has none), then
+
+1. runs the eight checks of `ApiErrorRateSpike` one after another, each timed alone, by
+   calling the same activities the worker runs with the same requests;
+2. runs the diagnosis through the worker (`api-errors --dry-run`, which stops after the
+   plan) `--runs` times, and takes the diagnosis span from the run's timeline (first check
+   started to last check ended) and the client's wall time from start to result.
+
+It prints the span against the slowest check (target: within 1.2x) and against the sum of
+the checks, stops everything it started, and exits 1 when the target is missed.
+"""
+
+import argparse
+import asyncio
+import inspect
+import os
+import random
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from activities.cloudwatch import CloudWatchActivities, MetricRequest
+from activities.ecs import EcsActivities, ServicesRequest, TasksRequest
+from activities.health import HealthActivities, HealthRequest
+from activities.logs import LogErrorsRequest, LogsActivities
+from activities.prometheus import BreakersRequest, ErrorRateRequest, PrometheusActivities
+from activities.redis_info import RedisActivities, RedisStatsRequest
+from settings import Settings
+from starter.stack import Stack
+from worker import AWS_CONFIG, build_worker
+from workflows import search_attributes
+from workflows.api_errors import ApiErrorRateSpike, ApiErrorsInput
+from workflows.models import RunbookResult
+
+PARTS = ("postgres", "redis", "kafka", "sandbox", "aws")
+PORTS = ("postgres", "redis", "kafka", "sandbox", "aws", "temporal", "temporal-ui", "webhook")
+# Seconds added to each request of a backend: HTTP paths of the service, or moto services.
+# A check that makes two requests (ECS tasks: list + describe; the 5xx share: two scrapes)
+# pays twice. HTTP checks time out after 5 s, so a single delay stays under that.
+LATENCY = {
+    "/health/detailed": 3.5,
+    "cloudwatch": 3.0,
+    "logs": 1.5,
+    "/metrics": 1.2,
+    "ecs": 1.0,
+}
+WINDOW = 1.0  # the 5xx share's window: it sleeps this long between its two scrapes
+TARGET = 1.2
+DEADLINE = 110.0  # seconds: the whole benchmark, start-up and shutdown included
+
+
+@dataclass
+class Check:
+    name: str
+    run: Callable[[], Awaitable[Any]]
+
+
+def free_port(taken: set[int]) -> int:
+    while True:
+        port = random.randrange(10000, 30000)
+        if port in taken:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+
+
+@contextmanager
+def own_stack() -> Iterator[dict[str, str]]:
+    """The parts the diagnosis reads, on free ports in a temporary state dir."""
+    state = Path(tempfile.mkdtemp(prefix="runbook-bench-diag-"))
+    state.chmod(0o755)  # PostgreSQL's unprivileged user must reach it
+    drop = {"TEMPORAL_ADDRESS", "API_BASE_URL", "AWS_ENDPOINT_URL", "DATABASE_URL", "REDIS_URL"}
+    drop |= {"KAFKA_BOOTSTRAP_SERVERS", "SANDBOX_URL", "TEMPORAL_UI_URL", "RUNBOOK_DATABASE_URL"}
+    environ = {k: v for k, v in os.environ.items() if k not in drop and "RUNBOOK_PORT_" not in k}
+    taken: set[int] = set()
+    stack = Stack(state, ports={p: free_port(taken) for p in PORTS}, environ=environ)
+    started = time.monotonic()
+    try:
+        stack.up(PARTS, timeout=60)
+        print(f"stack up in {time.monotonic() - started:.1f}s (state {state})", flush=True)
+        yield stack.client_env()
+    finally:
+        stack.down()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def checks(inp: ApiErrorsInput, http: httpx.AsyncClient, settings: Settings) -> list[Check]:
+    """The checks of ApiErrorRateSpike._diagnose, with the same requests."""
+    ecs = EcsActivities(boto3.client("ecs", config=AWS_CONFIG))
+    logs = LogsActivities(boto3.client("logs", config=AWS_CONFIG))
+    cloudwatch = CloudWatchActivities(boto3.client("cloudwatch", config=AWS_CONFIG))
+    health = HealthActivities(settings.api_base_url, http)
+    prometheus = PrometheusActivities(settings.api_base_url, http)
+    redis = RedisActivities(settings.redis_url)
+    cpu = MetricRequest(
+        metric_name="CPUUtilization",
+        dimensions={"DBInstanceIdentifier": inp.db_instance_id},
+        minutes=inp.cpu_minutes,
+    )
+    errors = LogErrorsRequest(
+        log_group=inp.log_group, minutes=inp.log_minutes, terms=["ERROR", "CRITICAL"]
+    )
+    env = ActivityEnvironment()
+
+    def call(fn: Callable[[Any], Any], arg: Any) -> Callable[[], Awaitable[Any]]:
+        """As the worker runs it: async on the event loop, sync on a thread."""
+        if inspect.iscoroutinefunction(fn):
+            return lambda: env.run(fn, arg)
+        return lambda: asyncio.to_thread(env.run, fn, arg)
+
+    services = ServicesRequest(cluster=inp.cluster, services=[inp.service])
+    return [
+        Check(f"ecs {inp.service}", call(ecs.describe_services, services)),
+        Check(
+            f"ecs {inp.service} tasks",
+            call(ecs.list_tasks, TasksRequest(cluster=inp.cluster, service=inp.service)),
+        ),
+        Check(f"logs {inp.log_group}", call(logs.recent_errors, errors)),
+        Check("/health/detailed", call(health.check, HealthRequest(path="/health/detailed"))),
+        Check("rds CPUUtilization", call(cloudwatch.metric_statistics, cpu)),
+        Check("redis", call(redis.info_stats, RedisStatsRequest())),
+        Check("circuit breakers", call(prometheus.circuit_breakers, BreakersRequest())),
+        Check(
+            "5xx rate",
+            call(
+                prometheus.error_rate,
+                ErrorRateRequest(window_seconds=inp.error_window_seconds),
+            ),
+        ),
+    ]
+
+
+async def one_after_another(found: list[Check]) -> dict[str, float]:
+    took: dict[str, float] = {}
+    for check in found:
+        started = time.monotonic()
+        await check.run()
+        took[check.name] = time.monotonic() - started
+    return took
+
+
+async def through_the_worker(
+    env: WorkflowEnvironment, queue: str, inp: ApiErrorsInput
+) -> tuple[float, float, dict[str, float]]:
+    """One dry run: (diagnosis span, client wall time, each check's time in the run)."""
+    started = time.monotonic()
+    result: RunbookResult = await env.client.execute_workflow(
+        ApiErrorRateSpike.run, inp, id=f"bench/api-errors/{uuid.uuid4()}", task_queue=queue
+    )
+    wall = time.monotonic() - started
+    plan_at = next(i for i, s in enumerate(result.timeline) if s.name == "plan")
+    steps = result.timeline[1:plan_at]  # between "started" and "plan": the checks
+    first = min(s.started_at for s in steps)
+    last = max(s.ended_at or s.started_at for s in steps)
+    each = {s.name: ((s.ended_at or s.started_at) - s.started_at).total_seconds() for s in steps}
+    return (last - first).total_seconds(), wall, each
+
+
+def report(alone: dict[str, float], runs: list[tuple[float, float, dict[str, float]]]) -> bool:
+    slowest_name = max(alone, key=alone.__getitem__)
+    slowest, total = alone[slowest_name], sum(alone.values())
+    spans = [span for span, _, _ in runs]
+    walls = [wall for _, wall, _ in runs]
+    span = statistics.median(spans)
+    median_run = runs[spans.index(span)][2] if span in spans else runs[-1][2]
+    print("\ncheck                          alone   in the workflow (the median run)")
+    for name, seconds in alone.items():
+        print(f"  {name:<28} {seconds:5.2f}s  {median_run.get(name, float('nan')):5.2f}s")
+    print(f"\nslowest check alone ({slowest_name}): {slowest:.2f}s")
+    print(f"sum of the checks one after another:   {total:.2f}s")
+    print(
+        f"diagnosis in the workflow, {len(runs)} runs:     "
+        f"{', '.join(f'{s:.2f}s' for s in spans)} (median {span:.2f}s)"
+    )
+    print(
+        f"dry run start to result (client):      "
+        f"{', '.join(f'{w:.2f}s' for w in walls)} (median {statistics.median(walls):.2f}s)"
+    )
+    ratio = span / slowest
+    print(
+        f"\ndiagnosis / slowest check = {ratio:.2f}x (target <= {TARGET}x): "
+        f"{'OK' if ratio <= TARGET else 'MISSED'}"
+    )
+    print(f"sum / diagnosis = {total / span:.1f}x faster than one after another")
+    return ratio <= TARGET
+
+
+async def measure(stack_env: dict[str, str], runs: int, scale: float) -> bool:
+    queue = f"bench-diagnosis-{uuid.uuid4().hex[:8]}"
+    os.environ.update(stack_env)  # boto3 reads AWS_* from the environment
+    settings = Settings.model_validate({**stack_env, "RUNBOOK_TASK_QUEUE": queue})
+    inp = ApiErrorsInput(requested_by="bench", dry_run=True, error_window_seconds=WINDOW)
+    latency = {key: round(seconds * scale, 2) for key, seconds in LATENCY.items()}
+    async with httpx.AsyncClient(base_url=stack_env["SANDBOX_URL"], timeout=30) as sandbox:
+        (await sandbox.post("/control/reset")).raise_for_status()
+        (await sandbox.post("/control/latency", json=latency)).raise_for_status()
+        print(f"latency injected: {latency}; 5xx window {WINDOW}s", flush=True)
+        env = await WorkflowEnvironment.start_local(
+            data_converter=pydantic_data_converter,
+            dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+            search_attributes=search_attributes.ALL,
+            dev_server_log_level="error",
+        )
+        try:
+            async with httpx.AsyncClient() as http:
+                alone = await one_after_another(checks(inp, http, settings))
+                print(f"one after another: {sum(alone.values()):.2f}s", flush=True)
+                async with build_worker(env.client, settings, http):
+                    results = [await through_the_worker(env, queue, inp) for _ in range(runs)]
+        finally:
+            await env.shutdown()
+            await sandbox.delete("/control/latency")
+    return report(alone, results)
+
+
+async def main(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    with own_stack() as stack_env:
+        left = DEADLINE - (time.monotonic() - started) - 10  # 10 s to stop the stack
+        try:
+            ok = await asyncio.wait_for(measure(stack_env, args.runs, args.scale), left)
+        except TimeoutError:
+            print(f"gave up: the benchmark did not finish within {DEADLINE:.0f}s")
+            ok = False
+    print(f"benchmark done in {time.monotonic() - started:.1f}s")
+    return 0 if ok else 1
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="dry runs through the worker")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every latency")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse())))

@@ -1,0 +1,242 @@
+"""kafka-lag, api-errors and triage end to end on the Temporal dev server: the real worker and
+activities against the sandbox's real consumers, log feed, /metrics and ECS; the CLI in its own
+process. Rates are high and settle windows short (workflow inputs), so each run takes seconds."""
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from settings import Settings
+from tests.temporal_env import keep_history
+from tests.test_e2e_db_failover import as_approver, cli, replay
+from worker import build_worker
+from workflows.models import RunbookResult, RunbookStatus, Step
+
+pytestmark = pytest.mark.timeout(180)
+# 2 workers consume 120/s of 150/s arriving: the lag grows until context-engine scales up.
+KAFKA_INCIDENT = {
+    "produce_per_second": 150,
+    "per_worker_per_second": 60,
+    "backlog": 1500,
+    "dlq_messages": 12,
+    "lag_threshold": 500,
+}
+FAST_LAG = ("sample_seconds=1", "settle_seconds=3", "poll_seconds=0.5", "drain_target_seconds=10")
+FAST_API = ("error_window_seconds=2", "poll_seconds=0.5", "log_minutes=5")
+
+
+@pytest.fixture
+async def worker(
+    dev_env: WorkflowEnvironment,
+    stack_env: dict[str, str],
+    aws_env: dict[str, str],
+    tmp_path: Path,
+) -> AsyncIterator[dict[str, str]]:
+    """A real worker in this process; returns the environment the CLI needs to reach it."""
+    env = {
+        **stack_env,
+        "RUNBOOK_TASK_QUEUE": f"e2e-diagnosis-{time.monotonic_ns()}",
+        "RUNBOOK_POSTMORTEM_DIR": str(tmp_path),
+    }
+    async with (
+        httpx.AsyncClient() as http,
+        build_worker(dev_env.client, Settings.model_validate(env), http),
+    ):
+        target = dev_env.client.service_client.config.target_host
+        yield {**os.environ, **env, "TEMPORAL_ADDRESS": target}
+
+
+@pytest.fixture
+def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
+    """The sandbox back to normal, ECS tasks that start in 0.3 s, an empty Slack receiver."""
+    with httpx.Client(base_url=sandbox_url, timeout=30) as client:
+        client.post("/control/reset").raise_for_status()
+        client.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
+        client.delete("/slack/messages").raise_for_status()
+        yield client
+        client.post("/control/reset")
+
+
+async def start(env: dict[str, str], procedure: str, *sets: str, severity: str = "P1") -> str:
+    args = [arg for value in sets for arg in ("--set", value)]
+    started = await cli(
+        env, "start", procedure, "--severity", severity, "--requested-by", "alice", *args, "--json"
+    )
+    assert started.returncode == 0, started.stderr
+    return str(json.loads(started.stdout)["workflow_id"])
+
+
+async def gate_open(dev_env: WorkflowEnvironment, workflow_id: str) -> RunbookStatus:
+    """The run's status once its gate is open (queried in-process: quicker than the CLI)."""
+    handle = dev_env.client.get_workflow_handle(workflow_id)
+    for _ in range(600):
+        status = await handle.query("status", result_type=RunbookStatus)
+        if status.pending_gate is not None or status.phase == "done":
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{workflow_id}: no gate opened; last status {status}")
+
+
+async def approve(env: dict[str, str], workflow_id: str) -> None:
+    """bob, a second person, approves by CLI with his own key (alice requested: P1)."""
+    approved = await cli(as_approver(env, "bob"), "approve", workflow_id, "--as", "bob")
+    assert approved.returncode == 0, approved.stderr
+
+
+def steps_of(result: RunbookResult) -> dict[str, Step]:
+    return {s.name: s for s in result.timeline}
+
+
+def until(read: Callable[[], Any], ready: Callable[[Any], bool]) -> Any:
+    """Poll the sandbox until a real effect shows (bounded by the test's timeout)."""
+    while not ready(value := read()):
+        time.sleep(0.3)
+    return value
+
+
+def slack_texts(sandbox: httpx.Client) -> list[str]:
+    return [m["text"] for m in sandbox.get("/slack/messages").json()]
+
+
+def slack_message(sandbox: httpx.Client, title: str) -> str:
+    """The one Slack message whose title has `title`, blocks and all, as JSON text."""
+    [found] = [m for m in sandbox.get("/slack/messages").json() if title in m["text"]]
+    return json.dumps(found)
+
+
+async def logged(env: dict[str, str], procedure: str, workflow_id: str) -> dict[str, Any]:
+    """The run's row in `runbook incidents --json --procedure ...`."""
+    listed = await cli(env, "incidents", "--json", "--procedure", procedure)
+    assert listed.returncode == 0, listed.stderr
+    rows = [i for i in json.loads(listed.stdout)["incidents"] if i["workflow_id"] == workflow_id]
+    assert rows, f"{workflow_id} is not in the incident log"
+    return dict(rows[0])
+
+
+async def finish(dev_env: WorkflowEnvironment, workflow_id: str, name: str) -> RunbookResult:
+    """The run's result; its history replays, and is kept when capturing."""
+    handle = dev_env.client.get_workflow_handle(workflow_id, result_type=RunbookResult)
+    result: RunbookResult = await handle.result()
+    await replay(await handle.fetch_history())
+    await keep_history(handle, name)
+    return result
+
+
+async def test_kafka_lag_scale_up_drains_the_lag(
+    worker: dict[str, str], sandbox: httpx.Client, dev_env: WorkflowEnvironment
+) -> None:
+    sandbox.post("/control/incidents/kafka-lag", json=KAFKA_INCIDENT).raise_for_status()
+    until(lambda: sandbox.get("/health/workers"), lambda r: r.status_code == 503)
+
+    workflow_id = await start(worker, "kafka-lag", *FAST_LAG)
+    assert workflow_id == "kafka-lag/context_engine_group"
+    gate = (await gate_open(dev_env, workflow_id)).pending_gate
+    assert gate is not None and "Scale context-engine from 2 to" in gate.summary
+    [param] = gate.params
+    target = int(param.default or 0)
+    assert param.name == "desired_count" and 2 < target <= 6  # 6 partitions
+    await approve(worker, workflow_id)
+
+    result = await finish(dev_env, workflow_id, "kafka_lag_e2e_scaled")
+    assert result.outcome == "completed", result.summary
+    assert f"context-engine at {target} tasks" in result.summary
+    steps = steps_of(result)
+    assert steps["consumer lag"].detail.startswith("failing: ")
+    assert "growing" in steps["consumer lag"].detail
+    dlq = steps["dlq"].detail  # the DLQ keeps what earlier injections put there
+    assert re.match(r"degraded: \d+ messages in signals.raw.dlq; first 10: ", dlq), dlq
+    assert "SchemaValidationError" in dlq
+    assert steps["/health/workers"].detail.startswith("failing: HTTP 503")
+    assert steps["scale context-engine"].outcome == "ok"
+    assert steps["lag falling"].outcome == "ok"
+    assert "slow queries (pg_stat_statements)" not in steps
+
+    # The real effect: the sandbox runs `target` consumers and the lag it measures itself
+    # goes on falling below the workflow's last measure.
+    assert sandbox.get("/control/diagnosis").json()["running"]["context-engine"] == target
+    last = int(steps["lag after 3s"].detail.split()[0])
+    until(lambda: sandbox.get("/control/diagnosis").json()["kafka"]["lag"], lambda n: n < last)
+
+    slack = slack_texts(sandbox)
+    assert "approval needed" in slack[0] and "kafka-lag" in slack[0]
+    done = slack_message(sandbox, f"context-engine scaled to {target}")
+    assert ":white_check_mark:" in done and "falling" in done
+    assert "post-mortem draft" in slack[-1]  # P1
+    row = await logged(worker, "kafka-lag", workflow_id)
+    assert (row["outcome"], row["approvers"]) == ("completed", ["bob"])
+    assert (row["requested_by"], row["trigger"]) == ("alice", "cli")
+
+
+async def test_api_errors_scale_up_brings_the_5xx_share_down(
+    worker: dict[str, str], sandbox: httpx.Client, dev_env: WorkflowEnvironment
+) -> None:
+    sandbox.post("/control/incidents/api-errors", json={"cause": "capacity"}).raise_for_status()
+    assert sandbox.get("/control/diagnosis").json()["error_share"] > 0.05
+
+    workflow_id = await start(worker, "api-errors", *FAST_API)
+    assert workflow_id == "api-errors/api"
+    gate = (await gate_open(dev_env, workflow_id)).pending_gate
+    assert gate is not None and gate.summary.startswith("Scale api from 2 to 5 tasks")
+    await approve(worker, workflow_id)
+
+    result = await finish(dev_env, workflow_id, "api_errors_e2e_scaled")
+    assert result.outcome == "completed", result.summary
+    assert result.summary.startswith("api at 5 tasks; 5xx ")
+    steps = steps_of(result)
+    assert steps["5xx rate"].detail.startswith("failing: ")
+    assert "OutOfMemoryError" in steps["ecs api tasks"].detail
+    assert steps["logs /ecs/production/api"].detail.startswith("failing: ")  # CRITICAL lines
+    assert steps["circuit breakers"].detail.startswith("ok: ")
+    assert steps["verify /health/detailed"].outcome == "ok"
+    measures = [s for s in result.timeline if s.name.startswith("5xx rate, measure")]
+    assert measures and measures[-1].outcome == "ok"
+
+    # The real effect: 5 api tasks run and the service's 5xx share is back under 5 %.
+    state = sandbox.get("/control/diagnosis").json()
+    assert state["running"]["api"] == 5 and state["error_share"] < 0.05
+
+    slack = slack_texts(sandbox)
+    assert "approval needed" in slack[0] and "api-errors" in slack[0]
+    done = slack_message(sandbox, "api scaled to 5")
+    assert ":white_check_mark:" in done and "/health/detailed 200" in done
+    row = await logged(worker, "api-errors", workflow_id)
+    assert (row["outcome"], row["approvers"]) == ("completed", ["bob"])
+
+
+async def test_triage_names_kafka_lag_and_changes_nothing(
+    worker: dict[str, str], sandbox: httpx.Client, dev_env: WorkflowEnvironment
+) -> None:
+    sandbox.post("/control/incidents/kafka-lag", json=KAFKA_INCIDENT).raise_for_status()
+    before = sandbox.get("/control/diagnosis").json()["running"]
+
+    workflow_id = await start(worker, "triage", severity="P2")
+    assert workflow_id == "triage/prod-revenue-context"
+    done = await cli(worker, "status", workflow_id, "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert (status["state"], status["outcome"]) == ("COMPLETED", "completed")
+
+    result = await finish(dev_env, workflow_id, "triage_e2e_kafka_lag")
+    assert result.summary.startswith("Suggested: kafka-lag")
+    assert result.plan == ["runbook start kafka-lag --severity P2"]  # only kafka-lag fits
+    steps = steps_of(result)
+    assert steps["consumer lag"].detail.startswith("failing: ")
+    assert steps["ecs services"].detail.startswith("ok: api 2/2 running")
+    # degraded, or failing past 50 lines: the feed adds lines while the incident lasts
+    assert steps["logs /ecs/production/context-engine"].detail.startswith(("degraded", "failing"))
+    assert steps["logs /ecs/production/api"].detail.startswith("ok: ")
+    assert steps["database connections"].outcome == "ok"
+
+    assert sandbox.get("/control/diagnosis").json()["running"] == before  # read-only
+    assert slack_texts(sandbox) == []  # P2, nothing to decide: no message, no post-mortem
+    row = await logged(worker, "triage", workflow_id)
+    assert (row["outcome"], row["approvers"]) == ("completed", [])
