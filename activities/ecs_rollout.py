@@ -47,6 +47,7 @@ class TaskDefinitionInfo(BaseModel):
     memory: int | None = None
     # container name -> image
     images: dict[str, str] = {}
+    requires_compatibilities: list[str] = []
 
     @property
     def ref(self) -> str:
@@ -136,6 +137,7 @@ def task_definition_info(raw: dict[str, Any]) -> TaskDefinitionInfo:
         cpu=int(raw["cpu"]) if raw.get("cpu") else None,
         memory=int(raw["memory"]) if raw.get("memory") else None,
         images={c["name"]: c.get("image", "") for c in raw.get("containerDefinitions", [])},
+        requires_compatibilities=list(raw.get("requiresCompatibilities") or []),
     )
 
 

@@ -9,7 +9,9 @@ simulator.py / service.py / __main__.py call `start`, `reset`, `stop`, `collect`
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sandbox.deployments import DeploymentWatch, image_tag
@@ -19,6 +21,15 @@ from sandbox.metric_feed import MinuteFeed, Series
 REGION = "us-east-1"
 LLM_NAMESPACE = "RevenueContext/LLM"
 LLM_CALLS_METRIC = "LlmApiCalls"
+CLUSTER = "prod-revenue-context"
+MEMORY_INCIDENT = "high-memory"
+MEMORY_METRIC = "MemoryUtilized"
+CONTAINER_INSIGHTS = "ECS/ContainerInsights"
+OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
+# MiB a task of each service needs, normally and under the incident's load (api grows past
+# its 2048 MiB and is killed); what it reports is capped just under its task's memory.
+MEMORY_NEED = {"api": 1100.0, "context-engine": 900.0, "orchestration-engine": 700.0}
+INCIDENT_NEED = 2600.0
 
 
 class Remediation:
@@ -27,6 +38,8 @@ class Remediation:
         self.deployments = DeploymentWatch(REGION, self._on_deployed)
         self.feed: MinuteFeed | None = None
         self.aws: Any = None
+        self._lock = threading.Lock()
+        self.memory_incident = False
 
     # ---- life cycle (hooks) -------------------------------------------------------------
 
@@ -44,6 +57,8 @@ class Remediation:
             return
         self.llm.seed_secret()
         self.llm.reset()
+        with self._lock:
+            self.memory_incident = False
         self.deployments.reset()
         if self.feed is not None:
             self.feed.rewrite()
@@ -65,7 +80,17 @@ class Remediation:
         return image_tag(image) if image else None
 
     def snapshot(self) -> dict[str, Any]:
-        return {"llm": self.llm.snapshot(), "services": self.deployments.snapshot()}
+        with self._lock:
+            memory_incident = self.memory_incident
+        return {
+            "llm": self.llm.snapshot(),
+            "services": self.deployments.snapshot(),
+            "memory": {
+                "incident": memory_incident,
+                "api_used_mib": self.memory_used("api"),
+                "oom_killing": self.oom_killing(),
+            },
+        }
 
     # ---- incidents ------------------------------------------------------------------------
 
@@ -77,24 +102,61 @@ class Remediation:
         self.llm.heal()
         self._rewrite(LLM_CALLS_METRIC)
 
+    def inject_memory(self) -> None:
+        """api needs more memory than its tasks have: ECS kills them (OOM)."""
+        with self._lock:
+            self.memory_incident = True
+        if self.aws is not None:
+            self.aws.ecs.add_stopped("api", 3, OOM_REASON, exit_code=137)
+        self._rewrite(MEMORY_METRIC)
+
+    def heal_memory(self) -> None:
+        with self._lock:
+            self.memory_incident = False
+        self._rewrite(MEMORY_METRIC)
+
+    def memory_used(self, service: str) -> float | None:
+        """MiB a task of the service uses now (what ContainerInsights reports)."""
+        limit = self.deployments.memory(service)
+        if not limit:
+            return None
+        with self._lock:
+            need = INCIDENT_NEED if self.memory_incident and service == "api" else None
+        need = need or MEMORY_NEED[service]
+        return min(need, limit * 0.97)
+
+    def oom_killing(self) -> bool:
+        limit = self.deployments.memory("api")
+        with self._lock:
+            return self.memory_incident and bool(limit) and (limit or 0) * 0.97 < INCIDENT_NEED
+
     def _on_deployed(self, service: str, image: str) -> None:
         if service == "api":
             self.llm.reload_budget()
+        self._rewrite(MEMORY_METRIC, minutes=2)
 
-    def _rewrite(self, metric: str) -> None:
+    def _rewrite(self, metric: str, minutes: int = 60) -> None:
         if self.feed is not None:
-            self.feed.rewrite(metric=metric)
+            self.feed.rewrite(minutes, metric=metric)
 
     def _series(self) -> list[Series]:
-        return [
+        calls = Series(
+            LLM_NAMESPACE, LLM_CALLS_METRIC, (("Service", "api"),), "Count", self.llm.calls_at
+        )
+        memory = [
             Series(
-                LLM_NAMESPACE,
-                LLM_CALLS_METRIC,
-                (("Service", "api"),),
-                "Count",
-                self.llm.calls_at,
+                CONTAINER_INSIGHTS,
+                MEMORY_METRIC,
+                (("ClusterName", CLUSTER), ("ServiceName", service)),
+                "Megabytes",
+                self._memory_at(service),
             )
+            for service in MEMORY_NEED
         ]
+        return [calls, *memory]
+
+    def _memory_at(self, service: str) -> Callable[[datetime], float | None]:
+        return lambda _when: self.memory_used(service)
 
 
 # ---- control API: (method, path) -> fn(remediation, body) -> (status, payload) ------------
@@ -125,6 +187,16 @@ def _heal_llm(rem: Remediation, _: Any) -> tuple[int, Any]:
     return 200, rem.snapshot()
 
 
+def _inject_memory(rem: Remediation, _: Any) -> tuple[int, Any]:
+    rem.inject_memory()
+    return 200, rem.snapshot()
+
+
+def _heal_memory(rem: Remediation, _: Any) -> tuple[int, Any]:
+    rem.heal_memory()
+    return 200, rem.snapshot()
+
+
 def _configure_llm(rem: Remediation, body: Any) -> tuple[int, Any]:
     try:
         rate, cost = _number(body, "calls_per_minute"), _number(body, "cost_per_call")
@@ -139,4 +211,6 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", f"/control/incidents/{LLM_INCIDENT}"): _inject_llm,
     ("DELETE", f"/control/incidents/{LLM_INCIDENT}"): _heal_llm,
     ("POST", "/control/llm"): _configure_llm,
+    ("POST", f"/control/incidents/{MEMORY_INCIDENT}"): _inject_memory,
+    ("DELETE", f"/control/incidents/{MEMORY_INCIDENT}"): _heal_memory,
 }

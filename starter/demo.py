@@ -13,7 +13,7 @@ from settings import temporal_client
 from starter.approvers import local_key
 from starter.cli import make_signed, query_status, render_status, run_link, start_procedure
 from starter.demo_diagnosis import demo_api_errors, demo_kafka_lag, demo_triage
-from starter.demo_remediation import demo_llm_budget
+from starter.demo_remediation import demo_high_memory, demo_llm_budget
 from starter.stack_cli import load_stack_env, local_stack
 from workflows.db_failover import DbFailoverInput
 from workflows.models import RunbookStatus
@@ -99,6 +99,7 @@ DEMOS: dict[str, Callable[[Client, httpx.AsyncClient], Awaitable[bool]]] = {
     "api-errors": demo_api_errors,
     "triage": demo_triage,
     "llm-budget": demo_llm_budget,
+    "high-memory": demo_high_memory,
 }
 
 

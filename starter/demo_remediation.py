@@ -19,6 +19,7 @@ from temporalio.service import RPCError
 from settings import get_settings
 from starter.approvers import local_key
 from starter.cli import make_signed, query_status, run_link, start_procedure
+from workflows.high_memory import HighMemoryInput
 from workflows.llm_budget import LlmBudgetInput
 from workflows.models import RunbookResult, RunbookStatus
 from workflows.registry import PROCEDURES
@@ -170,3 +171,40 @@ async def demo_llm_budget(client: Client, sandbox: httpx.AsyncClient) -> bool:
         and gauges.get("llm_budget_daily_usd") == 200
         and keys_after == keys_before
     )
+
+
+# ---- high-memory ---------------------------------------------------------------------------
+
+
+async def remediation_state(sandbox: httpx.AsyncClient) -> dict[str, Any]:
+    reply = await sandbox.get("/control/remediation")
+    reply.raise_for_status()
+    state: dict[str, Any] = reply.json()
+    return state
+
+
+async def demo_high_memory(client: Client, sandbox: httpx.AsyncClient) -> bool:
+    say("Injecting the incident: api needs more memory than its 2048 MiB tasks; ECS kills them")
+    await inject(sandbox, "/control/incidents/high-memory", {})
+    before = await remediation_state(sandbox)
+    api = before["services"]["api"]
+    print(f"    api runs {api['image']} with {api['memory']} MiB; OOM kills: 3 stopped tasks")
+
+    say("alice (on call) starts high-memory for api, severity P2")
+    inp = HighMemoryInput(
+        requested_by="alice", trigger="cli", severity="P2", verify_interval_seconds=5
+    )
+    handle = await start("high-memory", client, inp)
+    say("Diagnosing in parallel: ECS service, MemoryUtilized (last hour), stopped tasks")
+    status = await until(handle, lambda s: s.pending_gate is not None)
+    if status.pending_gate is None:
+        print(f"    no gate opened: phase {status.phase}")
+        return False
+    shown = await approve(handle, status)
+
+    say("Registering the revision, updating the service, following the rollout, verifying")
+    result: RunbookResult = await follow(handle, shown)
+    after = (await remediation_state(sandbox))["services"]["api"]
+    say(f"Done: {result.outcome}. {result.summary}")
+    print(f"    api now runs {after['image']} with {after['memory']} MiB")
+    return result.outcome == "completed" and after["memory"] == 4096

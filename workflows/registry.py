@@ -7,6 +7,7 @@ from pydantic import BaseModel
 from workflows.api_errors import ApiErrorRateSpike, ApiErrorsInput
 from workflows.base import RunbookWorkflow
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
+from workflows.high_memory import HighMemory, HighMemoryInput
 from workflows.kafka_lag import KafkaConsumerLag, KafkaLagInput
 from workflows.llm_budget import LlmBudgetExhaustion, LlmBudgetInput
 from workflows.models import RunbookInput
@@ -35,6 +36,7 @@ PROCEDURES: dict[str, Procedure] = {
     for p in (
         Procedure("db-failover", DatabaseFailover, DbFailoverInput, "db_instance_id"),
         Procedure("llm-budget", LlmBudgetExhaustion, LlmBudgetInput, "secret_id"),
+        Procedure("high-memory", HighMemory, HighMemoryInput, "service"),
         Procedure("kafka-lag", KafkaConsumerLag, KafkaLagInput, "consumer_group"),
         Procedure("api-errors", ApiErrorRateSpike, ApiErrorsInput, "service"),
         Procedure("triage", Triage, TriageInput, "cluster"),

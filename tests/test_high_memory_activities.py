@@ -1,0 +1,108 @@
+"""The high-memory activities against the sandbox's moto (ECS, CloudWatch ContainerInsights)."""
+
+from collections.abc import Iterator
+
+import boto3
+import httpx
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.cloudwatch import CloudWatchActivities, MetricRequest
+from activities.ecs import EcsActivities, ServicesRequest, TasksRequest
+from activities.ecs_rollout import (
+    RegisterMemoryRequest,
+    UseTaskDefinitionRequest,
+    WaitRolloutRequest,
+)
+from activities.fargate import memory_refusal, valid_memory
+
+
+@pytest.fixture
+def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
+        client.post("/control/reset").raise_for_status()
+        client.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
+        yield client
+        client.post("/control/reset")
+
+
+@pytest.fixture
+def ecs(aws_env: dict[str, str]) -> EcsActivities:
+    return EcsActivities(boto3.client("ecs"))
+
+
+def run(fn, arg):  # type: ignore[no-untyped-def]
+    return ActivityEnvironment().run(fn, arg)
+
+
+def test_fargate_pairs() -> None:
+    assert valid_memory(256) == [512, 1024, 2048]
+    assert 4096 in valid_memory(1024) and 9216 not in valid_memory(1024)
+    assert memory_refusal(1024, 4096) is None
+    refusal = memory_refusal(512, 8192)
+    assert refusal and "cpu 512: 1024, 2048, 3072, 4096 MiB" in refusal
+    assert "valid cpu: 256, 512, 1024" in (memory_refusal(1000, 2048) or "")
+
+
+def test_memory_revision_registered_once_then_rolled_out(
+    sandbox: httpx.Client, ecs: EcsActivities
+) -> None:
+    ask = RegisterMemoryRequest(task_definition="prod-api:3", memory=4096)
+    first = run(ecs.register_memory_revision, ask)
+    retry = run(ecs.register_memory_revision, ask)  # a retry registers nothing new
+    assert first.task_definition.memory == 4096
+    assert first.task_definition.images == {"api": "revenue-context/api:v1.4.2"}
+    assert first.task_definition.cpu == 1024
+    assert not retry.registered and retry.task_definition.arn == first.task_definition.arn
+    described = boto3.client("ecs").describe_task_definition(taskDefinition="prod-api:3")
+    copy = boto3.client("ecs").describe_task_definition(taskDefinition=first.task_definition.arn)
+    # Only the memory changed.
+    for key in ("containerDefinitions", "networkMode", "requiresCompatibilities", "cpu"):
+        assert copy["taskDefinition"][key] == described["taskDefinition"][key]
+
+    use = UseTaskDefinitionRequest(service="api", task_definition=first.task_definition.arn)
+    changed = run(ecs.use_task_definition, use)
+    again = run(ecs.use_task_definition, use)
+    done = run(
+        ecs.wait_rollout,
+        WaitRolloutRequest(
+            service="api", task_definition=first.task_definition.arn, poll_seconds=0.2
+        ),
+    )
+    assert changed.changed and not again.changed
+    assert done.rollout_state == "COMPLETED" and done.running_count == done.desired_count
+    [api] = run(ecs.describe_services, ServicesRequest(services=["api"])).services
+    assert api.task_definition == first.task_definition.arn
+    state = sandbox.get("/control/remediation").json()
+    assert state["services"]["api"]["memory"] == 4096
+
+
+def test_invalid_fargate_memory_is_refused(sandbox: httpx.Client, ecs: EcsActivities) -> None:
+    with pytest.raises(ApplicationError) as err:
+        run(
+            ecs.register_memory_revision,
+            RegisterMemoryRequest(task_definition="prod-api:3", memory=3000),
+        )
+    assert err.value.non_retryable and err.value.type == "InvalidFargateMemory"
+    assert "2048 to 8192 MiB" in str(err.value)
+
+
+def test_incident_shows_oom_kills_and_memory_near_the_limit(
+    sandbox: httpx.Client, ecs: EcsActivities
+) -> None:
+    cw = CloudWatchActivities(boto3.client("cloudwatch"))
+    ask = MetricRequest(
+        namespace="ECS/ContainerInsights",
+        metric_name="MemoryUtilized",
+        dimensions={"ClusterName": "prod-revenue-context", "ServiceName": "api"},
+        minutes=60,
+        statistics=["Average", "Maximum"],
+    )
+    calm = run(cw.metric_statistics, ask)
+    sandbox.post("/control/incidents/high-memory").raise_for_status()
+    high = run(cw.metric_statistics, ask)
+    tasks = run(ecs.list_tasks, TasksRequest(service="api"))
+    oom = [t for t in tasks.tasks if t.stopped_reason and "OutOfMemory" in t.stopped_reason]
+    assert calm.latest["Average"] < 1500 and high.peak["Maximum"] > 1900
+    assert len(oom) == 3 and all(t.containers[0].exit_code == 137 for t in oom)
