@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gzip
 import json
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from temporalio.client import Client
@@ -193,13 +194,23 @@ class MotoRecorder:
 def parse_call(entry: dict[str, Any]) -> AwsCall:
     body = entry.get("body") or ""
     raw = base64.b64decode(body) if entry.get("body_encoded") else body.encode()
+    if raw[:2] == b"\x1f\x8b":  # botocore gzips large bodies (CloudWatch metric data)
+        raw = gzip.decompress(raw)
     headers = {k.lower(): v for k, v in (entry.get("headers") or {}).items()}
     target = headers.get("x-amz-target", "")
     credential = headers.get("authorization", "").partition("Credential=")[2]
     access_key = credential.split("/", 1)[0]
     if target:  # JSON protocols (ECS, Secrets Manager, ...)
-        params = json.loads(raw or b"{}")
+        try:
+            params = json.loads(raw or b"{}")
+        except ValueError:  # CBOR and other binary protocols: the action is enough
+            params = {}
         return AwsCall(target.rpartition(".")[2], params, access_key)
+    path = urlsplit(entry.get("url") or "").path
+    if "/operation/" in path:  # Smithy RPC v2 (CBOR): the operation is in the path
+        return AwsCall(path.rpartition("/operation/")[2], {}, access_key)
+    if path.endswith("/rrset") and entry.get("method") == "POST":  # Route 53 (REST)
+        return AwsCall("ChangeResourceRecordSets", {"path": path}, access_key)
     form = {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
     return AwsCall(form.pop("Action", ""), form, access_key)
 

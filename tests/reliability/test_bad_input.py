@@ -1,0 +1,177 @@
+"""Bad input, entry point by entry point: workflow inputs (as the Temporal UI or CLI would
+send them), Updates and signals at a gate, the `runbook` CLI. Each gets an error naming the
+field, and changes nothing: no mutating call reaches AWS (moto's recorder), the LLM config
+secret keeps its value."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import RawValue
+
+from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_name
+from tests.reliability.harness import MotoRecorder, WorkerProcess
+from workflows.models import RunbookResult
+
+pytestmark = pytest.mark.timeout(300)
+
+MUTATIONS = {
+    "RebootDBInstance",
+    "UpdateService",
+    "CreateService",
+    "RegisterTaskDefinition",
+    "PutSecretValue",
+    "UpdateSecret",
+    "RequestCertificate",
+    "ModifyListener",
+    "ChangeResourceRecordSets",
+}
+LLM_SECRET = "prod/revenue-context/config"
+NO_INPUT = object()
+MALFORMED_JSON = RawValue(Payload(metadata={"encoding": b"json/plain"}, data=b'{"severity": "P1",'))
+
+# Every procedure's workflow refuses these, naming the field.
+COMMON: list[tuple[str, Any, str]] = [
+    ("unknown severity", {"severity": "P9"}, "severity"),
+    ("severity of the wrong type", {"severity": 1}, "severity"),
+    ("dry_run not a boolean", {"dry_run": "maybe"}, "dry_run"),
+    ("empty requester", {"requested_by": ""}, "requested_by"),
+    ("blank requester", {"requested_by": "   "}, "requested_by"),
+    ("unknown trigger", {"trigger": "email"}, "trigger"),
+    ("negative gate time", {"approval_timeout_seconds": -1}, "approval_timeout_seconds"),
+    ("huge gate time", {"approval_timeout_seconds": 10**15}, "approval_timeout_seconds"),
+    ("misspelt field", {"severiti": "P1"}, "severiti"),
+    ("a string, not an object", "db-failover please", "Input should be an object"),
+    ("a list, not an object", [1, 2], "Input should be an object"),
+    ("null", None, "input: a JSON object is required"),
+    ("no input at all", NO_INPUT, "input: a JSON object is required"),
+    ("malformed JSON", MALFORMED_JSON, "Invalid JSON"),
+]
+SPECIFIC: dict[str, list[tuple[str, Any, str]]] = {
+    "DatabaseFailover": [
+        ("empty instance", {"db_instance_id": ""}, "db_instance_id"),
+        ("instance name too long", {"db_instance_id": "x" * 64}, "db_instance_id"),
+        ("zero poll", {"poll_seconds": 0}, "poll_seconds"),
+        ("poll not a number", {"poll_seconds": "fast"}, "poll_seconds"),
+        ("huge failover timeout", {"failover_timeout_seconds": 10**9}, "failover_timeout_seconds"),
+        ("negative leak threshold", {"leak_threshold": -1}, "leak_threshold"),
+    ],
+    "KafkaConsumerLag": [
+        ("no workers allowed", {"max_workers": 0}, "max_workers"),
+        ("a million workers", {"default_workers": 10**6}, "default_workers"),
+        ("empty group", {"consumer_group": ""}, "consumer_group"),
+        ("negative sample", {"sample_seconds": -1}, "sample_seconds"),
+        ("negative threshold", {"lag_threshold": -5}, "lag_threshold"),
+    ],
+    "ApiErrorRateSpike": [
+        ("share above 1", {"error_rate_threshold": 1.5}, "error_rate_threshold"),
+        ("negative target", {"target_count": -5}, "target_count"),
+        ("huge cap", {"max_count": 10**9}, "max_count"),
+    ],
+    "LlmBudgetExhaustion": [
+        ("no service to redeploy", {"services": []}, "services"),
+        ("services not a list", {"services": 7}, "services"),
+        ("negative watch", {"watch_minutes": -1}, "watch_minutes"),
+        ("ratio above 1", {"alert_ratio": 2}, "alert_ratio"),
+        ("empty secret id", {"secret_id": ""}, "secret_id"),
+    ],
+    "Triage": [
+        ("no services", {"services": []}, "services"),
+        ("zero check timeout", {"check_timeout_seconds": 0}, "check_timeout_seconds"),
+        ("huge log window", {"log_minutes": 10**9}, "log_minutes"),
+    ],
+}
+WORKFLOW_CASES = [
+    pytest.param(wf_type, value, field, id=f"{wf_type}: {name}")
+    for wf_type in SPECIFIC
+    for name, value, field in [*COMMON, *SPECIFIC[wf_type]]
+]
+
+
+@dataclass
+class Fixture:
+    rel: Reliability
+    queue: str
+    client: Client
+    recorder: MotoRecorder
+    secret_before: str
+
+
+def llm_secret(rel: Reliability) -> str:
+    sm = boto3.client(
+        "secretsmanager",
+        endpoint_url=rel.aws_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    return str(sm.get_secret_value(SecretId=LLM_SECRET)["SecretString"])
+
+
+@pytest.fixture(scope="module")
+async def bad(reliability: Reliability) -> AsyncIterator[Fixture]:
+    """One real worker for the module; afterwards: nothing was changed."""
+    queue = queue_name("bad-input")
+    worker: WorkerProcess = reliability.worker(queue).go()
+    recorder = reliability.recorder()
+    recorder.restart()
+    httpx.post(f"{reliability.sandbox_url}/control/reset", timeout=10).raise_for_status()
+    fixture = Fixture(
+        reliability, queue, await reliability.temporal.client(), recorder, llm_secret(reliability)
+    )
+    yield fixture
+    worker.stop()
+    mutations = [c for c in recorder.calls(WORKER_ACCESS_KEY) if c.action in MUTATIONS]
+    assert mutations == [], f"bad input changed something: {mutations}"
+    assert llm_secret(reliability) == fixture.secret_before
+
+
+@pytest.mark.parametrize(("workflow_type", "value", "field"), WORKFLOW_CASES)
+async def test_workflow_input_refused_naming_the_field(
+    bad: Fixture, workflow_type: str, value: Any, field: str
+) -> None:
+    args = [] if value is NO_INPUT else [value]
+    handle = await bad.client.start_workflow(
+        workflow_type,
+        args=args,
+        id=f"bad/{workflow_type}/{field}/{datetime.now(UTC).timestamp()}",
+        task_queue=bad.queue,
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(handle.result(), timeout=60)
+    assert field in str(failed.value.cause), failed.value.cause
+
+
+@pytest.mark.parametrize(
+    ("workflow_type", "value", "refusal"),
+    [
+        ("DatabaseFailover", {"db_instance_id": "no-such-db"}, "no RDS instance named"),
+        (
+            "KafkaConsumerLag",
+            {"service": "no-such-service", "sample_seconds": 0, "check_timeout_seconds": 5},
+            "could not be described",
+        ),
+    ],
+    ids=["db-failover: unknown instance", "kafka-lag: unknown service"],
+)
+async def test_unknown_resource_is_refused_without_acting(
+    bad: Fixture, workflow_type: str, value: dict[str, Any], refusal: str
+) -> None:
+    handle = await bad.client.start_workflow(
+        workflow_type,
+        {**value, "requested_by": "alice"},
+        id=f"bad/unknown/{workflow_type}/{datetime.now(UTC).timestamp()}",
+        task_queue=bad.queue,
+        result_type=RunbookResult,
+    )
+    result = await asyncio.wait_for(handle.result(), timeout=90)
+    assert result.outcome == "refused"
+    assert refusal in json.dumps(result.model_dump(mode="json"))
