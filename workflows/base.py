@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -46,6 +47,7 @@ from workflows.models import (
 )
 
 T = TypeVar("T")
+D = TypeVar("D", Approval, Rejection)
 
 # Read-only checks: short, retried a little; a check that still fails is "unavailable".
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -57,6 +59,17 @@ def failure_message(err: BaseException) -> str:
     while isinstance(err, ActivityError) and err.cause is not None:
         err = err.cause
     return str(err) or type(err).__name__
+
+
+def problems(err: BaseException) -> str:
+    """Which fields of a payload are wrong, and how."""
+    while not isinstance(err, ValidationError) and err.__cause__ is not None:
+        err = err.__cause__
+    if not isinstance(err, ValidationError):
+        return str(err) or type(err).__name__
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()
+    )
 
 
 def describe_finding(finding: Finding) -> str:
@@ -448,13 +461,28 @@ class RunbookWorkflow:
     def _validate_reject(self, rejection: Rejection) -> None:
         self._validate(rejection.as_decision())
 
+    # Signals take the raw payload and decode it here: a malformed one (say `approver: 5`)
+    # would otherwise be dropped by the SDK with only a log line; here it is refused, with
+    # the field, in the timeline, like any other refused decision.
+
     @workflow.signal(name="approve")
-    async def approve_signal(self, approval: Approval) -> None:
-        await self._judge(approval.as_decision())
+    async def approve_signal(self, approval: RawValue) -> None:
+        if decoded := self._decode(approval, Approval, "approve"):
+            await self._judge(decoded.as_decision())
 
     @workflow.signal(name="reject")
-    async def reject_signal(self, rejection: Rejection) -> None:
-        await self._judge(rejection.as_decision())
+    async def reject_signal(self, rejection: RawValue) -> None:
+        if decoded := self._decode(rejection, Rejection, "reject"):
+            await self._judge(decoded.as_decision())
+
+    def _decode(self, raw: RawValue, model: type[D], signal: str) -> D | None:
+        try:
+            value = workflow.payload_converter().from_payload(raw.payload, model)
+        except Exception as err:  # not JSON, or not the model: nothing to judge
+            detail = f"malformed {signal} signal: {problems(err)}"
+            self.record("decision refused", "refused", detail)
+            return None
+        return value if isinstance(value, model) else None
 
     def _validate(self, decision: Decision) -> None:
         """Refuses at once, before anything is written to the history."""
