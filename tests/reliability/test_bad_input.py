@@ -16,10 +16,11 @@ import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import RawValue
+from temporalio.service import RPCError
 
 from activities.approvals import SignedDecision, sign
 from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_name
-from tests.reliability.harness import MotoRecorder, WorkerProcess, eventually
+from tests.reliability.harness import MotoRecorder, WorkerProcess, eventually, run_cli
 from workflows.models import RunbookResult, RunbookStatus
 
 pytestmark = pytest.mark.timeout(300)
@@ -293,3 +294,61 @@ async def test_signals_refused_are_kept_in_the_timeline(bad: Fixture, gate: Gate
         assert any(expected in detail for detail in details), (expected, details)
     status = await gate.status()
     assert status.pending_gate is not None and status.pending_gate.approved_by == []
+
+
+# ---- the CLI -------------------------------------------------------------------------------
+
+START_CASES: list[tuple[list[str], str]] = [
+    (["start", "no-such-procedure"], "invalid choice"),
+    (["start", "db-failover", "--severity", "P9"], "--severity"),
+    (["start", "db-failover", "--set", "poll_seconds=-1"], "poll_seconds"),
+    (["start", "db-failover", "--set", "poll_seconds=fast"], "poll_seconds"),
+    (["start", "db-failover", "--set", "poll_seconds"], "expected key=value"),
+    (["start", "db-failover", "--set", "=1"], "expected key=value"),
+    (["start", "db-failover", "--set", "db_instance=x"], "db_instance"),
+    (["start", "db-failover", "--set", "approval_timeout_seconds=99999999999"], "approval_timeout"),
+    (["start", "db-failover", "--requested-by", " "], "requested_by"),
+    (["start", "kafka-lag", "--set", "max_workers=0"], "max_workers"),
+    (["start", "api-errors", "--set", "error_rate_threshold=2"], "error_rate_threshold"),
+    (["start", "llm-budget", "--set", "watch_minutes=-5"], "watch_minutes"),
+    (["start", "triage", "--set", "services=[]"], "services"),
+    (["status", "db-failover/no-such-db"], "no workflow with id"),
+    (["approve", "db-failover/no-such-db", "--as", "bob"], "no workflow with id"),
+    (["reject", "db-failover/no-such-db", "--as", "bob"], "--reason"),
+    (["approve", "db-failover/x", "--as", "bob", "--set", "oops"], "expected key=value"),
+]
+
+
+async def test_cli_refuses_bad_input_with_exit_2_and_starts_nothing(
+    bad: Fixture, gate: Gate
+) -> None:
+    rel = bad.rel
+    before = (await bad.client.count_workflows()).count
+    approver = rel.cli_env(bad.queue, approver="bob")
+    at_gate = ["approve", gate.workflow_id, "--as", "bob"]
+    cases = [
+        *((approver, args, wanted) for args, wanted in START_CASES),
+        (rel.cli_env(bad.queue), at_gate, "RUNBOOK_APPROVER_KEY"),  # no key to sign with
+        (approver, [*at_gate, "--set", "x=1"], "params: x"),
+    ]
+    results = await asyncio.gather(*(run_cli(env, rel.transcript, *args) for env, args, _ in cases))
+    for (_, args, wanted), result in zip(cases, results, strict=True):
+        assert result.returncode == 2 and wanted in result.stderr, (args, result.stderr)
+    assert (await bad.client.count_workflows()).count == before
+
+
+async def test_decisions_on_a_closed_gate_are_refused(bad: Fixture, gate: Gate) -> None:
+    rel = bad.rel
+    bob = rel.cli_env(bad.queue, approver="bob")
+    rejected = await run_cli(
+        bob, rel.transcript, "reject", gate.workflow_id, "--as", "bob", "--reason", "test"
+    )
+    assert rejected.returncode == 0, rejected.stderr
+    handle = bad.client.get_workflow_handle(gate.workflow_id, result_type=RunbookResult)
+    assert (await handle.result()).outcome == "rejected"
+    again = await run_cli(bob, rel.transcript, "approve", gate.workflow_id, "--as", "bob")
+    assert again.returncode == 2 and "no approval gate is open" in again.stderr, again.stderr
+    with pytest.raises(RPCError, match="completed"):
+        await handle.signal("approve", gate.signed("erin"))
+    with pytest.raises(RPCError, match="not found"):
+        await bad.client.get_workflow_handle("db-failover/no-such-run").signal("approve", {})
