@@ -202,6 +202,8 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
 
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every request's full URL at INFO: the Slack webhook URL is a secret.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
     migrate_incident_log(settings)
     client = await temporal_client()
