@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format stack-up stack-down stack-status clean
+.PHONY: install demo test reliability lint format stack-up stack-down stack-status clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: install  ## start the embedded stack and run the db-failover demo to the e
 
 test: install  ## the whole suite, on real servers started by the tests
 	$(BIN)/python -m pytest
+
+reliability: install  ## crashes, bad input, secret scan (also part of `make test`)
+	$(BIN)/python -m pytest tests/reliability
 
 lint: install
 	$(BIN)/ruff check .
