@@ -5,6 +5,7 @@ import logging
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -112,7 +113,7 @@ class KafkaActivities:
         self._bootstrap = bootstrap_servers
         self._admin: AdminClient | None = None
 
-    def _config(self) -> dict[str, object]:
+    def _config(self) -> dict[str, Any]:
         return {"bootstrap.servers": self._bootstrap, "logger": log}
 
     def admin(self) -> AdminClient:
@@ -255,14 +256,15 @@ class KafkaActivities:
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    ends.pop(msg.partition(), None)
+            error, partition, offset = msg.error(), msg.partition() or 0, msg.offset() or 0
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    ends.pop(partition, None)
                     continue
-                raise KafkaException(msg.error())
+                raise KafkaException(error)
             messages.append(_dlq_message(msg, req.payload_chars))
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                ends.pop(msg.partition(), None)
+            if offset + 1 >= ends.get(partition, 0):
+                ends.pop(partition, None)
         return messages
 
 

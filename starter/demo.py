@@ -7,50 +7,24 @@ import time
 from collections.abc import Awaitable, Callable
 
 import httpx
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 
 from settings import temporal_client
 from starter.approvers import local_key
 from starter.cli import make_signed, query_status, render_status, run_link, start_procedure
-from starter.demo_diagnosis import demo_api_errors, demo_kafka_lag, demo_triage
+from starter.demo_diagnosis import (
+    demo_api_errors,
+    demo_kafka_lag,
+    demo_triage,
+    follow,
+    print_steps,
+    say,
+    until,
+)
 from starter.demo_remediation import demo_high_memory, demo_llm_budget
 from starter.stack_cli import load_stack_env, local_stack
 from workflows.db_failover import DbFailoverInput
-from workflows.models import RunbookStatus
 from workflows.registry import PROCEDURES
-
-
-def say(text: str) -> None:
-    print(f"\n>>> {text}", flush=True)
-
-
-async def wait_for(
-    handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool], timeout: float = 120
-) -> RunbookStatus:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await query_status(handle)
-        if ready(status) or time.monotonic() > deadline:
-            return status
-        await asyncio.sleep(0.5)
-
-
-def print_steps(status: RunbookStatus, shown: int = 0) -> int:
-    """Print the finished steps not shown yet; returns how many are shown now."""
-    done = [s for s in status.timeline if s.outcome != "running"]
-    for step in done[shown:]:
-        print(f"    {step.outcome:<8} {step.name}" + (f": {step.detail}" if step.detail else ""))
-    return len(done)
-
-
-async def follow(handle: WorkflowHandle, shown: int) -> None:
-    """Print timeline steps as they finish, until the run ends."""
-    while True:
-        status = await query_status(handle)
-        shown = print_steps(status, shown)
-        if status.phase in ("done", "failed"):
-            return
-        await asyncio.sleep(1)
 
 
 async def demo_db_failover(client: Client, sandbox: httpx.AsyncClient) -> bool:
@@ -66,8 +40,9 @@ async def demo_db_failover(client: Client, sandbox: httpx.AsyncClient) -> bool:
     print(f"    workflow {handle.id}\n    {run_link(handle.id, handle.result_run_id or '')}")
 
     say("Diagnosing in parallel: RDS status, connections, CPU, /health/detailed")
-    status = await wait_for(handle, lambda s: s.pending_gate is not None or s.phase == "done")
-    shown = print_steps(status)
+    status = await until(handle, lambda s: s.pending_gate is not None)
+    shown: set[int] = set()
+    print_steps(status, shown)
     if not status.pending_gate:
         print(render_status(status, "RUNNING"))
         return False
@@ -84,7 +59,6 @@ async def demo_db_failover(client: Client, sandbox: httpx.AsyncClient) -> bool:
 
     say("Failing over, waiting for the new primary, verifying health and connection leaks")
     await follow(handle, shown)
-    await handle.result()
     final = await query_status(handle)
     health = await sandbox.get("/health/detailed")
     say(f"Done: {final.outcome}. GET /health/detailed -> {health.status_code}")

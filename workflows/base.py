@@ -195,9 +195,10 @@ class RunbookWorkflow:
         return result
 
     async def check(
-        self, name: str, action: Awaitable[T], judge: Callable[[T], Finding]
+        self, name: str, action: Awaitable[T], judge: Callable[[Any], Finding]
     ) -> tuple[Finding, T | None]:
-        """A read-only diagnosis check: a failure becomes an 'unavailable' finding."""
+        """A read-only diagnosis check: a failure becomes an 'unavailable' finding.
+        (`judge` takes Any: mypy would solve T from the `T | None` of the result.)"""
         try:
             result = await self.step(name, action, lambda r: describe_finding(judge(r)))
         except ActivityError as err:

@@ -1,6 +1,7 @@
 """Pieces the diagnosis-heavy procedures share (kafka-lag, api-errors, triage): reading with
 a per-check timeout, and judges that turn an activity's result into a finding."""
 
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ CHECK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempt
 ERRORS_FAILING = 50  # more ERROR lines than this in the window is a failing service
 
 
-def read(method: Any, arg: Any, timeout_seconds: float, heartbeat: bool = False) -> Any:
+def read(method: Any, arg: Any, timeout_seconds: float, heartbeat: bool = False) -> Awaitable[Any]:
     """One read-only activity with its own timeout."""
     return workflow.execute_activity_method(
         method,

@@ -7,6 +7,7 @@ with only the memory changed (an identical one is reused), point the service at 
 the rollout, and verify the new revision runs with memory under the threshold.
 """
 
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -130,6 +131,11 @@ def judge_service(result: ServicesResult) -> Finding:
     )
 
 
+def judge_task_definition(td: TaskDefinitionInfo) -> Finding:
+    summary = f"{td.ref}: cpu {td.cpu}, memory {td.memory} MiB"
+    return Finding(check="task definition", verdict="ok", summary=summary)
+
+
 def make_plan(inp: HighMemoryInput, diag: Diagnosis) -> MemoryPlan:
     """Pure: what would be done, and why."""
     td = diag.task_definition
@@ -199,7 +205,7 @@ class HighMemory(RunbookWorkflow):
         await self.notify("resolved", f"high-memory done for {inp.service}", summary, {})
         return self.finish("completed", summary, diag.findings, plan.steps)
 
-    def _read(self, method: Any, arg: Any) -> Any:
+    def _read(self, method: Any, arg: Any) -> Awaitable[Any]:
         return workflow.execute_activity_method(
             method, arg, start_to_close_timeout=timedelta(seconds=30), retry_policy=READ_RETRY
         )
@@ -238,7 +244,7 @@ class HighMemory(RunbookWorkflow):
         findings = [finding for finding, _ in results]
         services: ServicesResult | None = results[0][1]
         service = services.services[0] if services and services.services else None
-        task_def = None
+        task_def: TaskDefinitionInfo | None = None
         if service and service.task_definition:
             finding, task_def = await self.check(
                 "task definition",
@@ -246,11 +252,7 @@ class HighMemory(RunbookWorkflow):
                     EcsActivities.describe_task_definition,
                     TaskDefinitionRequest(task_definition=service.task_definition),
                 ),
-                lambda td: Finding(
-                    check="task definition",
-                    verdict="ok",
-                    summary=f"{td.ref}: cpu {td.cpu}, memory {td.memory} MiB",
-                ),
+                judge_task_definition,
             )
             findings.append(finding)
         return Diagnosis(

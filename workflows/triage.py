@@ -1,5 +1,8 @@
 """runbook.md, "Common Commands" as one read-only run: what is wrong, and which procedure fits."""
 
+from collections.abc import Awaitable
+from typing import Any
+
 from pydantic import BaseModel, Field
 from temporalio import workflow
 
@@ -88,7 +91,7 @@ class Triage(RunbookWorkflow):
         self.begin(inp, inp.cluster)
         self.tag(inp.severity)
         timeout = inp.check_timeout_seconds
-        checks = [
+        checks: list[Awaitable[tuple[Finding, Any]]] = [
             self.check(
                 "ecs services",
                 read(
