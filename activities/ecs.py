@@ -31,6 +31,7 @@ from activities.ecs_rollout import (
     task_definition_info,
 )
 from activities.fargate import memory_refusal
+from activities.keepalive import heartbeating
 
 DEFAULT_CLUSTER = "prod-revenue-context"
 RUNBOOK_SERVICES = ("api", "context-engine", "orchestration-engine")
@@ -276,6 +277,7 @@ class EcsActivities:
     # ---- scaling ------------------------------------------------------------------------
 
     @activity.defn(name="ecs.scale_service")
+    @heartbeating
     def scale_service(self, req: ScaleRequest) -> ScaleResult:
         """Set the desired count, once: reads the current count first, never scales down
         unless asked, and refuses more than `max_count` tasks."""
@@ -371,6 +373,7 @@ class EcsActivities:
         return RevisionsResult(family=req.family, revisions=infos)
 
     @activity.defn(name="ecs.force_new_deployment")
+    @heartbeating
     def force_new_deployment(self, req: ForceDeploymentRequest) -> DeploymentStarted:
         """Restart the service's tasks (to pick up new configuration), once: if the PRIMARY
         deployment is no longer the one seen before, a newer one already does it."""
@@ -438,6 +441,7 @@ class EcsActivities:
         return not req.task_definition or task_def == req.task_definition
 
     @activity.defn(name="ecs.register_memory_revision")
+    @heartbeating
     def register_memory_revision(self, req: RegisterMemoryRequest) -> RegisterResult:
         """A revision copied from `task_definition` with only the task memory changed; an
         identical ACTIVE revision is reused, so a retry registers nothing new."""
@@ -464,6 +468,7 @@ class EcsActivities:
         )
 
     @activity.defn(name="ecs.use_task_definition")
+    @heartbeating
     def use_task_definition(self, req: UseTaskDefinitionRequest) -> UseTaskDefinitionResult:
         """Point the service at a task definition, once: already on it, nothing is done."""
         target = task_definition_info(self._task_definition(req.task_definition)).arn

@@ -8,6 +8,8 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from activities.keepalive import heartbeating
+
 # Statuses in which a reboot or failover is already under way: rebooting again would be a
 # second failover.
 IN_PROGRESS = frozenset({"rebooting", "failing-over", "modifying", "rebooting-with-failover"})
@@ -87,6 +89,7 @@ class RdsActivities:
         return self._describe(req.db_instance_id)
 
     @activity.defn(name="rds.force_failover")
+    @heartbeating
     def force_failover(self, req: FailoverRequest) -> FailoverResult:
         db = self._describe(req.db_instance_id)
         if not db.multi_az:

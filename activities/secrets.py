@@ -17,6 +17,8 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.keepalive import heartbeating
+
 CURRENT, PREVIOUS = "AWSCURRENT", "AWSPREVIOUS"
 
 
@@ -107,6 +109,7 @@ class SecretsActivities:
         )
 
     @activity.defn(name="secrets.set_number")
+    @heartbeating
     def set_number(self, req: SetSecretNumberRequest) -> SecretNumberChange:
         values, version_id, old = self._read(req.secret_id, req.key)
         change = SecretNumberChange(

@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.redis_info import RedisActivities, RedisStats, RedisStatsRequest
 
-from workflows.base import RunbookWorkflow, failure_message
+from workflows.base import MUTATION_HEARTBEAT, RunbookWorkflow, failure_message
 from workflows.diagnosis import (
     first_service,
     judge_health,
@@ -318,6 +318,7 @@ class ApiErrorRateSpike(RunbookWorkflow):
                     max_count=inp.max_count,
                 ),
                 start_to_close_timeout=timedelta(seconds=60),
+                heartbeat_timeout=MUTATION_HEARTBEAT,
                 retry_policy=SCALE_RETRY,
             ),
             lambda r: r.reason,

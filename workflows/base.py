@@ -52,6 +52,9 @@ D = TypeVar("D", Approval, Rejection)
 # Read-only checks: short, retried a little; a check that still fails is "unavailable".
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=4)
+# Mutating activities heartbeat while they run (activities/keepalive.py): an attempt lost
+# with its worker is retried after this long, not after its whole start-to-close timeout.
+MUTATION_HEARTBEAT = timedelta(seconds=10)
 
 
 def failure_message(err: BaseException) -> str:

@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
         WaitAvailableRequest,
     )
 
-from workflows.base import READ_RETRY, RunbookWorkflow, failure_message
+from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
 from workflows.models import Finding, Outcome, RunbookInput, RunbookResult
 
 CONNECTIONS_HIGH = 400  # the `db-connections-high` alarm's threshold
@@ -246,6 +246,7 @@ class DatabaseFailover(RunbookWorkflow):
                     RdsActivities.force_failover,
                     FailoverRequest(db_instance_id=name, expected_primary_az=plan.from_az),
                     start_to_close_timeout=timedelta(seconds=60),
+                    heartbeat_timeout=MUTATION_HEARTBEAT,
                     retry_policy=MUTATE_RETRY,
                 ),
                 lambda r: r.reason,

@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.fargate import memory_refusal
 
-from workflows.base import READ_RETRY, RunbookWorkflow, failure_message
+from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
 from workflows.models import Finding, Outcome, RunbookInput, RunbookResult
 
 NAMESPACE, METRIC = "ECS/ContainerInsights", "MemoryUtilized"
@@ -272,6 +272,7 @@ class HighMemory(RunbookWorkflow):
                 EcsActivities.register_memory_revision,
                 RegisterMemoryRequest(task_definition=plan.task_definition, memory=plan.target),
                 start_to_close_timeout=timedelta(seconds=60),
+                heartbeat_timeout=MUTATION_HEARTBEAT,
                 retry_policy=MUTATE_RETRY,
             ),
             lambda r: r.reason,
@@ -285,6 +286,7 @@ class HighMemory(RunbookWorkflow):
                     cluster=inp.cluster, service=inp.service, task_definition=new.arn
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=MUTATION_HEARTBEAT,
                 retry_policy=MUTATE_RETRY,
             ),
             lambda r: r.reason,

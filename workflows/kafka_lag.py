@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.logs import LogErrorsRequest, LogsActivities
     from activities.postgres_queries import QueryActivities, SlowQueriesRequest, SlowQueriesResult
 
-from workflows.base import RunbookWorkflow, failure_message
+from workflows.base import MUTATION_HEARTBEAT, RunbookWorkflow, failure_message
 from workflows.diagnosis import (
     describe_slow,
     first_service,
@@ -266,6 +266,7 @@ class KafkaConsumerLag(RunbookWorkflow):
                     max_count=inp.max_workers,
                 ),
                 start_to_close_timeout=timedelta(seconds=60),
+                heartbeat_timeout=MUTATION_HEARTBEAT,
                 retry_policy=SCALE_RETRY,
             ),
             lambda r: r.reason,

@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
         SetSecretNumberRequest,
     )
 
-from workflows.base import READ_RETRY, RunbookWorkflow, failure_message
+from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
 from workflows.idempotency import token
 from workflows.models import (
     Finding,
@@ -336,6 +336,7 @@ class LlmBudgetExhaustion(RunbookWorkflow):
                     client_request_token=token("set-budget"),
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=MUTATION_HEARTBEAT,
                 retry_policy=MUTATE_RETRY,
             ),
             lambda c: (
@@ -390,6 +391,7 @@ class LlmBudgetExhaustion(RunbookWorkflow):
                     seen_deployment_id=primary.id if primary else "",
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=MUTATION_HEARTBEAT,
                 retry_policy=MUTATE_RETRY,
             ),
             lambda r: r.reason,
