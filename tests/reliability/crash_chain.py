@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from tests.reliability.conftest import Reliability
 from tests.reliability.harness import KILLED, WorkerProcess
 
-# A crash inside an activity is noticed when its start-to-close timeout runs out (60 s for
-# the mutating ones), then it is retried: a worker may have to wait that long.
+# A crash inside a mutating activity is noticed when its heartbeat timeout runs out
+# (workflows.base.MUTATION_HEARTBEAT, 10 s), then it is retried; generous on a busy machine.
 CRASH_TIMEOUT = 150.0
 # Workers spawned ahead of need: Python's imports take seconds on a busy machine.
 AHEAD = 3

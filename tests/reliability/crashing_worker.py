@@ -19,6 +19,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,11 +109,30 @@ def poll_after_go() -> None:
     Worker.__aenter__ = aenter  # type: ignore[method-assign]
 
 
+def retry_connect(timeout: float = 60) -> None:
+    """A worker spawned ahead may start while the test restarts the Temporal server: it
+    waits for the server (as a supervisor restarting it would) instead of exiting."""
+    original = worker.temporal_client
+
+    async def connect(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await original(*args, **kwargs)
+            except RuntimeError as err:
+                if "connect" not in str(err) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    worker.temporal_client = connect  # type: ignore[assignment]
+
+
 def main() -> None:
     spec = os.environ.get(CRASH_VAR)
     if spec:
         install(spec)
     poll_after_go()
+    retry_connect()
     print(f"crashing_worker: pid {os.getpid()}, crash at {spec or 'nothing'}", flush=True)
     asyncio.run(worker.main())
 
