@@ -16,6 +16,7 @@ from activities.ecs_rollout import (
     WaitRolloutRequest,
 )
 from activities.fargate import memory_refusal, valid_memory
+from tests.test_sandbox import wait_until
 
 
 @pytest.fixture
@@ -74,8 +75,9 @@ def test_memory_revision_registered_once_then_rolled_out(
     assert done.rollout_state == "COMPLETED" and done.running_count == done.desired_count
     [api] = run(ecs.describe_services, ServicesRequest(services=["api"])).services
     assert api.task_definition == first.task_definition.arn
-    state = sandbox.get("/control/remediation").json()
-    assert state["services"]["api"]["memory"] == 4096
+    # The sandbox sees a completed deployment on its next poll (every POLL_SECONDS).
+    memory = lambda: sandbox.get("/control/remediation").json()["services"]["api"]["memory"]  # noqa: E731
+    assert wait_until(lambda: memory() == 4096, timeout=30)
 
 
 def test_invalid_fargate_memory_is_refused(sandbox: httpx.Client, ecs: EcsActivities) -> None:
