@@ -27,6 +27,7 @@ class CrashChain:
     hit: list[str] = field(default_factory=list)
     spawned: list[WorkerProcess] = field(default_factory=list)
     released: int = 0
+    ahead: int = AHEAD
 
     def _spawn_until(self, index: int) -> None:
         while len(self.spawned) <= min(index, len(self.plan) - 1):
@@ -36,7 +37,7 @@ class CrashChain:
         """Let the next planned worker poll, and spawn the ones after it."""
         index = self.released
         assert index < len(self.plan), "the plan has no worker left"
-        self._spawn_until(index + AHEAD)
+        self._spawn_until(index + self.ahead)
         self.released += 1
         return self.spawned[index].go()
 

@@ -1,0 +1,225 @@
+"""Crashes in the other mutating procedures: llm-budget, high-memory, kafka-lag, api-errors.
+
+Each run's worker is killed by SIGKILL as each mutating step is scheduled, inside it after
+AWS answered, and as the step after it is scheduled; a new worker carries on. What every
+procedure shares (diagnosis fan-out, the gate, notifications, the incident log, the CLI) is
+crash-tested step by step with db-failover (test_crash.py); here the first worker of each
+chain runs up to the gate and the approval and dies as the first mutation is scheduled.
+
+The four chains run at once, each on its own task queue, so the test takes about as long
+as the longest chain: llm-budget redeploys `api` while api-errors scales it (scaling does
+not replace ECS's deployment), high-memory changes `orchestration-engine`, kafka-lag scales
+`context-engine`. Counted at moto's recorder: every mutation reached AWS once."""
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from tests.approvers import signed
+from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_name
+from tests.reliability.crash_chain import CrashChain
+from tests.reliability.harness import AwsCall, eventually
+from workflows.models import RunbookResult, RunbookStatus
+from workflows.registry import PROCEDURES
+
+pytestmark = pytest.mark.timeout(600)
+
+SECRET = "prod/revenue-context/config"
+BUDGET_KEY = "LLM_DAILY_BUDGET"
+# As in tests/test_e2e_diagnosis.py: 2 workers consume 120/s of 150/s, the lag grows.
+KAFKA_INCIDENT = {
+    "produce_per_second": 150,
+    "per_worker_per_second": 60,
+    "backlog": 1500,
+    "dlq_messages": 2,
+    "lag_threshold": 500,
+}
+
+
+@dataclass
+class Chain:
+    procedure: str
+    inp: dict[str, Any]
+    # Where each worker dies; the first runs diagnosis, gate and approval. A last worker
+    # (no crash) is added to run the procedure to its end.
+    plan: list[str]
+    hit: list[str] = field(default_factory=list)
+
+
+CHAINS = [
+    Chain(
+        "llm-budget",
+        {"watch_minutes": 0.05, "watch_interval_seconds": 1},
+        [
+            "schedule:secrets.set_number",  # approved -> merge one key into the secret
+            "after-call:secrets-manager.PutSecretValue",  # the version written, not reported
+            "schedule:ecs.force_new_deployment",  # secret set -> redeploy api
+            "after-call:ecs.UpdateService",  # the deployment forced, not reported
+            "schedule:ecs.wait_rollout",  # redeploy retried (not repeated) -> rollout
+            "schedule:llm.wait_budget_in_force",  # rolled out -> verify the budget
+        ],
+    ),
+    Chain(
+        "high-memory",
+        {"service": "orchestration-engine", "verify_checks": 20, "verify_interval_seconds": 1},
+        [
+            "schedule:ecs.register_memory_revision",  # approved -> new revision
+            "after-call:ecs.RegisterTaskDefinition",  # registered, not reported
+            "schedule:ecs.use_task_definition",  # revision reused -> update the service
+            "after-call:ecs.UpdateService",  # service updated, not reported
+            "schedule:ecs.wait_rollout",  # update retried (not repeated) -> rollout
+        ],
+    ),
+    Chain(
+        "kafka-lag",
+        {"sample_seconds": 1, "settle_seconds": 2, "poll_seconds": 0.5, "drain_target_seconds": 10},
+        [
+            "schedule:ecs.scale_service",  # approved -> scale context-engine
+            "after-call:ecs.UpdateService",  # scaled, not reported
+            "schedule:ecs.wait_running",  # scale retried (not repeated) -> wait
+        ],
+    ),
+    Chain(
+        "api-errors",
+        {"error_window_seconds": 2, "poll_seconds": 0.5, "log_minutes": 5},
+        [
+            "schedule:ecs.scale_service",
+            "after-call:ecs.UpdateService",
+            "schedule:ecs.wait_running",
+        ],
+    ),
+]
+
+
+async def crash_through(rel: Reliability, chain: Chain) -> RunbookResult:
+    """Start the procedure, approve it at its gate (signed, by Update), crash at every point."""
+    queue = queue_name(f"crash-{chain.procedure}")
+    crashes = CrashChain(rel, queue, [*chain.plan, None], ahead=2)
+    began = time.monotonic()
+    first = crashes.release()
+    procedure = PROCEDURES[chain.procedure]
+    inp = procedure.input_model.model_validate({"requested_by": "alice", **chain.inp})
+    client = await rel.temporal.client()
+    handle = await client.start_workflow(
+        procedure.workflow_type,
+        inp,
+        id=procedure.workflow_id(inp),
+        task_queue=queue,
+        result_type=RunbookResult,
+    )
+
+    async def gate_open() -> bool:
+        status = await handle.query("status", result_type=RunbookStatus)
+        return status.pending_gate is not None
+
+    await eventually(gate_open, f"{handle.id}: the gate to open", timeout=180)
+    print(f"{chain.procedure}: gate open after {time.monotonic() - began:.1f}s")
+    await handle.execute_update(
+        "approve", await signed(handle, "bob", key=rel.approver_keys()["bob"])
+    )
+    await crashes.crashed(first, chain.plan[0])
+    for point in chain.plan[1:]:
+        await crashes.crash_next(point)
+    last = crashes.release()
+    result = await asyncio.wait_for(handle.result(), timeout=240)
+    last.stop()
+    print(f"{chain.procedure}: {result.outcome} after {time.monotonic() - began:.1f}s")
+    chain.hit = crashes.hit
+    return result
+
+
+def count(calls: list[AwsCall], action: str, **params: object) -> int:
+    return sum(
+        1
+        for c in calls
+        if c.action == action and all(c.params.get(k) == v for k, v in params.items())
+    )
+
+
+def steps(result: RunbookResult) -> dict[str, str]:
+    return {s.name: f"{s.outcome}: {s.detail}" for s in result.timeline}
+
+
+async def test_remediations_survive_a_crash_before_inside_and_after_each_mutation(
+    reliability: Reliability,
+) -> None:
+    rel = reliability
+    sandbox = httpx.Client(base_url=rel.sandbox_url, timeout=10)
+    sandbox.post("/control/reset").raise_for_status()
+    sandbox.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
+    sandbox.delete("/slack/messages").raise_for_status()
+    sandbox.post("/control/incidents/llm-budget").raise_for_status()
+    sandbox.post("/control/incidents/kafka-lag", json=KAFKA_INCIDENT).raise_for_status()
+    sandbox.post("/control/incidents/api-errors", json={"cause": "capacity"}).raise_for_status()
+    sm = boto3.client(
+        "secretsmanager",
+        endpoint_url=rel.aws_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+    def versions() -> set[str]:
+        return {v["VersionId"] for v in sm.list_secret_version_ids(SecretId=SECRET)["Versions"]}
+
+    before, versions_before = (
+        json.loads(sm.get_secret_value(SecretId=SECRET)["SecretString"]),
+        versions(),
+    )
+    recorder = rel.recorder()
+    recorder.restart()
+
+    async with asyncio.TaskGroup() as group:  # one chain failing cancels the others
+        runs = [group.create_task(crash_through(rel, chain)) for chain in CHAINS]
+    results = {chain.procedure: run.result() for chain, run in zip(CHAINS, runs, strict=True)}
+    for chain in CHAINS:
+        result = results[chain.procedure]
+        assert result.outcome == "completed", (chain.procedure, result.summary)
+        assert chain.hit == chain.plan, chain.procedure
+        assert result.decision and result.decision.approvers == ["bob"]
+    calls = recorder.calls(WORKER_ACCESS_KEY)
+
+    # llm-budget: one new secret version with every key kept, one forced deployment.
+    after = json.loads(sm.get_secret_value(SecretId=SECRET)["SecretString"])
+    budget = float(after[BUDGET_KEY])
+    assert budget > float(before[BUDGET_KEY])
+    assert after == {**before, BUDGET_KEY: repr(budget)}
+    assert len(versions() - versions_before) == 1
+    assert count(calls, "PutSecretValue") == 1
+    assert count(calls, "UpdateService", service="api", forceNewDeployment=True) == 1
+    done = steps(results["llm-budget"])
+    assert "already written by this step" in done[f"set {BUDGET_KEY}"]
+    assert "already replaced" in done["redeploy api"]
+
+    # high-memory: one revision registered (the retry reused it), the service updated once.
+    assert count(calls, "RegisterTaskDefinition") == 1
+    assert count(calls, "UpdateService", service="orchestration-engine") == 1
+    done = steps(results["high-memory"])
+    assert "reused" in done["register revision"]
+    assert "already on" in done["update service orchestration-engine"]
+
+    # kafka-lag and api-errors: each scaled once; the retry found the count already set.
+    assert count(calls, "UpdateService", service="context-engine") == 1
+    assert count(calls, "UpdateService", service="api", desiredCount=5) == 1
+    assert "already at desired" in steps(results["kafka-lag"])["scale context-engine"]
+    assert "already at desired" in steps(results["api-errors"])["scale api"]
+
+    # No approval request or result message sent twice.
+    texts = [m["text"] for m in sandbox.get("/slack/messages").json()]
+    for chain in CHAINS:
+        asked = [t for t in texts if "approval needed" in t and chain.procedure in t]
+        assert len(asked) == 1, (chain.procedure, asked)
+    for title in (
+        "daily budget now",
+        "high-memory done for orchestration-engine",
+        "context-engine scaled to",
+        "api scaled to 5",
+    ):
+        assert sum(title in t for t in texts) == 1, (title, texts)
+    sandbox.post("/control/reset").raise_for_status()
