@@ -11,6 +11,7 @@ from workflows.high_memory import HighMemory, HighMemoryInput
 from workflows.kafka_lag import KafkaConsumerLag, KafkaLagInput
 from workflows.llm_budget import LlmBudgetExhaustion, LlmBudgetInput
 from workflows.models import RunbookInput
+from workflows.rollback import Rollback, RollbackInput
 from workflows.triage import Triage, TriageInput
 
 
@@ -40,6 +41,7 @@ PROCEDURES: dict[str, Procedure] = {
         Procedure("kafka-lag", KafkaConsumerLag, KafkaLagInput, "consumer_group"),
         Procedure("api-errors", ApiErrorRateSpike, ApiErrorsInput, "service"),
         Procedure("triage", Triage, TriageInput, "cluster"),
+        Procedure("rollback", Rollback, RollbackInput, "environment"),
         # one line a procedure
     )
 }

@@ -1,0 +1,232 @@
+"""Rollback workflow logic on a time-skipping test server, with fake activities."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from tests.approvers import signed, write_roster
+from tests.fakes_remediation import GateSupport
+from tests.fakes_rollback import FakeRollback
+from tests.remediation_env import private_ts_env
+from tests.temporal_env import keep_history
+from worker import INTERCEPTORS
+from workflows.models import RunbookResult, RunbookStatus
+from workflows.registry import PROCEDURES
+from workflows.rollback import Rollback, RollbackInput
+
+pytestmark = pytest.mark.timeout(120)
+ts_env = pytest.fixture(scope="module", name="ts_env")(private_ts_env)
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> FakeRollback:
+    return FakeRollback(GateSupport(write_roster(tmp_path)))
+
+
+@asynccontextmanager
+async def running(env: WorkflowEnvironment, fakes: FakeRollback) -> AsyncIterator[str]:
+    queue = f"test-{uuid.uuid4()}"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[Rollback],
+        activities=fakes.activities(),
+        activity_executor=ThreadPoolExecutor(4),
+        interceptors=INTERCEPTORS,
+        workflow_failure_exception_types=[pydantic.ValidationError],
+    ):
+        yield queue
+
+
+async def start(client: Client, queue: str, **fields: Any) -> WorkflowHandle:
+    inp = RollbackInput(requested_by="alice", verify_interval_seconds=5, **fields)
+    return await client.start_workflow(
+        Rollback.run, inp, id=f"rollback/{uuid.uuid4()}", task_queue=queue
+    )
+
+
+async def until(handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool]) -> RunbookStatus:
+    for _ in range(200):
+        status = await handle.query(Rollback.status)
+        if ready(status):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition never held; last status {status}")
+
+
+def gate_open(status: RunbookStatus) -> bool:
+    return status.pending_gate is not None
+
+
+def updated(fakes: FakeRollback) -> list[tuple[str, str]]:
+    return [(u.service, u.task_definition.rsplit("/", 1)[-1]) for u in fakes.updates]
+
+
+async def test_previous_stable_revision_after_approval(
+    ts_env: WorkflowEnvironment, fakes: FakeRollback
+) -> None:
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue, reason="failed-smoke-tests")
+        status = await until(handle, gate_open)
+        assert status.pending_gate
+        summary = status.pending_gate.summary
+        assert "api: prod-api:4 (v1.5.0) -> prod-api:3 (v1.4.2)" in summary
+        assert "reason: Failed smoke tests" in summary
+        assert not fakes.updates  # nothing before the approval
+        await handle.execute_update("approve", await signed(handle, "bob"))
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "rollback_approved")
+    assert result.outcome == "completed", result.summary
+    assert updated(fakes) == [
+        ("api", "prod-api:3"),
+        ("context-engine", "prod-context-engine:3"),
+        ("orchestration-engine", "prod-orchestration-engine:3"),
+    ]
+    # one service after the other: each update is followed before the next one starts
+    order = [c for c in fakes.calls if c.startswith(("use", "rollout"))]
+    assert order == [f"{verb} {s}" for s in fakes.current for verb in ("use", "rollout")]
+    assert "/health 200 version v1.4.2" in result.summary
+    note = fakes.gate.notes[-1]
+    assert (
+        note.kind == "resolved" and note.title == "Production rollback completed to version v1.4.2"
+    )
+
+
+async def test_rejected_and_dry_run_change_nothing(
+    ts_env: WorkflowEnvironment, fakes: FakeRollback
+) -> None:
+    async with running(ts_env, fakes) as queue:
+        dry: RunbookResult = await (await start(ts_env.client, queue, dry_run=True)).result()
+        handle = await start(ts_env.client, queue, target="v1.4.1")
+        await until(handle, gate_open)
+        rejection = await signed(handle, "bob", approve=False, reason="fix forward instead")
+        await handle.execute_update("reject", rejection)
+        rejected: RunbookResult = await handle.result()
+        await keep_history(handle, "rollback_rejected")
+    assert dry.outcome == "dry_run" and dry.plan[0].startswith("Update api to prod-api:3")
+    assert rejected.outcome == "rejected" and "fix forward instead" in rejected.summary
+    assert rejected.plan[0].startswith("Update api to prod-api:2")
+    assert not fakes.updates and not any(c.startswith("use") for c in fakes.calls)
+
+
+async def test_service_already_on_the_target_is_skipped(
+    ts_env: WorkflowEnvironment, fakes: FakeRollback
+) -> None:
+    fakes.current["context-engine"] = 3  # already back on v1.4.2
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue, target="v1.4.2")
+        status = await until(handle, gate_open)
+        assert status.pending_gate
+        assert "context-engine: already on v1.4.2 (prod-context-engine:3): skipped" in (
+            status.pending_gate.summary
+        )
+        await handle.execute_update("approve", await signed(handle, "bob"))
+        result: RunbookResult = await handle.result()
+        fakes.current = {s: 3 for s in fakes.current}
+        nothing: RunbookResult = await (await start(ts_env.client, queue, target="v1.4.2")).result()
+    assert result.outcome == "completed"
+    assert [s for s, _ in updated(fakes)] == ["api", "orchestration-engine"]
+    assert "use context-engine" not in fakes.calls
+    assert nothing.outcome == "completed" and "nothing to do" in nothing.summary
+    assert nothing.decision is None  # no gate for nothing
+
+
+async def test_failed_rollout_stops_and_notifies(
+    ts_env: WorkflowEnvironment, fakes: FakeRollback
+) -> None:
+    fakes.fail_rollout = {"api"}
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue)
+        await until(handle, gate_open)
+        await handle.execute_update("approve", await signed(handle, "bob"))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        status = await handle.query(Rollback.status)
+        await keep_history(handle, "rollback_rollout_failed")
+    assert "CannotPullContainerError" in str(failed.value.cause)
+    assert status.outcome == "failed"
+    steps = {s.name: s for s in status.timeline}
+    assert steps["rollout api"].outcome == "failed" and "FAILED" in steps["rollout api"].detail
+    assert "context-engine, orchestration-engine not changed" in steps["stopped"].detail
+    assert updated(fakes) == [("api", "prod-api:3")]  # nothing after the failed one
+    assert not any(c.startswith("health") for c in fakes.calls)
+    note = fakes.gate.notes[-1]
+    assert note.kind == "failed" and "FAILED" in note.title and "not changed" in note.text
+
+
+async def test_health_not_restored_fails_loudly(
+    ts_env: WorkflowEnvironment, fakes: FakeRollback
+) -> None:
+    fakes.health_stuck = True
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue, services=["api"], verify_checks=3)
+        await until(handle, gate_open)
+        await handle.execute_update("approve", await signed(handle, "bob"))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert "not healthy after 3 checks: /health 503 version v1.4.2" in str(failed.value.cause)
+    assert fakes.calls.count("health /health") == 3
+    assert fakes.gate.notes[-1].kind == "failed"
+
+
+async def test_unknown_target_tag_is_refused_naming_it(
+    ts_env: WorkflowEnvironment, fakes: FakeRollback
+) -> None:
+    async with running(ts_env, fakes) as queue:
+        result: RunbookResult = await (await start(ts_env.client, queue, target="v9.9.9")).result()
+    assert result.outcome == "refused"
+    assert "target: no revision of prod-api has image tag 'v9.9.9'" in result.summary
+    assert "tags: v1.5.0, v1.4.2, v1.4.1, v1.4.0" in result.summary
+    assert not fakes.updates and fakes.gate.notes[-1].kind == "failed"
+
+
+BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
+    ({"services": ["api", "billing"]}, "services", "'billing' unknown; allowed: api, "),
+    ({"environment": "qa"}, "environment", "'qa' is not known; allowed: production"),
+    ({"target": "v1 .4"}, "target", "'v1 .4' is not an image tag"),
+    ({"reason": "  "}, "reason", "must not be blank"),
+    ({"services": []}, "services", "List should have at least 1 item"),
+    ({"servces": ["api"]}, "servces", "Extra inputs are not permitted"),
+]
+
+
+async def test_bad_input_is_refused_naming_the_field(
+    ts_env: WorkflowEnvironment, fakes: FakeRollback
+) -> None:
+    async with running(ts_env, fakes) as queue:
+        for fields, field, message in BAD_INPUTS:
+            with pytest.raises(pydantic.ValidationError) as refused:
+                RollbackInput.model_validate(fields)
+            [error] = refused.value.errors()
+            assert error["loc"] == (field,) and message in error["msg"]
+            handle = await ts_env.client.start_workflow(
+                "Rollback", fields, id=f"rollback/{uuid.uuid4()}", task_queue=queue
+            )
+            with pytest.raises(WorkflowFailureError) as failed:
+                await handle.result()
+            cause = str(failed.value.cause)
+            assert f"\n{field}\n" in cause and message in cause, cause
+    assert not fakes.calls  # refused before anything was read or changed
+
+
+def test_input_defaults_and_registry() -> None:
+    inp = RollbackInput.model_validate(
+        {"services": "api, context-engine", "reason": "critical-bug"}
+    )
+    assert inp.services == ["api", "context-engine"] and inp.reason == "Critical bug discovered"
+    assert RollbackInput().services == ["api", "context-engine", "orchestration-engine"]
+    assert RollbackInput(reason="Performance degradation").reason == "Performance degradation"
+    assert RollbackInput(reason="v1.5 leaks sessions").reason == "v1.5 leaks sessions"
+    procedure = PROCEDURES["rollback"]
+    assert procedure.workflow_type == "Rollback"
+    assert procedure.workflow_id(RollbackInput()) == "rollback/production"
