@@ -17,6 +17,8 @@ from typing import Any
 from sandbox.deployments import DeploymentWatch, image_tag
 from sandbox.llm import LLM_INCIDENT, LlmSim
 from sandbox.metric_feed import MinuteFeed, Series
+from sandbox.rollback import ROUTES as ROLLBACK_ROUTES
+from sandbox.rollback import BadDeploy
 
 REGION = "us-east-1"
 LLM_NAMESPACE = "RevenueContext/LLM"
@@ -40,6 +42,7 @@ class Remediation:
         self.aws: Any = None
         self._lock = threading.Lock()
         self.memory_incident = False
+        self.bad_deploy = BadDeploy()  # the rollback incident
 
     # ---- life cycle (hooks) -------------------------------------------------------------
 
@@ -59,6 +62,7 @@ class Remediation:
         self.llm.reset()
         with self._lock:
             self.memory_incident = False
+        self.bad_deploy.reset()
         self.deployments.reset()
         if self.feed is not None:
             self.feed.rewrite()
@@ -90,6 +94,7 @@ class Remediation:
                 "api_used_mib": self.memory_used("api"),
                 "oom_killing": self.oom_killing(),
             },
+            "rollback": self.bad_deploy.snapshot(),
         }
 
     # ---- incidents ------------------------------------------------------------------------
@@ -213,4 +218,5 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/control/llm"): _configure_llm,
     ("POST", f"/control/incidents/{MEMORY_INCIDENT}"): _inject_memory,
     ("DELETE", f"/control/incidents/{MEMORY_INCIDENT}"): _heal_memory,
+    **ROLLBACK_ROUTES,
 }

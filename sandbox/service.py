@@ -40,9 +40,10 @@ Route = Callable[[Simulator, Any], Reply]
 
 
 def health(sim: Simulator, _: Any) -> Reply:
-    # The image tag `api` runs (it changes with a rollback), once ECS is simulated.
+    # The image tag `api` runs (it changes with a rollback), once ECS is simulated;
+    # 503 `degraded` while a bad deploy runs (sandbox/rollback.py).
     version = sim.remediation.version() or sim.state.version
-    return json_reply(200, {"status": "ok", "version": version})
+    return json_reply(*sim.remediation.bad_deploy.health(sim.remediation, version))
 
 
 def health_detailed(sim: Simulator, _: Any) -> Reply:

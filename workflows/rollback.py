@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.health import HealthActivities, HealthRequest, HealthResult
 
-from workflows.base import READ_RETRY, RunbookWorkflow, failure_message
+from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
 from workflows.models import Finding, Outcome, RunbookInput, RunbookResult
 
 # environment -> ECS cluster (runbook.md knows one environment: production)
@@ -410,9 +410,10 @@ class Rollback(RunbookWorkflow):
                     cluster=inp.cluster, service=move.service, task_definition=target.arn
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=MUTATION_HEARTBEAT,
                 retry_policy=MUTATE_RETRY,
             ),
-            lambda r: self._updated(r),
+            self._updated,
         )
         result: RolloutResult = await self.step(
             f"rollout {move.service}",

@@ -1,0 +1,92 @@
+"""The activities rollback uses, against the sandbox's moto and its `/health`, with the
+sandbox's bad-deploy incident (sandbox/rollback.py)."""
+
+import asyncio
+from collections.abc import Iterator
+
+import boto3
+import httpx
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.ecs import EcsActivities, ServicesRequest
+from activities.ecs_rollout import (
+    RevisionsRequest,
+    TaskDefinitionRequest,
+    UseTaskDefinitionRequest,
+    WaitRolloutRequest,
+    image_tag,
+)
+from activities.health import HealthActivities, HealthRequest
+
+
+@pytest.fixture
+def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sandbox_url, timeout=60) as client:
+        client.post("/control/reset").raise_for_status()
+        client.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
+        yield client
+        client.post("/control/reset")
+
+
+@pytest.fixture
+def ecs(aws_env: dict[str, str]) -> EcsActivities:
+    return EcsActivities(boto3.client("ecs"))
+
+
+def run(fn, arg):  # type: ignore[no-untyped-def]
+    return ActivityEnvironment().run(fn, arg)
+
+
+def family_revisions() -> list[str]:
+    pages = (
+        boto3.client("ecs").get_paginator("list_task_definitions").paginate(familyPrefix="prod-api")
+    )
+    return [arn for page in pages for arn in page["taskDefinitionArns"]]
+
+
+async def test_bad_deploy_rolled_back_changes_what_health_reports(
+    sandbox: httpx.Client, ecs: EcsActivities, sandbox_url: str
+) -> None:
+    assert sandbox.get("/health").json() == {"status": "ok", "version": "v1.4.2"}
+    sandbox.post("/control/incidents/rollback").raise_for_status()
+    known = family_revisions()
+    sandbox.post("/control/incidents/rollback").raise_for_status()  # again: reused
+    assert family_revisions() == known
+    bad = sandbox.get("/health")
+    assert bad.status_code == 503 and bad.json()["version"] == "v1.5.0"
+    assert "v1.5.0 fails its smoke tests" in bad.json()["error"]
+
+    [api] = run(ecs.describe_services, ServicesRequest(services=["api"])).services
+    assert api.task_definition
+    current = run(
+        ecs.describe_task_definition, TaskDefinitionRequest(task_definition=api.task_definition)
+    )
+    revisions = run(ecs.list_revisions, RevisionsRequest(family="prod-api", max_items=20))
+    assert image_tag(current.images["api"]) == "v1.5.0"
+    assert revisions.revisions[0].revision >= current.revision  # newest first
+    good = next(
+        td
+        for td in revisions.revisions
+        if td.revision < current.revision and image_tag(td.images["api"]) == "v1.4.2"
+    )
+
+    use = UseTaskDefinitionRequest(service="api", task_definition=good.arn)
+    first, again = run(ecs.use_task_definition, use), run(ecs.use_task_definition, use)
+    assert first.changed and not again.changed  # a retry sends no second update
+    done = run(
+        ecs.wait_rollout,
+        WaitRolloutRequest(service="api", task_definition=good.arn, poll_seconds=0.2),
+    )
+    assert done.rollout_state == "COMPLETED" and done.running_count == done.desired_count
+
+    async with httpx.AsyncClient() as http:
+        health = HealthActivities(sandbox_url, http)
+        for _ in range(50):  # the service reports a deployment once ECS completed it
+            result = await ActivityEnvironment().run(health.check, HealthRequest(path="/health"))
+            if result.body and result.body["version"] == "v1.4.2":
+                break
+            await asyncio.sleep(0.1)
+    # api is back on v1.4.2; context-engine and orchestration-engine still run v1.5.0
+    assert result.status_code == 503 and result.body and result.body["version"] == "v1.4.2"
+    assert "(context-engine, orchestration-engine)" in result.body["error"]
