@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # The spend watch's budget when the service's `/metrics` does not tell it (USD).
     llm_daily_budget: float | None = Field(None, gt=0, alias="RUNBOOK_LLM_DAILY_BUDGET")
 
+    # Certificate renewal (runbook.md, procedure 7): the load balancers whose HTTPS listeners
+    # serve the API, comma-separated; `*` for every load balancer of the region.
+    alb_names: str = Field("prod-revenue-context-alb", alias="ALB_NAMES")
+
     # The incident log: the project's own database, never the one being failed over.
     runbook_database_url: str | None = Field(None, alias="RUNBOOK_DATABASE_URL")
     # Post-mortem drafts; default `postmortems/` under the state dir.

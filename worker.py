@@ -16,10 +16,12 @@ from botocore.config import Config
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.acm import AcmActivities
 from activities.alarms import AlarmActivities, AlarmStarter
 from activities.approvals import ApprovalActivities, EscalationPolicy
 from activities.cloudwatch import CloudWatchActivities
 from activities.ecs import EcsActivities
+from activities.elb import ElbActivities
 from activities.health import HealthActivities
 from activities.incidents import IncidentActivities, migrate
 from activities.kafka import KafkaActivities
@@ -31,9 +33,11 @@ from activities.postgres_queries import QueryActivities
 from activities.prometheus import PrometheusActivities
 from activities.rds import RdsActivities
 from activities.redis_info import RedisActivities
+from activities.route53 import Route53Activities
 from activities.secrets import SecretsActivities
 from activities.spend import SpendActivities
 from settings import Settings, get_settings, temporal_client
+from workflows.cert_expiry_check import CertExpiryCheck
 from workflows.incident_log import IncidentLogInterceptor
 from workflows.input_guard import InputGuardInterceptor
 from workflows.llm_spend_watch import LlmSpendWatch
@@ -168,6 +172,25 @@ def remediation_activities(
         llm.metrics,
         llm.budget_policy,
         llm.wait_budget_in_force,
+        *certificate_activities(settings, session),
+    ]
+
+
+def certificate_activities(settings: Settings, session: boto3.session.Session) -> list[Any]:
+    """cert-renewal and the daily expiry check: ACM, the ALB's listeners, Route 53."""
+    acm = AcmActivities(session.client("acm", config=AWS_CONFIG))
+    albs = [name.strip() for name in settings.alb_names.split(",") if name.strip()]
+    elb = ElbActivities(session.client("elbv2", config=AWS_CONFIG), albs)
+    route53 = Route53Activities(session.client("route53", config=AWS_CONFIG))
+    return [
+        acm.describe_certificates,
+        acm.list_certificates,
+        acm.request_certificate,
+        acm.wait_issued,
+        elb.https_listeners,
+        elb.set_listener_certificate,
+        route53.find_zone,
+        route53.upsert_record,
     ]
 
 
@@ -187,7 +210,7 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[*WORKFLOWS, LlmSpendWatch],
+        workflows=[*WORKFLOWS, LlmSpendWatch, CertExpiryCheck],
         activities=[
             *build_activities(settings, http),
             *schedule_activities(client, settings, http),

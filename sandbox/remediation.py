@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from sandbox.certificates import CERT_INCIDENT, CertificateSim
 from sandbox.deployments import DeploymentWatch, image_tag
 from sandbox.llm import LLM_INCIDENT, LlmSim
 from sandbox.metric_feed import MinuteFeed, Series
@@ -43,6 +44,7 @@ class Remediation:
         self._lock = threading.Lock()
         self.memory_incident = False
         self.bad_deploy = BadDeploy()  # the rollback incident
+        self.certificates = CertificateSim(REGION)
 
     # ---- life cycle (hooks) -------------------------------------------------------------
 
@@ -53,6 +55,7 @@ class Remediation:
         self.deployments.start()
         self.feed = MinuteFeed(aws.client("cloudwatch"), REGION, self._series())
         self.feed.start()
+        self.certificates.start(aws.client)
 
     def reset(self) -> None:
         """After the simulator's own reset (ECS back to its seed)."""
@@ -66,8 +69,10 @@ class Remediation:
         self.deployments.reset()
         if self.feed is not None:
             self.feed.rewrite()
+        self.certificates.reset()
 
     def stop(self) -> None:
+        self.certificates.stop()
         if self.feed is not None:
             self.feed.stop()
         self.deployments.stop()
@@ -211,6 +216,22 @@ def _configure_llm(rem: Remediation, body: Any) -> tuple[int, Any]:
     return 200, rem.llm.snapshot()
 
 
+def _certificates(rem: Remediation, _: Any) -> tuple[int, Any]:
+    return 200, rem.certificates.served()
+
+
+def _expiring_certificate(rem: Remediation, body: Any) -> tuple[int, Any]:
+    """The listener serves an imported certificate expiring in `days_left` (default 20)."""
+    try:
+        days = _number(body, "days_left")
+    except ValueError as exc:
+        return 400, {"error": str(exc)}
+    if days is not None and not 0.01 <= days <= 825:
+        return 400, {"error": "days_left must be between 0.01 and 825"}
+    rem.certificates.serve_expiring(days or 20.0)
+    return 200, rem.certificates.served()
+
+
 ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/control/remediation"): _state,
     ("POST", f"/control/incidents/{LLM_INCIDENT}"): _inject_llm,
@@ -219,4 +240,6 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", f"/control/incidents/{MEMORY_INCIDENT}"): _inject_memory,
     ("DELETE", f"/control/incidents/{MEMORY_INCIDENT}"): _heal_memory,
     **ROLLBACK_ROUTES,
+    ("GET", "/control/certificates"): _certificates,
+    ("POST", f"/control/incidents/{CERT_INCIDENT}"): _expiring_certificate,
 }

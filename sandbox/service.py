@@ -47,7 +47,10 @@ def health(sim: Simulator, _: Any) -> Reply:
 
 
 def health_detailed(sim: Simulator, _: Any) -> Reply:
-    return json_reply(*sim.detailed_health())
+    status, body = sim.detailed_health()
+    # The certificate the ALB's HTTPS listener serves (cert-renewal changes it).
+    tls = sim.remediation.certificates.served()
+    return json_reply(status, {**body, "tls": tls} if tls else body)
 
 
 def metrics(sim: Simulator, _: Any) -> Reply:

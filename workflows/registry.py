@@ -6,6 +6,7 @@ from pydantic import BaseModel
 
 from workflows.api_errors import ApiErrorRateSpike, ApiErrorsInput
 from workflows.base import RunbookWorkflow
+from workflows.cert_renewal import CertificateRenewal, CertRenewalInput
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
 from workflows.high_memory import HighMemory, HighMemoryInput
 from workflows.kafka_lag import KafkaConsumerLag, KafkaLagInput
@@ -42,6 +43,7 @@ PROCEDURES: dict[str, Procedure] = {
         Procedure("api-errors", ApiErrorRateSpike, ApiErrorsInput, "service"),
         Procedure("triage", Triage, TriageInput, "cluster"),
         Procedure("rollback", Rollback, RollbackInput, "environment"),
+        Procedure("cert-renewal", CertificateRenewal, CertRenewalInput, "domain"),
         # one line a procedure
     )
 }

@@ -1,0 +1,243 @@
+"""CertificateRenewal workflow logic on a time-skipping test server, with fake activities
+(the real ones run against the sandbox's moto in tests/test_cert_activities.py)."""
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from tests.approvers import signed, write_roster
+from tests.fakes_certs import ACM, DOMAIN, FakeCerts, cert, listener
+from tests.fakes_remediation import GateSupport
+from tests.remediation_env import private_ts_env
+from tests.temporal_env import keep_history
+from worker import INTERCEPTORS
+from workflows.cert_renewal import CertificateRenewal, CertRenewalInput
+from workflows.models import RunbookResult, RunbookStatus
+
+pytestmark = pytest.mark.timeout(120)
+ts_env = pytest.fixture(scope="module", name="ts_env")(private_ts_env)
+NEW = ACM + "renewed2-0002"
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> FakeCerts:
+    return FakeCerts(GateSupport(write_roster(tmp_path)))
+
+
+@asynccontextmanager
+async def running(env: WorkflowEnvironment, fakes: FakeCerts) -> AsyncIterator[str]:
+    queue = f"test-{uuid.uuid4()}"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[CertificateRenewal],
+        activities=fakes.activities(),
+        activity_executor=ThreadPoolExecutor(4),
+        interceptors=INTERCEPTORS,
+        workflow_failure_exception_types=[pydantic.ValidationError],
+    ):
+        yield queue
+
+
+async def start(client: Client, queue: str, **fields: Any) -> WorkflowHandle:
+    inp = CertRenewalInput(requested_by="alice", severity="P2", **fields)
+    return await client.start_workflow(
+        CertificateRenewal.run, inp, id=f"cert-renewal/{uuid.uuid4()}", task_queue=queue
+    )
+
+
+async def until(handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool]) -> RunbookStatus:
+    deadline = time.monotonic() + 30
+    while True:
+        status = await handle.query(CertificateRenewal.status)
+        if ready(status) or time.monotonic() > deadline:
+            assert ready(status), f"condition never held; last status {status}"
+            return status
+        await asyncio.sleep(0.05)
+
+
+def gate_open(status: RunbookStatus) -> bool:
+    return status.pending_gate is not None
+
+
+async def test_renewed_after_approval(ts_env: WorkflowEnvironment, fakes: FakeCerts) -> None:
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue)
+        status = await until(handle, gate_open)
+        gate = status.pending_gate
+        assert gate is not None
+        # The new certificate is obtained before the gate; the listener is untouched.
+        assert fakes.calls.count("request_certificate") == 1 and not fakes.swaps
+        assert "IMPORTED ISSUED: expires in 20 days" in gate.summary
+        assert "New certificate renewed2 is ISSUED" in gate.summary
+        assert gate.plan[-2].startswith("Make renewed2 the default certificate of ")
+        await handle.execute_update("approve", await signed(handle, "bob"))
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "cert_renewal_approved")
+    assert result.outcome == "completed", result.summary
+    [req] = fakes.requests
+    assert req.domain == DOMAIN and re.fullmatch(r"\w{32}", req.idempotency_token)
+    [record] = fakes.records
+    assert record.name.startswith("_d930") and record.value.endswith("acm-validations.aws.")
+    [swap] = fakes.swaps
+    assert swap.certificate_arn == NEW and swap.expected_current == ACM + "imported-0001"
+    assert fakes.listeners[0].certificate_arn == NEW
+    assert "prod-revenue-context-alb:443 now serves renewed2" in result.summary
+    order = [c for c in fakes.calls if c in ("request_certificate", "upsert_record")]
+    assert order == ["request_certificate", "upsert_record"]
+    assert fakes.calls.index("wait_issued") < fakes.calls.index("set_listener_certificate")
+    verdicts = {f.check: f.verdict for f in result.findings}
+    assert verdicts["certificate"] == "failing" and verdicts["hosted zone"] == "ok"
+    assert fakes.gate and fakes.gate.notes[-1].kind == "resolved"
+
+
+async def test_rejected_changes_no_listener(ts_env: WorkflowEnvironment, fakes: FakeCerts) -> None:
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue)
+        await until(handle, gate_open)
+        await handle.execute_update("reject", await signed(handle, "bob", approve=False))
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "cert_renewal_rejected")
+    assert result.outcome == "rejected" and not fakes.swaps
+    assert "stays in ACM unused: a later run offers it again" in result.summary
+
+
+async def test_a_certificate_not_yet_issued_keeps_the_run_waiting(
+    ts_env: WorkflowEnvironment, fakes: FakeCerts
+) -> None:
+    fakes.issued = asyncio.Event()
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue, poll_seconds=5)
+        status = await until(handle, lambda s: s.phase == "awaiting certificate")
+        await asyncio.sleep(0.5)
+        status = await handle.query(CertificateRenewal.status)
+        assert status.phase == "awaiting certificate" and status.pending_gate is None
+        waiting = status.timeline[-1]
+        assert waiting.name == "wait for renewed2 ISSUED" and waiting.outcome == "running"
+        assert not fakes.swaps
+        fakes.issued.set()
+        await until(handle, gate_open)
+        await handle.execute_update("approve", await signed(handle, "bob"))
+        result: RunbookResult = await handle.result()
+    assert result.outcome == "completed" and len(fakes.swaps) == 1
+
+
+@pytest.mark.parametrize(
+    ("never_issued", "expected"),
+    [
+        ("VALIDATION_TIMED_OUT", "is VALIDATION_TIMED_OUT; ACM will not issue it"),
+        (None, "ACM did not issue the certificate within 1 h"),
+    ],
+)
+async def test_a_certificate_never_issued_fails_and_notifies(
+    ts_env: WorkflowEnvironment, fakes: FakeCerts, never_issued: str | None, expected: str
+) -> None:
+    fakes.never_issued = never_issued
+    # No answer from ACM, attempt after attempt: the 1-hour bound ends the wait.
+    fakes.wait_fails = never_issued is None
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue, issue_timeout_hours=1)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert expected in str(failed.value.cause)
+    assert fakes.gate and fakes.gate.notes[-1].kind == "failed"
+    assert expected in fakes.gate.notes[-1].text
+    assert not fakes.swaps and not any(n.kind == "approval_request" for n in fakes.gate.notes)
+
+
+async def test_dry_run_plans_without_changing(
+    ts_env: WorkflowEnvironment, fakes: FakeCerts
+) -> None:
+    async with running(ts_env, fakes) as queue:
+        result: RunbookResult = await (await start(ts_env.client, queue, dry_run=True)).result()
+    assert result.outcome == "dry_run"
+    assert result.plan[0].startswith(f"Request a certificate for {DOMAIN} from ACM")
+    assert "request_certificate" not in fakes.calls and not fakes.swaps
+
+
+async def test_an_issued_certificate_in_acm_is_reused(
+    ts_env: WorkflowEnvironment, fakes: FakeCerts
+) -> None:
+    fakes.certificates.append(cert("spare003-0003", 300))  # e.g. left by a rejected run
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue)
+        status = await until(handle, gate_open)
+        assert status.pending_gate and "ACM already holds spare003" in status.pending_gate.summary
+        await handle.execute_update("approve", await signed(handle, "bob"))
+        result: RunbookResult = await handle.result()
+    assert result.outcome == "completed" and "request_certificate" not in fakes.calls
+    assert [s.certificate_arn for s in fakes.swaps] == [ACM + "spare003-0003"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "outcome", "expected"),
+    [
+        ("healthy", "completed", "ACM renews it (AMAZON_ISSUED, ELIGIBLE): nothing to do"),
+        ("other domain", "refused", f"serves {DOMAIN}: no certificate to renew"),
+        ("no zone", "refused", "no Route 53 hosted zone"),
+    ],
+)
+async def test_nothing_is_requested_when_there_is_nothing_to_do(
+    ts_env: WorkflowEnvironment, fakes: FakeCerts, setup: str, outcome: str, expected: str
+) -> None:
+    if setup == "healthy":
+        fakes.certificates = [cert("healthy4-0004", 200)]
+        fakes.listeners = [listener("https", 443, ACM + "healthy4-0004")]
+    elif setup == "other domain":
+        fakes.certificates = [cert("other005-0005", 5, domain="www.revenue-context.com")]
+        fakes.listeners = [listener("https", 443, ACM + "other005-0005")]
+    else:
+        fakes.zone = None
+    async with running(ts_env, fakes) as queue:
+        result: RunbookResult = await (await start(ts_env.client, queue)).result()
+    assert result.outcome == outcome and expected in result.summary
+    assert "request_certificate" not in fakes.calls and not fakes.swaps
+
+
+async def test_listener_not_updated_fails_loudly(
+    ts_env: WorkflowEnvironment, fakes: FakeCerts
+) -> None:
+    fakes.stuck = True
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue, verify_checks=2)
+        await until(handle, gate_open)
+        await handle.execute_update("approve", await signed(handle, "bob"))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert "after 2 reads: prod-revenue-context-alb:443 serves imported" in str(failed.value.cause)
+    assert fakes.gate and fakes.gate.notes[-1].kind == "failed"
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"domain": "not a domain"}, "domain"),
+        ({"domain": "api.prod.revenue-context.com", "days_before_expiry": 0}, "days_before_expiry"),
+        ({"load_balancers": ["no_underscores"]}, "load_balancers"),
+        ({"issue_timeout_hours": 100}, "issue_timeout_hours"),
+        ({"domian": "api.example.com"}, "domian"),
+    ],
+)
+async def test_bad_input_is_refused_naming_the_field(
+    ts_env: WorkflowEnvironment, fakes: FakeCerts, bad: dict[str, Any], field: str
+) -> None:
+    async with running(ts_env, fakes) as queue:
+        handle = await ts_env.client.start_workflow(
+            "CertificateRenewal", bad, id=f"cert-renewal/bad-{uuid.uuid4()}", task_queue=queue
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert field in str(failed.value.cause)
+    assert not fakes.calls
