@@ -1,0 +1,251 @@
+"""Faults injected between the worker and everything it calls, by a proxy of the test's own
+(fault_proxy.py): AWS throttling and 5xx, slow endpoints, Slack and PagerDuty failing.
+
+Three runs at once on one worker, each with its own faults:
+
+- kafka-lag: `/health/workers` answers after the check's timeout and CloudWatch Logs after
+  the activity's; the scale-up (UpdateService) is throttled 6 times, more than botocore's
+  own retries absorb. The diagnosis reports both checks and goes on; the scale is retried
+  with backoff until AWS takes it, once.
+- high-memory: CloudWatch throttles the memory metric and ECS answers 500 to ListTasks (the
+  diagnosis reports both and goes on); RegisterTaskDefinition answers 503 for ever. The
+  step retries within its limits, then the run stops cleanly: nothing registered or
+  updated, the failure in the timeline and in the Slack message.
+- db-failover: Slack answers 503 twice to the approval request and always to the result;
+  PagerDuty is down (connection dropped). The failover completes; every notification is
+  delivered or recorded as failed in the timeline (and so in the incident log).
+"""
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import httpx
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+
+from tests.approvers import signed
+from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_name
+from tests.reliability.fault_proxy import FaultProxy, Request, Rule
+from tests.reliability.harness import WorkerProcess, eventually
+from tests.reliability.test_crash_remediation import KAFKA_INCIDENT, count, steps
+from workflows.models import RunbookResult, RunbookStatus
+from workflows.registry import PROCEDURES
+
+pytestmark = pytest.mark.timeout(400)
+T = TypeVar("T")
+# botocore's standard retry mode (worker.AWS_CONFIG) and the procedures' retry policies.
+BOTOCORE_ATTEMPTS = 5  # retries={"max_attempts": 4} are retries: 5 tries a call
+MUTATE_ATTEMPTS = 5
+NOTIFY_ATTEMPTS = 4
+CHECK_ATTEMPTS = 2  # workflows.diagnosis.CHECK_RETRY
+READ_ATTEMPTS = 3  # workflows.base.READ_RETRY
+
+
+def aws(action: str, *words: bytes) -> Callable[[Request], bool]:
+    return lambda r: r.aws_action == action and all(w in r.body for w in words)
+
+
+def http(prefix: str, *words: bytes) -> Callable[[Request], bool]:
+    return lambda r: r.path.startswith(prefix) and all(w in r.body for w in words)
+
+
+def error(name: str, match: Callable[[Request], bool], status: int, code: str = "") -> Rule:
+    return Rule(name, match, "error", status, code or "InternalFailure")
+
+
+@pytest.fixture(scope="module")
+def proxied(reliability: Reliability) -> Iterator[tuple[FaultProxy, str, WorkerProcess]]:
+    """A worker that reaches AWS, the service, Slack and PagerDuty only through the proxy."""
+    rel = reliability
+    sandbox = rel.sandbox_url
+    routes = {
+        "": rel.aws_url,
+        **dict.fromkeys(("/health", "/metrics", "/slack/", "/pagerduty/"), sandbox),
+    }
+    with FaultProxy(routes) as proxy:
+        queue = queue_name("faults-proxy")
+        worker = rel.worker(
+            queue,
+            AWS_ENDPOINT_URL=proxy.url,
+            API_BASE_URL=proxy.url,
+            SLACK_WEBHOOK_URL=f"{proxy.url}/slack/webhook?token={rel.slack_token}",
+            PAGERDUTY_EVENTS_URL=f"{proxy.url}/pagerduty/v2/enqueue",
+        ).go()
+        yield proxy, queue, worker
+        worker.stop()
+
+
+async def start(rel: Reliability, queue: str, procedure: str, **inp: object) -> WorkflowHandle:
+    proc = PROCEDURES[procedure]
+    model = proc.input_model.model_validate({"requested_by": "alice", **inp})
+    client = await rel.temporal.client()
+    return await client.start_workflow(
+        proc.workflow_type,
+        model,
+        id=f"{proc.workflow_id(model)}/{datetime.now(UTC).timestamp()}",
+        task_queue=queue,
+        result_type=RunbookResult,
+    )
+
+
+async def approve(rel: Reliability, handle: WorkflowHandle) -> None:
+    async def gate_open() -> bool:
+        status = await handle.query("status", result_type=RunbookStatus)
+        return status.pending_gate is not None
+
+    await eventually(gate_open, f"{handle.id}: the gate to open", timeout=180)
+    await handle.execute_update(
+        "approve", await signed(handle, "bob", key=rel.approver_keys()["bob"])
+    )
+
+
+async def activity_attempts(handle: WorkflowHandle, activity_type: str) -> int:
+    """The attempt that completed the activity (Temporal records only the last start)."""
+    scheduled: set[int] = set()
+    attempt = 0
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            if attrs.activity_type.name == activity_type:
+                scheduled.add(event.event_id)
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = event.activity_task_started_event_attributes
+            if started.scheduled_event_id in scheduled:
+                attempt = max(attempt, started.attempt)
+    return attempt
+
+
+async def kafka_lag_throttled(rel: Reliability, proxy: FaultProxy, queue: str) -> None:
+    throttled = error("throttle scale", aws("UpdateService", b"context-engine"), 400)
+    throttled.code, throttled.times = "ThrottlingException", 6
+    scale = proxy.add(throttled)
+    logs = proxy.add(Rule("slow logs", aws("FilterLogEvents", b"context-engine"), "delay"))
+    workers = proxy.add(Rule("slow /health/workers", http("/health/workers"), "delay"))
+    logs.seconds, workers.seconds = 8, 7  # beyond the activity's 6 s; the check's own 5 s
+    handle = await start(
+        rel, queue, "kafka-lag", check_timeout_seconds=6, sample_seconds=1, settle_seconds=2,
+        poll_seconds=0.5, drain_target_seconds=10,
+    )  # fmt: skip
+    await approve(rel, handle)
+    result = await handle.result()
+
+    assert result.outcome == "completed", result.summary
+    found = {f.check: f for f in result.findings}
+    assert found["/health/workers"].verdict == "failing"
+    assert found["/health/workers"].summary == "ReadTimeout: no answer within 5s"
+    slow = found["logs /ecs/production/context-engine"]
+    assert slow.verdict == "unavailable" and "timeout" in slow.summary.lower(), slow
+    assert workers.hits >= 1 and logs.hits == CHECK_ATTEMPTS  # each attempt timed out
+    assert scale.hits == 6  # 5 tries of the first attempt, 1 of the second
+    assert await activity_attempts(handle, "ecs.scale_service") == 2
+    assert steps(result)["scale context-engine"].startswith("ok: desired count 2 -> ")
+
+
+async def high_memory_fails_cleanly(rel: Reliability, proxy: FaultProxy, queue: str) -> None:
+    metric = error("throttle metric", aws("GetMetricStatistics", b"ContainerInsights"), 400)
+    metric.code = "Throttling"
+    proxy.add(metric)
+    tasks = proxy.add(error("tasks 500", aws("ListTasks", b"orchestration-engine"), 500))
+    register = proxy.add(
+        error("register 503", aws("RegisterTaskDefinition"), 503, "ServiceUnavailable")
+    )
+    handle = await start(rel, queue, "high-memory", service="orchestration-engine")
+    await approve(rel, handle)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert "high-memory failed" in str(failed.value.cause)
+
+    status = await handle.query("status", result_type=RunbookStatus)
+    assert (status.outcome, status.phase) == ("failed", "failed")
+    timeline = steps(status)
+    assert timeline["MemoryUtilized"].startswith("failed: "), timeline
+    assert "(Throttling)" in timeline["MemoryUtilized"]
+    assert "(InternalFailure)" in timeline["stopped tasks"]
+    assert timeline["register revision"].startswith("failed: ")
+    assert "(ServiceUnavailable)" in timeline["register revision"]
+    assert "update service orchestration-engine" not in timeline  # stopped before it
+    assert timeline["notify failed"].startswith("ok")
+    # Within the limits: each attempt of the step, each of botocore's tries; then stop.
+    assert register.hits == MUTATE_ATTEMPTS * BOTOCORE_ATTEMPTS
+    assert metric.hits == tasks.hits == READ_ATTEMPTS * BOTOCORE_ATTEMPTS
+
+
+async def db_failover_notifications_fail(
+    rel: Reliability, proxy: FaultProxy, queue: str
+) -> tuple[WorkflowHandle, RunbookResult]:
+    asked = error("slack 503 twice", http("/slack/", b"approval needed", b"db-failover"), 503)
+    asked.times = 2
+    proxy.add(asked)
+    done = proxy.add(error("slack 503", http("/slack/", b"db-failover done"), 503))
+    paged = proxy.add(Rule("pagerduty down", http("/pagerduty/", b"db-failover"), "drop"))
+    handle = await start(rel, queue, "db-failover", poll_seconds=0.2)
+    await approve(rel, handle)
+    result = await handle.result()
+
+    assert result.outcome == "completed", result.summary
+    timeline = steps(result)
+    assert timeline["notify approval_request"] == "ok: sent to Slack"  # the third try
+    assert timeline["page trigger"] == "failed: PagerDuty unreachable: RemoteProtocolError"
+    assert timeline["page resolve"] == "failed: PagerDuty unreachable: RemoteProtocolError"
+    assert timeline["notify resolved"] == "failed: Slack webhook answered 503"
+    assert timeline["reboot with force-failover"].startswith("ok")
+    assert (asked.hits, done.hits, paged.hits) == (2, NOTIFY_ATTEMPTS, 2 * NOTIFY_ATTEMPTS)
+    return handle, result
+
+
+async def test_aws_faults_slow_endpoints_and_failing_notifications(
+    reliability: Reliability, proxied: tuple[FaultProxy, str, WorkerProcess]
+) -> None:
+    rel = reliability
+    proxy, queue, _ = proxied
+    sandbox = httpx.Client(base_url=rel.sandbox_url, timeout=10)
+    sandbox.post("/control/reset").raise_for_status()
+    sandbox.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
+    sandbox.post("/control/heal-delay", json={"seconds": 1}).raise_for_status()
+    sandbox.delete("/slack/messages").raise_for_status()
+    sandbox.delete("/pagerduty/events").raise_for_status()
+    sandbox.post("/control/incidents/kafka-lag", json=KAFKA_INCIDENT).raise_for_status()
+    sandbox.post("/control/incidents/db-failover").raise_for_status()
+    recorder = rel.recorder()
+    recorder.restart()
+    began = time.monotonic()
+
+    async def timed(name: str, run: Awaitable[T]) -> T:
+        result = await run
+        print(f"{name}: done after {time.monotonic() - began:.1f}s")
+        return result
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(timed("kafka-lag", kafka_lag_throttled(rel, proxy, queue)))
+        group.create_task(timed("high-memory", high_memory_fails_cleanly(rel, proxy, queue)))
+        failover = group.create_task(
+            timed("db-failover", db_failover_notifications_fail(rel, proxy, queue))
+        )
+
+    calls = recorder.calls(WORKER_ACCESS_KEY)
+    assert count(calls, "UpdateService", service="context-engine") == 1  # once, when let through
+    assert count(calls, "RegisterTaskDefinition") == 0  # the 503s never reached AWS
+    assert count(calls, "UpdateService", service="orchestration-engine") == 0
+    assert count(calls, "RebootDBInstance") == 1
+
+    # Slack got what was let through, once each: the failover's approval request (on the
+    # third try), not its result (recorded as failed instead), the high-memory failure
+    # with its reason, the kafka-lag result.
+    messages = sandbox.get("/slack/messages").json()
+    texts = [m["text"] for m in messages]
+    assert sum("db-failover: approval needed" in t for t in texts) == 1
+    assert not [t for t in texts if "db-failover done" in t]
+    failed = [json.dumps(m) for m in messages if "high-memory FAILED" in m["text"]]
+    assert len(failed) == 1 and "ServiceUnavailable" in failed[0], texts
+    assert sum("context-engine scaled to" in t for t in texts) == 1
+    # PagerDuty was down for db-failover only.
+    keys = [e.get("dedup_key", "") for e in sandbox.get("/pagerduty/events").json()]
+    assert keys and not [k for k in keys if k.startswith("db-failover/")]
+    handle, _ = failover.result()
+    assert (await handle.query("status", result_type=RunbookStatus)).outcome == "completed"
+    sandbox.post("/control/reset").raise_for_status()
