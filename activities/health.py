@@ -52,7 +52,8 @@ class HealthActivities:
             return HealthResult(
                 path=path,
                 ok=False,
-                error=f"{type(err).__name__}: {err}",
+                # httpx's timeouts carry no message: say what happened.
+                error=f"{type(err).__name__}: {str(err) or f'no answer within {timeout:g}s'}",
                 latency_ms=_ms_since(started),
             )
         return HealthResult(
