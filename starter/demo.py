@@ -22,6 +22,7 @@ from starter.demo_diagnosis import (
     until,
 )
 from starter.demo_remediation import demo_high_memory, demo_llm_budget
+from starter.demo_rollback import demo_rollback
 from starter.stack_cli import load_stack_env, local_stack
 from workflows.db_failover import DbFailoverInput
 from workflows.registry import PROCEDURES
@@ -74,6 +75,7 @@ DEMOS: dict[str, Callable[[Client, httpx.AsyncClient], Awaitable[bool]]] = {
     "triage": demo_triage,
     "llm-budget": demo_llm_budget,
     "high-memory": demo_high_memory,
+    "rollback": demo_rollback,
 }
 
 
