@@ -377,7 +377,9 @@ class Stack:
         return proc.pid
 
     def _child_env(self) -> dict[str, str]:
-        return {**self._environ, **self.client_env(), "PYTHONUNBUFFERED": "1"}
+        # moto writes its request recording into its working directory (the project) unless told.
+        recording = {"MOTO_RECORDER_FILEPATH": str(self.state_dir / "moto-recording.jsonl")}
+        return {**recording, **self._environ, **self.client_env(), "PYTHONUNBUFFERED": "1"}
 
     def _launch(self, unit: str) -> _Launch:
         return {
