@@ -67,12 +67,15 @@ class Worker(threading.Thread):
         partitions: list[int],
         rate: Callable[[], float],
         on_commit: Callable[[], None],
+        behind_since: Callable[[float], bool] = lambda _: True,
     ) -> None:
         super().__init__(name="kafka-worker", daemon=True)
         self._servers = servers
         self.partitions = partitions
         self._rate_of = rate
         self._on_commit = on_commit
+        # Is the group behind, by a lag measured after this time.monotonic()?
+        self._behind_since = behind_since
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -100,18 +103,44 @@ class Worker(threading.Thread):
             consumer.close()
 
     def _consume(self, consumer: Consumer) -> None:
+        """The broker answers a fetch at once when there is nothing new (noida-db does not
+        wait `fetch.wait.max.ms`), so a consumer that has read everything would fetch in a
+        loop: librdkafka and the broker burned about a core between them on an idle stack.
+        A worker that has caught up pauses its partitions until the group's lag, measured
+        after the pause, says there is something to read again."""
         credit = 0.0
+        assignment = consumer.assignment()
+        paused_at: float | None = None
         while not self.stopping.is_set():
             started = time.monotonic()
             credit = min(credit + self._rate_of() * TICK, 1000.0)
-            if credit >= 1:
+            if paused_at is not None and self._behind_since(paused_at):
+                consumer.resume(assignment)
+                paused_at = None
+            if credit >= 1 and paused_at is None:
                 batch = consumer.consume(num_messages=int(credit), timeout=TICK / 2)
                 batch = [m for m in batch if not m.error()]
                 credit -= len(batch)
                 if batch:
                     consumer.commit(asynchronous=False)
                     self._on_commit()
+                elif caught_up(consumer, assignment):
+                    consumer.pause(assignment)
+                    paused_at = time.monotonic()
             time.sleep(max(TICK - (time.monotonic() - started), 0))
+
+
+def caught_up(consumer: Consumer, assignment: list[TP]) -> bool:
+    """Has the consumer read up to the high watermark on every partition (asked of the
+    broker: the last fetch's may be older than a resume)? Unknown positions count as not."""
+    for tp in consumer.position(assignment):
+        try:
+            _, high = consumer.get_watermark_offsets(tp, timeout=1, cached=False)
+        except KafkaException:
+            return False
+        if tp.offset < 0 or tp.offset < high:
+            return False
+    return True
 
 
 class KafkaWorkers:
@@ -294,6 +323,7 @@ class KafkaWorkers:
                 list(range(i, PARTITIONS, want)),
                 self._worker_rate,
                 self._committed,
+                self._behind_since,
             )
             for i in range(want)
         ]
@@ -314,6 +344,9 @@ class KafkaWorkers:
 
     def _committed(self) -> None:
         self.last_commit = time.monotonic()
+
+    def _behind_since(self, since: float) -> bool:
+        return self.lag > 0 and self.lag_measured_at > since
 
     def _measure_lag(self) -> None:
         assert self._admin is not None
