@@ -1,11 +1,12 @@
-"""Rollback end to end by the CLI on the Temporal dev server: the real worker and activities,
-the sandbox's bad deploy in moto, moto's recorder to count the updates that reached AWS."""
+"""Rollback end to end by scripts/rollback.sh and the CLI on the Temporal dev server: the
+real worker and activities, the sandbox's bad deploy in moto, moto's recorder to count the
+updates that reached AWS."""
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,6 +26,7 @@ from workflows.models import RunbookStatus
 
 pytestmark = pytest.mark.timeout(240)
 SERVICES = ("api", "context-engine", "orchestration-engine")
+SCRIPT = Path(__file__).parents[1] / "scripts" / "rollback.sh"
 
 
 async def gate_of(handle: WorkflowHandle, timeout: float = 90) -> RunbookStatus:
@@ -39,42 +41,54 @@ async def gate_of(handle: WorkflowHandle, timeout: float = 90) -> RunbookStatus:
         await asyncio.sleep(0.2)
 
 
-async def test_rollback_by_cli_updates_each_service_once_and_health_reports_the_target(
+async def script(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        str(SCRIPT),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_rollback_script_updates_each_service_once_and_health_reports_the_target(
     worker: dict[str, str],  # noqa: F811
     sandbox: httpx.Client,  # noqa: F811
     dev_env: WorkflowEnvironment,
     aws_endpoint: str,
 ) -> None:
+    """runbook.md's `./scripts/rollback.sh production <previous_image_tag>`: the script
+    starts the runbook and follows it; bob approves with the CLI meanwhile."""
     sandbox.post("/control/incidents/rollback").raise_for_status()
     assert sandbox.get("/health").json()["version"] == "v1.5.0"
     recorder = MotoRecorder(aws_endpoint)
     recorder.restart()
     try:
-        started = await cli(
+        following = await script(
             worker,
-            *("start", "rollback", "--requested-by", "alice", "--json"),
-            *("--set", "target=v1.4.2", "--set", "reason=failed-smoke-tests"),
+            *("production", "v1.4.2", "--requested-by", "alice"),
+            *("--set", "reason=failed-smoke-tests"),
             *("--set", "poll_seconds=0.5", "--set", "verify_interval_seconds=1"),
         )
-        assert started.returncode == 0, started.stderr
-        workflow_id = json.loads(started.stdout)["workflow_id"]
-        assert workflow_id == "rollback/production"
-        handle = dev_env.client.get_workflow_handle(workflow_id)
-        status = await gate_of(handle)
-        gate = status.pending_gate
+        handle = dev_env.client.get_workflow_handle("rollback/production")
+        gate = (await gate_of(handle)).pending_gate
         assert gate and "api: prod-api:" in gate.summary and "(v1.5.0) -> prod-api:" in gate.summary
-        approved = await cli(as_approver(worker, "bob"), "approve", workflow_id, "--as", "bob")
+        approved = await cli(as_approver(worker, "bob"), "approve", handle.id, "--as", "bob")
         assert approved.returncode == 0, approved.stderr
-        done = await cli(worker, "status", workflow_id, "--wait", "--json")
+        out, err = await asyncio.wait_for(following.communicate(), timeout=180)
         updates = [c for c in recorder.calls() if c.action == "UpdateService"]
     finally:
         httpx.post(f"{aws_endpoint}/moto-api/recorder/stop-recording")
-    final = json.loads(done.stdout)
-    assert done.returncode == 0 and final["outcome"] == "completed", done.stdout
+    assert following.returncode == 0, out.decode() + err.decode()
+    assert "outcome: completed" in out.decode()
     assert Counter(c.params["service"] for c in updates) == dict.fromkeys(SERVICES, 1)
     health = sandbox.get("/health")
     assert health.status_code == 200 and health.json() == {"status": "ok", "version": "v1.4.2"}
-    steps = {s["name"]: s for s in final["timeline"]}
-    assert all(steps[f"rollout {s}"]["detail"].split()[1] == "COMPLETED," for s in SERVICES)
-    assert steps["verify health"]["outcome"] == "ok"
-    await replay_and_keep(dev_env, workflow_id, "rollback_e2e_completed")
+    steps = {s.name: s for s in (await handle.query("status", result_type=RunbookStatus)).timeline}
+    assert all(steps[f"rollout {s}"].detail.split()[1] == "COMPLETED," for s in SERVICES)
+    assert steps["verify health"].outcome == "ok"
+    await replay_and_keep(dev_env, handle.id, "rollback_e2e_completed")
+
+    refused = await script(worker, "qa", "v1.4.2")  # bad input: nothing is started
+    _, err = await refused.communicate()
+    assert refused.returncode == 2 and "environment: Value error, 'qa' is not known" in err.decode()
