@@ -50,8 +50,10 @@ def cert(
     kind: str = "AMAZON_ISSUED",
     status: str = "ISSUED",
     eligibility: str | None = None,
+    now: datetime | None = None,
 ) -> Certificate:
-    now = datetime.now(UTC)
+    """`now`: the time the workflow sees (a time-skipping server's clock runs ahead)."""
+    now = now or datetime.now(UTC)
     eligible = kind == "AMAZON_ISSUED" and status == "ISSUED"
     return Certificate(
         arn=ACM + arn_id,
@@ -80,9 +82,8 @@ class FakeCerts:
     """One ALB listener serving an imported certificate 20 days from expiry, by default."""
 
     gate: GateSupport | None = None
-    certificates: list[Certificate] = field(
-        default_factory=lambda: [cert("imported-0001", 20, kind="IMPORTED")]
-    )
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    certificates: list[Certificate] = field(default_factory=list)
     listeners: list[HttpsListener] = field(
         default_factory=lambda: [listener("https", 443, ACM + "imported-0001")]
     )
@@ -101,6 +102,11 @@ class FakeCerts:
     requests: list[RequestCertificateRequest] = field(default_factory=list)
     records: list[RecordRequest] = field(default_factory=list)
     swaps: list[SetCertificateRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.certificates = self.certificates or [
+            cert("imported-0001", 20, kind="IMPORTED", now=self.now)
+        ]
 
     def by_arn(self, arn: str) -> Certificate | None:
         return next((c for c in self.certificates if c.arn == arn), None)
@@ -140,7 +146,13 @@ class FakeCerts:
         async def request(req: RequestCertificateRequest) -> RequestedCertificate:
             self.calls.append("request_certificate")
             self.requests.append(req)
-            new = cert("renewed2-0002", 395, domain=req.domain, status="PENDING_VALIDATION")
+            new = cert(
+                "renewed2-0002",
+                395,
+                domain=req.domain,
+                status="PENDING_VALIDATION",
+                now=self.now,
+            )
             new.validation = [RECORD]
             if not self.by_arn(new.arn):
                 self.certificates.append(new)

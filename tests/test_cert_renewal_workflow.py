@@ -32,8 +32,10 @@ NEW = ACM + "renewed2-0002"
 
 
 @pytest.fixture
-def fakes(tmp_path: Path) -> FakeCerts:
-    return FakeCerts(GateSupport(write_roster(tmp_path)))
+async def fakes(tmp_path: Path, ts_env: WorkflowEnvironment) -> FakeCerts:
+    # Certificates dated by the server's clock, which time skipping moves on.
+    now = await ts_env.get_current_time()
+    return FakeCerts(GateSupport(write_roster(tmp_path)), now=now)
 
 
 @asynccontextmanager
@@ -170,7 +172,9 @@ async def test_dry_run_plans_without_changing(
 async def test_an_issued_certificate_in_acm_is_reused(
     ts_env: WorkflowEnvironment, fakes: FakeCerts
 ) -> None:
-    fakes.certificates.append(cert("spare003-0003", 300))  # e.g. left by a rejected run
+    fakes.certificates.append(
+        cert("spare003-0003", 300, now=fakes.now)
+    )  # e.g. left by a rejected run
     async with running(ts_env, fakes) as queue:
         handle = await start(ts_env.client, queue)
         status = await until(handle, gate_open)
@@ -193,16 +197,18 @@ async def test_nothing_is_requested_when_there_is_nothing_to_do(
     ts_env: WorkflowEnvironment, fakes: FakeCerts, setup: str, outcome: str, expected: str
 ) -> None:
     if setup == "healthy":
-        fakes.certificates = [cert("healthy4-0004", 200)]
+        fakes.certificates = [cert("healthy4-0004", 200, now=fakes.now)]
         fakes.listeners = [listener("https", 443, ACM + "healthy4-0004")]
     elif setup == "other domain":
-        fakes.certificates = [cert("other005-0005", 5, domain="www.revenue-context.com")]
+        fakes.certificates = [
+            cert("other005-0005", 5, domain="www.revenue-context.com", now=fakes.now)
+        ]
         fakes.listeners = [listener("https", 443, ACM + "other005-0005")]
     else:
         fakes.zone = None
     async with running(ts_env, fakes) as queue:
         result: RunbookResult = await (await start(ts_env.client, queue)).result()
-    assert result.outcome == outcome and expected in result.summary
+    assert result.outcome == outcome and expected in result.summary, result.summary
     assert "request_certificate" not in fakes.calls and not fakes.swaps
 
 
