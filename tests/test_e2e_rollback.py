@@ -59,7 +59,7 @@ async def test_rollback_script_updates_each_service_once_and_health_reports_the_
 ) -> None:
     """runbook.md's `./scripts/rollback.sh production <previous_image_tag>`: the script
     starts the runbook and follows it; bob approves with the CLI meanwhile."""
-    sandbox.post("/control/incidents/rollback").raise_for_status()
+    sandbox.post("/control/incidents/rollback", timeout=60).raise_for_status()
     assert sandbox.get("/health").json()["version"] == "v1.5.0"
     recorder = MotoRecorder(aws_endpoint)
     recorder.restart()

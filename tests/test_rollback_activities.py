@@ -2,11 +2,9 @@
 sandbox's bad-deploy incident (sandbox/rollback.py)."""
 
 import asyncio
-from collections.abc import Iterator
 
 import boto3
 import httpx
-import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.ecs import EcsActivities, ServicesRequest
@@ -18,24 +16,7 @@ from activities.ecs_rollout import (
     image_tag,
 )
 from activities.health import HealthActivities, HealthRequest
-
-
-@pytest.fixture
-def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox_url, timeout=60) as client:
-        client.post("/control/reset").raise_for_status()
-        client.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
-        yield client
-        client.post("/control/reset")
-
-
-@pytest.fixture
-def ecs(aws_env: dict[str, str]) -> EcsActivities:
-    return EcsActivities(boto3.client("ecs"))
-
-
-def run(fn, arg):  # type: ignore[no-untyped-def]
-    return ActivityEnvironment().run(fn, arg)
+from tests.test_high_memory_activities import ecs, run, sandbox  # noqa: F401  (fixtures)
 
 
 def family_revisions() -> list[str]:
@@ -46,12 +27,14 @@ def family_revisions() -> list[str]:
 
 
 async def test_bad_deploy_rolled_back_changes_what_health_reports(
-    sandbox: httpx.Client, ecs: EcsActivities, sandbox_url: str
+    sandbox: httpx.Client,  # noqa: F811
+    ecs: EcsActivities,  # noqa: F811
+    sandbox_url: str,
 ) -> None:
     assert sandbox.get("/health").json() == {"status": "ok", "version": "v1.4.2"}
-    sandbox.post("/control/incidents/rollback").raise_for_status()
+    sandbox.post("/control/incidents/rollback", timeout=60).raise_for_status()
     known = family_revisions()
-    sandbox.post("/control/incidents/rollback").raise_for_status()  # again: reused
+    sandbox.post("/control/incidents/rollback", timeout=60).raise_for_status()  # again: reused
     assert family_revisions() == known
     bad = sandbox.get("/health")
     assert bad.status_code == 503 and bad.json()["version"] == "v1.5.0"

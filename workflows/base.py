@@ -150,6 +150,19 @@ class RunbookWorkflow:
             timeline=self._timeline,
         )
 
+    async def not_approved(self, findings: list[Finding], plan: list[str]) -> RunbookResult:
+        """The end of a run whose gate was rejected or timed out: notify, change nothing."""
+        decision = self._decision
+        if decision is None or decision.timed_out:
+            outcome: Outcome = "not_approved"
+            summary = f"No decision within the {self._input.severity} response time"
+        else:
+            outcome = "rejected"
+            summary = f"Rejected by {decision.decided_by}: {decision.comment}"
+        summary += "; nothing was changed"
+        await self.notify("rejected", f"{self.procedure} not run for {self._resource}", summary, {})
+        return self.finish(outcome, summary, findings, plan)
+
     def incident_record(self, error: BaseException | None) -> IncidentRecord:
         """What the incident log keeps of this run (see workflows/incident_log.py)."""
         info, inp = workflow.info(), self._input

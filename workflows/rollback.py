@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.health import HealthActivities, HealthRequest, HealthResult
 
 from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
-from workflows.models import Finding, Outcome, RunbookInput, RunbookResult
+from workflows.models import Finding, RunbookInput, RunbookResult
 
 # environment -> ECS cluster (runbook.md knows one environment: production)
 ENVIRONMENTS = {"production": "prod-revenue-context"}
@@ -322,7 +322,7 @@ class Rollback(RunbookWorkflow):
             return self.finish("dry_run", f"Dry run: {plan.summary}", findings, plan.steps)
         decision = await self.gate("rollback", plan.summary, plan.steps)
         if not decision.approved:
-            return await self._not_approved(findings, plan)
+            return await self.not_approved(findings, plan.steps)
         summary = await self._remediate(inp, plan)
         title = f"{inp.environment.capitalize()} rollback completed to version " + ", ".join(
             sorted({tag_of(m.target, m.service) for m in plan.moves if m.target})
@@ -484,18 +484,6 @@ class Rollback(RunbookWorkflow):
         return health.ok and detailed.ok and right_version, ", ".join(parts)
 
     # ---- endings ----------------------------------------------------------------------------
-
-    async def _not_approved(self, findings: list[Finding], plan: RollbackPlan) -> RunbookResult:
-        decision = self._decision
-        if decision is None or decision.timed_out:
-            outcome: Outcome = "not_approved"
-            summary = f"No decision within the {self._input.severity} response time"
-        else:
-            outcome = "rejected"
-            summary = f"Rejected by {decision.decided_by}: {decision.comment}"
-        summary += "; nothing was changed"
-        await self.notify("rejected", f"rollback not run for {self._resource}", summary, {})
-        return self.finish(outcome, summary, findings, plan.steps)
 
     async def _fail(
         self, plan: RollbackPlan, move: Move | None, reason: str, untouched: list[str]
