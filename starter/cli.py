@@ -369,10 +369,13 @@ def with_client(
     return run
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from starter import demo, incidents_cli, schedules, stack_cli
-    from starter.webhook import cli as webhook_cli
+# The commands defined here; the others' modules (demos, stack, incidents, webhook, schedules)
+# are imported only when one of them, or the full help, is asked for: the demos alone import
+# boto3 and more, about half a second of every `runbook start` (bench/to_gate.py).
+CORE_COMMANDS = ("start", "approve", "reject", "sign", "status", "pending")
 
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runbook", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -419,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     pending.add_argument("--json", action="store_true")
     pending.set_defaults(func=with_client(cmd_pending))
 
+    if command in CORE_COMMANDS:
+        return parser
+    from starter import demo, incidents_cli, schedules, stack_cli
+    from starter.webhook import cli as webhook_cli
+
     stack_cli.add_parser(sub)
     incidents_cli.add_parser(sub)
     demo.add_parser(sub)
@@ -440,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     from starter.stack_cli import load_stack_env
 
     load_stack_env()
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in given if not arg.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args.func(args))
     except BadInput as err:

@@ -1,17 +1,26 @@
 """`runbook stack up|down|status`: the embedded local stack."""
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import shlex
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from settings import get_settings
-from starter.stack import Stack, StackError
+
+if TYPE_CHECKING:
+    from starter.stack import Stack
 
 
 def local_stack() -> Stack:
+    # Imported here: every `runbook` command calls load_stack_env below, and starter.stack
+    # imports psycopg, redis and confluent-kafka, which `runbook start` does not need.
+    from starter.stack import Stack
+
     return Stack(get_settings().state_dir)
 
 
@@ -30,6 +39,8 @@ def load_stack_env() -> None:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
+    from starter.stack import StackError
+
     stack = local_stack()
     if args.action == "up":
         started = time.monotonic()
