@@ -12,6 +12,7 @@ from temporalio.client import Client
 from settings import temporal_client
 from starter.approvers import local_key
 from starter.cli import make_signed, query_status, render_status, run_link, start_procedure
+from starter.demo_cert import demo_cert_renewal
 from starter.demo_diagnosis import (
     demo_api_errors,
     demo_kafka_lag,
@@ -76,6 +77,7 @@ DEMOS: dict[str, Callable[[Client, httpx.AsyncClient], Awaitable[bool]]] = {
     "llm-budget": demo_llm_budget,
     "high-memory": demo_high_memory,
     "rollback": demo_rollback,
+    "cert-renewal": demo_cert_renewal,
 }
 
 
