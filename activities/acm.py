@@ -17,6 +17,8 @@ from pydantic import BaseModel, Field, field_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from activities.keepalive import heartbeating
+
 # The tag that remembers which workflow step requested a certificate.
 REQUEST_TAG = "runbook-request"
 # Statuses from which ACM will never issue the certificate.
@@ -220,6 +222,7 @@ class AcmActivities:
         return None
 
     @activity.defn(name="acm.request_certificate")
+    @heartbeating
     def request_certificate(self, req: RequestCertificateRequest) -> RequestedCertificate:
         """Request a certificate with DNS validation, once per token; return it with its
         validation records (ACM adds them a few seconds after the request)."""

@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.keepalive import heartbeating
+
 SECURE = ("HTTPS", "TLS")
 
 
@@ -112,6 +114,7 @@ class ElbActivities:
             raise
 
     @activity.defn(name="elb.set_listener_certificate")
+    @heartbeating
     def set_listener_certificate(self, req: SetCertificateRequest) -> SetCertificateResult:
         """Make `certificate_arn` the listener's default certificate; nothing is sent when
         the listener already serves it."""

@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from activities.keepalive import heartbeating
+
 
 def fqdn(name: str) -> str:
     return name.lower().rstrip(".") + "."
@@ -83,6 +85,7 @@ class Route53Activities:
         return None
 
     @activity.defn(name="route53.upsert_record")
+    @heartbeating
     def upsert_record(self, req: RecordRequest) -> RecordChange:
         name = fqdn(req.name)
         zone = self._zone(name)

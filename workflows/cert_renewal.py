@@ -55,7 +55,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.route53 import HostedZone, RecordRequest, Route53Activities, ZoneRequest
 
-from workflows.base import READ_RETRY, RunbookWorkflow, failure_message
+from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
 from workflows.idempotency import token
 from workflows.models import Finding, Outcome, RunbookInput, RunbookResult
 
@@ -432,7 +432,7 @@ class CertificateRenewal(RunbookWorkflow):
                     domain=inp.domain, idempotency_token=token("request-certificate")
                 ),
                 start_to_close_timeout=timedelta(minutes=5),
-                heartbeat_timeout=timedelta(seconds=60),
+                heartbeat_timeout=MUTATION_HEARTBEAT,
                 retry_policy=MUTATE_RETRY,
             ),
             lambda r: r.detail,
@@ -447,7 +447,7 @@ class CertificateRenewal(RunbookWorkflow):
                     Route53Activities.upsert_record,
                     RecordRequest(name=record.name, type="CNAME", value=record.value),
                     start_to_close_timeout=timedelta(minutes=10),
-                    heartbeat_timeout=timedelta(seconds=60),
+                    heartbeat_timeout=MUTATION_HEARTBEAT,
                     retry_policy=MUTATE_RETRY,
                 ),
                 lambda r: r.detail,
@@ -483,6 +483,7 @@ class CertificateRenewal(RunbookWorkflow):
                         expected_current=listener.certificate_arn,
                     ),
                     start_to_close_timeout=timedelta(seconds=60),
+                    heartbeat_timeout=MUTATION_HEARTBEAT,
                     retry_policy=MUTATE_RETRY,
                 ),
                 lambda r: r.reason,
