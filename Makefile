@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test reliability lint format stack-up stack-down stack-status clean
+.PHONY: install demo test reliability bench lint format stack-up stack-down stack-status clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: install  ## the whole suite, on real servers started by the tests
 
 reliability: install  ## crashes, bad input, secret scan (also part of `make test`)
 	$(BIN)/python -m pytest tests/reliability
+
+# Not part of `make test`. Quick look: make bench BENCH_ARGS="--runs 10 --incidents 200"
+bench: install  ## every benchmark on its own stacks; figures in bench/RESULTS.md
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

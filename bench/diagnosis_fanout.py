@@ -1,6 +1,6 @@
 """Diagnosis fan-out: the api-errors diagnosis takes about as long as its slowest check.
 
-    .venv/bin/python bench/diagnosis_fanout.py [--runs 2] [--scale 1.0]
+    .venv/bin/python bench/diagnosis_fanout.py [--runs 2] [--scale 1.0] [--json PATH]
 
 It starts what it needs on free ports in a temporary state dir (PostgreSQL, Valkey, Kafka,
 the sandbox with moto; the Temporal dev server; the real worker in this process), injects
@@ -21,16 +21,11 @@ import argparse
 import asyncio
 import inspect
 import os
-import random
-import shutil
-import socket
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,15 +43,14 @@ from activities.health import HealthActivities, HealthRequest
 from activities.logs import LogErrorsRequest, LogsActivities
 from activities.prometheus import BreakersRequest, ErrorRateRequest, PrometheusActivities
 from activities.redis_info import RedisActivities, RedisStatsRequest
+from bench.common import Report, own_stack
 from settings import Settings
-from starter.stack import Stack
 from worker import AWS_CONFIG, build_worker
 from workflows import search_attributes
 from workflows.api_errors import ApiErrorRateSpike, ApiErrorsInput
 from workflows.models import RunbookResult
 
 PARTS = ("postgres", "redis", "kafka", "sandbox", "aws")
-PORTS = ("postgres", "redis", "kafka", "sandbox", "aws", "temporal", "temporal-ui", "webhook")
 # Seconds added to each request of a backend: HTTP paths of the service, or moto services.
 # A check that makes two requests (ECS tasks: list + describe; the 5xx share: two scrapes)
 # pays twice. HTTP checks time out after 5 s, so a single delay stays under that.
@@ -76,40 +70,6 @@ DEADLINE = 115.0  # seconds: the whole benchmark, start-up and shutdown included
 class Check:
     name: str
     run: Callable[[], Awaitable[Any]]
-
-
-def free_port(taken: set[int]) -> int:
-    while True:
-        port = random.randrange(10000, 30000)
-        if port in taken:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        taken.add(port)
-        return port
-
-
-@contextmanager
-def own_stack() -> Iterator[dict[str, str]]:
-    """The parts the diagnosis reads, on free ports in a temporary state dir."""
-    state = Path(tempfile.mkdtemp(prefix="runbook-bench-diag-"))
-    state.chmod(0o755)  # PostgreSQL's unprivileged user must reach it
-    drop = {"TEMPORAL_ADDRESS", "API_BASE_URL", "AWS_ENDPOINT_URL", "DATABASE_URL", "REDIS_URL"}
-    drop |= {"KAFKA_BOOTSTRAP_SERVERS", "SANDBOX_URL", "TEMPORAL_UI_URL", "RUNBOOK_DATABASE_URL"}
-    environ = {k: v for k, v in os.environ.items() if k not in drop and "RUNBOOK_PORT_" not in k}
-    taken: set[int] = set()
-    stack = Stack(state, ports={p: free_port(taken) for p in PORTS}, environ=environ)
-    started = time.monotonic()
-    try:
-        stack.up(PARTS, timeout=60)
-        print(f"stack up in {time.monotonic() - started:.1f}s (state {state})", flush=True)
-        yield stack.client_env()
-    finally:
-        stack.down()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def checks(inp: ApiErrorsInput, http: httpx.AsyncClient, settings: Settings) -> list[Check]:
@@ -184,7 +144,9 @@ async def through_the_worker(
     return (last - first).total_seconds(), wall, each
 
 
-def report(alone: dict[str, float], runs: list[tuple[float, float, dict[str, float]]]) -> bool:
+def report(
+    alone: dict[str, float], runs: list[tuple[float, float, dict[str, float]]], figures: Report
+) -> bool:
     slowest_name = max(alone, key=alone.__getitem__)
     slowest, total = alone[slowest_name], sum(alone.values())
     spans = [span for span, _, _ in runs]
@@ -210,10 +172,15 @@ def report(alone: dict[str, float], runs: list[tuple[float, float, dict[str, flo
         f"{'OK' if ratio <= TARGET else 'MISSED'}"
     )
     print(f"sum / diagnosis = {total / span:.1f}x faster than one after another")
+    figures.add(f"slowest check alone ({slowest_name})", slowest, "s")
+    figures.add("the 8 checks one after another (as a person would)", total, "s")
+    figures.add(f"diagnosis in the workflow (median of {len(runs)} runs)", span, "s")
+    figures.add("diagnosis / slowest check", ratio, "x", target=f"<= {TARGET}", below=TARGET + 1e-9)
+    figures.add("one after another / diagnosis (speed-up)", total / span, "x")
     return ratio <= TARGET
 
 
-async def measure(stack_env: dict[str, str], runs: int, scale: float) -> bool:
+async def measure(stack_env: dict[str, str], runs: int, scale: float, figures: Report) -> bool:
     queue = f"bench-diagnosis-{uuid.uuid4().hex[:8]}"
     os.environ.update(stack_env)  # boto3 reads AWS_* from the environment
     settings = Settings.model_validate({**stack_env, "RUNBOOK_TASK_QUEUE": queue})
@@ -238,19 +205,26 @@ async def measure(stack_env: dict[str, str], runs: int, scale: float) -> bool:
         finally:
             await env.shutdown()
             await sandbox.delete("/control/latency")
-    return report(alone, results)
+    return report(alone, results, figures)
 
 
-async def main(args: argparse.Namespace) -> int:
-    started = time.monotonic()
-    with own_stack() as stack_env:
-        left = DEADLINE - (time.monotonic() - started) - 10  # 10 s to stop the stack
-        try:
-            ok = await asyncio.wait_for(measure(stack_env, args.runs, args.scale), left)
-        except TimeoutError:
-            print(f"gave up: the benchmark did not finish within {DEADLINE:.0f}s")
-            ok = False
-    print(f"benchmark done in {time.monotonic() - started:.1f}s")
+async def run(args: argparse.Namespace, stack_env: dict[str, str], figures: Report) -> bool:
+    left = DEADLINE - (time.monotonic() - args.started) - 10  # 10 s to stop the stack
+    try:
+        return await asyncio.wait_for(measure(stack_env, args.runs, args.scale, figures), left)
+    except TimeoutError:
+        print(f"gave up: the benchmark did not finish within {DEADLINE:.0f}s")
+        return False
+
+
+def main(args: argparse.Namespace) -> int:
+    """The parts the diagnosis reads on free ports in a temporary state dir, then measure."""
+    args.started = time.monotonic()
+    figures = Report("diagnosis fan-out")
+    with own_stack("diag", PARTS, timeout=60) as (_, stack_env):
+        ok = asyncio.run(run(args, stack_env, figures))
+    print(f"benchmark done in {time.monotonic() - args.started:.1f}s")
+    figures.write(args.json)
     return 0 if ok else 1
 
 
@@ -258,8 +232,9 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=2, help="dry runs through the worker")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every latency")
+    parser.add_argument("--json", help="write the figures here")
     return parser.parse_args()
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(parse())))
+    sys.exit(main(parse()))

@@ -1,0 +1,125 @@
+"""Approval to action: from an approval accepted to the first mutating activity starting,
+for every procedure in workflows/registry.py that has a gate.
+
+    .venv/bin/python bench/approval_to_action.py [--runs 10] [--procedure NAME]...
+        [--json PATH]
+
+Its own stack (the real worker as its own process) on free ports. For each procedure,
+`--runs` times: reset the sandbox and inject the procedure's incident, start the run as
+`runbook start` does, wait for the gate, approve it as bob (signed, the CLI's
+`make_signed`), then read the run's history: the `WorkflowExecutionUpdateAccepted` event of
+the approval, the `ActivityTaskScheduled` of the first mutating activity (bench/runs.py
+MUTATING; else the first activity that is not the gate's own) and its `ActivityTaskStarted`
+(the worker began the attempt). Both are the server's timestamps. The run is then
+terminated (its verify step would take minutes) and the sandbox reset for the next one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+from temporalio.client import Client
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Report, own_stack, percentile
+from bench.runs import SMALL_WINDOW, ActionRun, decide, finish, inject, start, to_action, to_gate
+from settings import temporal_client
+from starter.approvers import local_key
+from workflows.registry import PROCEDURES, Procedure
+
+TARGET_P99 = 0.25  # seconds
+
+
+async def one(client: Client, procedure: Procedure, key: str) -> ActionRun | None:
+    handle, t0 = await start(client, procedure, SMALL_WINDOW.get(procedure.name, []))
+    gate = await to_gate(handle, t0)
+    if gate.gate is None:
+        return None  # no gate: nothing to approve
+    await decide(handle, key, approve=True)
+    run = await to_action(handle)
+    await handle.terminate("benchmark: the action started; its verify step is not measured")
+    await finish(handle, quiet=True)
+    return run
+
+
+def describe(label: str, runs: list[ActionRun], report: Report) -> None:
+    scheduled = [r.scheduled for r in runs if r.scheduled is not None]
+    started = [r.started for r in runs if r.started is not None]
+    if not started:
+        report.note(f"{label}: no mutating activity seen after the approval")
+        return
+    names = Counter(r.activity for r in runs)
+    between = Counter(name for r in runs for name in r.between)
+    report.note(
+        f"{label}: first mutating activity {', '.join(names)}; before it, after the approval: "
+        + (", ".join(f"{n} ({c}x)" for n, c in between.items()) or "nothing")
+    )
+    report.add(
+        f"{label}: approval accepted -> action scheduled p50", percentile(scheduled, 50), "s"
+    )
+    report.add(f"{label}: approval accepted -> action started p50", percentile(started, 50), "s")
+    report.add(
+        f"{label}: approval accepted -> action started p99",
+        percentile(started, 99),
+        "s",
+        below=TARGET_P99,
+    )
+
+
+async def measure(args: argparse.Namespace, env: dict[str, str], report: Report) -> None:
+    client = await temporal_client()
+    key = local_key(Path(env["RUNBOOK_STATE_DIR"]), "bob")
+    every: list[ActionRun] = []
+    async with httpx.AsyncClient(base_url=env["SANDBOX_URL"], timeout=30) as sandbox:
+        for name in args.procedure or list(PROCEDURES):
+            procedure = PROCEDURES[name]
+            print(f"\n{name}: {args.runs} runs", flush=True)
+            runs: list[ActionRun] = []
+            for _ in range(args.runs):
+                await inject(sandbox, name)
+                run = await one(client, procedure, key)
+                if run is None:
+                    report.note(f"{name}: no gate (read-only or nothing to do): not measured")
+                    break
+                runs.append(run)
+            describe(name, runs, report)
+            every += runs
+    if len(every) > 1:
+        started = [r.started for r in every if r.started is not None]
+        report.add(
+            f"all procedures ({len(started)} runs): approval -> action started p50",
+            percentile(started, 50),
+            "s",
+        )
+        report.add(
+            f"all procedures ({len(started)} runs): approval -> action started p99",
+            percentile(started, 99),
+            "s",
+            below=TARGET_P99,
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=10, help="runs per procedure")
+    parser.add_argument("--procedure", action="append", choices=sorted(PROCEDURES))
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    report = Report("approval to action")
+    started = time.monotonic()
+    with own_stack("action", ["worker"]) as (_, env):
+        asyncio.run(measure(args, env, report))
+    print(f"done in {time.monotonic() - started:.0f}s")
+    report.write(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Cold start: `runbook stack up` until ready, and the worker alone until it polls.
+
+    .venv/bin/python bench/cold_start.py [--stack-runs 2] [--worker-runs 5] [--json PATH]
+
+1. `runbook stack up` as a person runs it (the console script, its own process), each time
+   in a new empty state dir (RUNBOOK_STATE_DIR) on free ports (RUNBOOK_PORT_*): PostgreSQL's
+   initdb, every server, the worker and the webhook, until the command returns (it returns
+   when every part answers its own protocol and the worker polls). Then `runbook stack down`.
+2. With a stack up, `python worker.py` alone on a task queue of its own, from the process
+   start until the Temporal server lists it as a poller of that queue
+   (DescribeTaskQueue), then SIGTERM. Also the import time of `worker` alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    ROOT,
+    Report,
+    embedded_environ,
+    free_ports,
+    new_state_dir,
+    own_stack,
+    percentile,
+)
+from settings import temporal_client
+
+STACK_TARGET = 15.0
+WORKER_TARGET = 3.0
+
+
+def runbook() -> list[str]:
+    script = ROOT / ".venv" / "bin" / "runbook"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "starter.cli"]
+
+
+def stack_up_once() -> float:
+    state = new_state_dir("cold")
+    env = embedded_environ({"RUNBOOK_STATE_DIR": str(state)})
+    env |= {f"RUNBOOK_PORT_{p.upper().replace('-', '_')}": str(n) for p, n in free_ports().items()}
+    try:
+        started = time.monotonic()
+        up = subprocess.run([*runbook(), "stack", "up"], env=env, capture_output=True, text=True)
+        took = time.monotonic() - started
+        if up.returncode != 0:
+            raise RuntimeError(f"runbook stack up failed: {up.stdout[-800:]}{up.stderr[-800:]}")
+        return took
+    finally:
+        subprocess.run([*runbook(), "stack", "down"], env=env, capture_output=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+async def worker_once(env: dict[str, str]) -> float:
+    queue = f"bench-cold-{uuid.uuid4().hex[:8]}"
+    client = await temporal_client()
+    request = DescribeTaskQueueRequest(
+        namespace="default",
+        task_queue=TaskQueue(name=queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    child_env = {**os.environ, **env, "RUNBOOK_TASK_QUEUE": queue}
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "worker.py")],
+        env=child_env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        while True:
+            described = await client.workflow_service.describe_task_queue(request)
+            if described.pollers:
+                return time.monotonic() - started
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker.py exited with {proc.returncode} before polling")
+            if time.monotonic() - started > 60:
+                raise RuntimeError("worker.py did not poll within 60 s")
+            await asyncio.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def import_seconds(module: str, runs: int = 3) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, check=True)
+        best = min(best, time.monotonic() - started)
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stack-runs", type=int, default=2)
+    parser.add_argument("--worker-runs", type=int, default=5)
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    report = Report("cold start")
+    started = time.monotonic()
+
+    ups = [stack_up_once() for _ in range(args.stack_runs)]
+    for i, took in enumerate(ups):
+        print(f"  runbook stack up #{i + 1}: {took:.1f}s", flush=True)
+    if ups:
+        report.add(
+            "`runbook stack up` (empty state dir) until ready, p50", percentile(ups, 50), "s"
+        )
+        report.add(
+            "`runbook stack up` (empty state dir) until ready, max",
+            max(ups),
+            "s",
+            below=STACK_TARGET,
+        )
+
+    if args.worker_runs:
+        parts = ["postgres", "redis", "kafka", "sandbox", "temporal"]
+        with own_stack("cold-worker", parts) as (_, env):
+            polls = [asyncio.run(worker_once(env)) for _ in range(args.worker_runs)]
+        for i, took in enumerate(polls):
+            print(f"  worker.py #{i + 1}: polling after {took:.2f}s", flush=True)
+        report.add("worker alone: process start -> polling, p50", percentile(polls, 50), "s")
+        report.add(
+            "worker alone: process start -> polling, max", max(polls), "s", below=WORKER_TARGET
+        )
+    report.add("`python -c 'import worker'` (best of 3)", import_seconds("worker"), "s")
+    report.add("`python -c 'import starter.cli'` (best of 3)", import_seconds("starter.cli"), "s")
+    print(f"done in {time.monotonic() - started:.0f}s")
+    report.write(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
