@@ -506,7 +506,8 @@ class CertificateRenewal(RunbookWorkflow):
             serving = {x.arn: x.certificate_arn for x in result.listeners if x.arn in wanted}
             if len(serving) == len(wanted) and set(serving.values()) == {new.arn}:
                 labels = ", ".join(x.label for x in plan.listeners)
-                self.record("listeners verified", "ok", f"{labels} serve {new.short}")
+                verb = "serves" if len(wanted) == 1 else "serve"
+                self.record("listeners verified", "ok", f"{labels} {verb} {new.short}")
                 return labels
             if check < inp.verify_checks:
                 await workflow.sleep(inp.verify_interval_seconds)
