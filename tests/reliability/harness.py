@@ -209,7 +209,7 @@ def parse_call(entry: dict[str, Any]) -> AwsCall:
     path = urlsplit(entry.get("url") or "").path
     if "/operation/" in path:  # Smithy RPC v2 (CBOR): the operation is in the path
         return AwsCall(path.rpartition("/operation/")[2], {}, access_key)
-    if path.endswith("/rrset") and entry.get("method") == "POST":  # Route 53 (REST)
+    if path.rstrip("/").endswith("/rrset") and entry.get("method") == "POST":  # Route 53
         return AwsCall("ChangeResourceRecordSets", {"path": path}, access_key)
     form = {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
     return AwsCall(form.pop("Action", ""), form, access_key)

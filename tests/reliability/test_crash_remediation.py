@@ -31,6 +31,7 @@ from workflows.registry import PROCEDURES
 pytestmark = pytest.mark.timeout(600)
 
 SECRET = "prod/revenue-context/config"
+GOOD_TAG = "v1.4.2"  # the sandbox's seed; its bad deploy is v1.5.0
 BUDGET_KEY = "LLM_DAILY_BUDGET"
 # As in tests/test_e2e_diagnosis.py: 2 workers consume 120/s of 150/s, the lag grows.
 KAFKA_INCIDENT = {
@@ -46,10 +47,16 @@ KAFKA_INCIDENT = {
 class Chain:
     procedure: str
     inp: dict[str, Any]
-    # Where each worker dies; the first runs diagnosis, gate and approval. A last worker
-    # (no crash) is added to run the procedure to its end.
+    # Where each worker dies, in order. A last worker (no crash) runs the procedure to its
+    # end.
     plan: list[str]
+    # The worker for plan[gate_at] is alive when the gate opens: the approval is sent then,
+    # that worker checks it and dies at its point.
+    gate_at: int = 0
+    # Approved only once this other chain's run is over (both change the same service).
+    after: str | None = None
     hit: list[str] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 CHAINS = [
@@ -94,7 +101,40 @@ CHAINS = [
             "schedule:ecs.wait_running",
         ],
     ),
+    Chain(
+        "rollback",  # context-engine, from the sandbox's bad deploy, once kafka-lag is over
+        {
+            "services": ["context-engine"],
+            "target": GOOD_TAG,
+            "reason": "failed-smoke-tests",
+            "poll_seconds": 0.5,
+            "verify_interval_seconds": 1,
+        },
+        [
+            "schedule:ecs.use_task_definition",  # approved -> point the service back
+            "after-call:ecs.UpdateService",  # updated, not reported
+            "schedule:ecs.wait_rollout",  # update retried (not repeated) -> rollout
+            "schedule:health.check",  # rolled out -> verify /health
+        ],
+        after="kafka-lag",
+    ),
+    Chain(
+        "cert-renewal",  # the certificate is obtained before the gate, swapped after it
+        {"poll_seconds": 1, "verify_interval_seconds": 1},
+        [
+            "schedule:acm.request_certificate",  # diagnosed -> request
+            "after-call:acm.RequestCertificate",  # requested, not reported
+            "schedule:route53.upsert_record",  # request retried (found by its token) -> DNS
+            "after-call:route-53.ChangeResourceRecordSets",  # record written, not reported
+            "schedule:acm.wait_issued",  # UPSERT retried (already there) -> wait for ACM
+            "schedule:elb.set_listener_certificate",  # issued, approved -> swap
+            "after-call:elastic-load-balancing-v2.ModifyListener",  # swapped, not reported
+            "schedule:elb.https_listeners",  # swap retried (already serves it) -> verify
+        ],
+        gate_at=5,
+    ),
 ]
+BY_NAME = {chain.procedure: chain for chain in CHAINS}
 
 
 async def crash_through(rel: Reliability, chain: Chain) -> RunbookResult:
@@ -102,7 +142,7 @@ async def crash_through(rel: Reliability, chain: Chain) -> RunbookResult:
     queue = queue_name(f"crash-{chain.procedure}")
     crashes = CrashChain(rel, queue, [*chain.plan, None], ahead=2)
     began = time.monotonic()
-    first = crashes.release()
+    worker = crashes.release()
     procedure = PROCEDURES[chain.procedure]
     inp = procedure.input_model.model_validate({"requested_by": "alice", **chain.inp})
     client = await rel.temporal.client()
@@ -118,19 +158,23 @@ async def crash_through(rel: Reliability, chain: Chain) -> RunbookResult:
         status = await handle.query("status", result_type=RunbookStatus)
         return status.pending_gate is not None
 
-    await eventually(gate_open, f"{handle.id}: the gate to open", timeout=180)
-    print(f"{chain.procedure}: gate open after {time.monotonic() - began:.1f}s")
-    await handle.execute_update(
-        "approve", await signed(handle, "bob", key=rel.approver_keys()["bob"])
-    )
-    await crashes.crashed(first, chain.plan[0])
-    for point in chain.plan[1:]:
-        await crashes.crash_next(point)
+    for index, point in enumerate(chain.plan):
+        if index:
+            worker = crashes.release()
+        if index == chain.gate_at:
+            await eventually(gate_open, f"{handle.id}: the gate to open", timeout=180)
+            if chain.after:
+                await BY_NAME[chain.after].done.wait()
+            print(f"{chain.procedure}: approved after {time.monotonic() - began:.1f}s")
+            key = rel.approver_keys()["bob"]
+            await handle.execute_update("approve", await signed(handle, "bob", key=key))
+        await crashes.crashed(worker, point)
     last = crashes.release()
     result = await asyncio.wait_for(handle.result(), timeout=240)
     last.stop()
     print(f"{chain.procedure}: {result.outcome} after {time.monotonic() - began:.1f}s")
     chain.hit = crashes.hit
+    chain.done.set()
     return result
 
 
@@ -157,6 +201,9 @@ async def test_remediations_survive_a_crash_before_inside_and_after_each_mutatio
     sandbox.post("/control/incidents/llm-budget").raise_for_status()
     sandbox.post("/control/incidents/kafka-lag", json=KAFKA_INCIDENT).raise_for_status()
     sandbox.post("/control/incidents/api-errors", json={"cause": "capacity"}).raise_for_status()
+    bad_deploy = {"services": ["context-engine"]}
+    sandbox.post("/control/incidents/rollback", json=bad_deploy).raise_for_status()
+    assert sandbox.get("/health").status_code == 503
     sm = boto3.client(
         "secretsmanager",
         endpoint_url=rel.aws_url,
@@ -205,10 +252,26 @@ async def test_remediations_survive_a_crash_before_inside_and_after_each_mutatio
     assert "already on" in done["update service orchestration-engine"]
 
     # kafka-lag and api-errors: each scaled once; the retry found the count already set.
-    assert count(calls, "UpdateService", service="context-engine") == 1
-    assert count(calls, "UpdateService", service="api", desiredCount=5) == 1
+    scaled = [c for c in calls if c.action == "UpdateService" and "desiredCount" in c.params]
+    assert count(scaled, "UpdateService", service="context-engine") == 1
+    assert count(scaled, "UpdateService", service="api", desiredCount=5) == 1
     assert "already at desired" in steps(results["kafka-lag"])["scale context-engine"]
     assert "already at desired" in steps(results["api-errors"])["scale api"]
+
+    # rollback: context-engine pointed back once; /health healthy again.
+    moved = [c for c in calls if c.action == "UpdateService" and "taskDefinition" in c.params]
+    assert count(moved, "UpdateService", service="context-engine") == 1
+    assert "no update sent" in steps(results["rollback"])["update context-engine"]
+    assert sandbox.get("/health").status_code == 200
+
+    # cert-renewal: one certificate requested, one record written, one listener swap.
+    assert count(calls, "RequestCertificate") == 1
+    assert count(calls, "ChangeResourceRecordSets") == 1
+    assert count(calls, "ModifyListener") == 1
+    done = steps(results["cert-renewal"])
+    assert "already requested by this step" in done["request certificate"]
+    assert "already points at" in next(v for k, v in done.items() if k.startswith("publish"))
+    assert "already serves" in next(v for k, v in done.items() if k.startswith("set certif"))
 
     # No approval request or result message sent twice.
     texts = [m["text"] for m in sandbox.get("/slack/messages").json()]
@@ -220,6 +283,8 @@ async def test_remediations_survive_a_crash_before_inside_and_after_each_mutatio
         "high-memory done for orchestration-engine",
         "context-engine scaled to",
         "api scaled to 5",
+        f"rollback completed to version {GOOD_TAG}",
+        "cert-renewal done for",
     ):
         assert sum(title in t for t in texts) == 1, (title, texts)
     sandbox.post("/control/reset").raise_for_status()
