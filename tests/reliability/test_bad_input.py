@@ -90,11 +90,42 @@ SPECIFIC: dict[str, list[tuple[str, Any, str]]] = {
         ("zero check timeout", {"check_timeout_seconds": 0}, "check_timeout_seconds"),
         ("huge log window", {"log_minutes": 10**9}, "log_minutes"),
     ],
+    "HighMemory": [
+        ("memory below Fargate's least", {"memory": 256}, "memory"),
+        ("memory not a number", {"memory": "lots"}, "memory"),
+        ("huge memory", {"memory": 10**7}, "memory"),
+        ("threshold above 100%", {"threshold_percent": 150}, "threshold_percent"),
+        ("zero verify checks", {"verify_checks": 0}, "verify_checks"),
+        ("empty service", {"service": ""}, "service"),
+    ],
+    "Rollback": [
+        ("unknown service", {"services": ["billing"]}, "services"),
+        ("no services", {"services": []}, "services"),
+        ("not an image tag", {"target": "v1 .5; rm"}, "target"),
+        ("unknown environment", {"environment": "moon"}, "environment"),
+        ("one revision searched", {"revisions": 1}, "revisions"),
+        ("huge reason", {"reason": "x" * 501}, "reason"),
+    ],
+    "CertificateRenewal": [
+        ("not a DNS name", {"domain": "not_a.domain!"}, "domain"),
+        ("bad load balancer name", {"load_balancers": ["-alb-"]}, "load_balancers"),
+        ("zero days", {"days_before_expiry": 0}, "days_before_expiry"),
+        ("beyond ACM's 72 h", {"issue_timeout_hours": 100}, "issue_timeout_hours"),
+        ("empty listener", {"listener_arn": ""}, "listener_arn"),
+        ("force not a boolean", {"force": "please"}, "force"),
+    ],
 }
+# The shared input checks (RunbookInput, the input guard) run for every procedure through
+# the same code: the later procedures get the ones that depend on the workflow's own model.
+PER_MODEL = {"misspelt field", "null", "no input at all", "malformed JSON", "a list, not an object"}
+LATER = {"HighMemory", "Rollback", "CertificateRenewal"}
 WORKFLOW_CASES = [
     pytest.param(wf_type, value, field, id=f"{wf_type}: {name}")
     for wf_type in SPECIFIC
-    for name, value, field in [*COMMON, *SPECIFIC[wf_type]]
+    for name, value, field in [
+        *(c for c in COMMON if wf_type not in LATER or c[0] in PER_MODEL),
+        *SPECIFIC[wf_type],
+    ]
 ]
 
 
@@ -161,8 +192,17 @@ async def test_workflow_input_refused_naming_the_field(
             {"service": "no-such-service", "sample_seconds": 0, "check_timeout_seconds": 5},
             "could not be described",
         ),
+        ("HighMemory", {"memory": 2500}, "is not valid on Fargate with cpu 1024"),
+        ("Rollback", {"services": ["api"], "target": "v9.9.9"}, "has image tag 'v9.9.9'"),
+        ("CertificateRenewal", {"domain": "shop.example.org"}, "no certificate to renew"),
     ],
-    ids=["db-failover: unknown instance", "kafka-lag: unknown service"],
+    ids=[
+        "db-failover: unknown instance",
+        "kafka-lag: unknown service",
+        "high-memory: invalid Fargate pair",
+        "rollback: unknown image tag",
+        "cert-renewal: domain on no listener",
+    ],
 )
 async def test_unknown_resource_is_refused_without_acting(
     bad: Fixture, workflow_type: str, value: dict[str, Any], refusal: str
