@@ -88,6 +88,7 @@ def escalation_policy(settings: Settings) -> EscalationPolicy:
         business_hours=(time.fromisoformat(start), time.fromisoformat(end)),
         timezone=settings.business_timezone,
         two_approvers=frozenset(p.strip() for p in settings.two_approvers.split(",") if p.strip()),
+        paging=bool(settings.pagerduty_routing_key),
     )
 
 

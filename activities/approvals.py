@@ -39,6 +39,9 @@ class EscalationPolicy(BaseModel):
     business_days: tuple[int, ...] = (0, 1, 2, 3, 4)  # Monday to Friday
     timezone: str = "UTC"
     two_approvers: frozenset[str] = frozenset()
+    # False when no PagerDuty routing key is configured: the gate then skips its page
+    # activities, which could only answer "skipped" (one round trip before the action).
+    paging: bool = True
 
 
 class EscalationRequest(BaseModel):
@@ -58,6 +61,8 @@ class EscalationLevel(BaseModel):
 class EscalationPlan(BaseModel):
     levels: list[EscalationLevel]
     approvals_required: int
+    # A plan recorded before this field existed reads True: its replay pages as it did.
+    paging: bool = True
 
 
 class SignedDecision(BaseModel):
@@ -129,7 +134,9 @@ class ApprovalActivities:
             allowed = list(ROLES[ROLES.index(role) :])
             levels.append(EscalationLevel(role=role, deadline=deadline, may_decide=allowed))
         required = 2 if req.procedure in self._policy.two_approvers else 1
-        return EscalationPlan(levels=levels, approvals_required=required)
+        return EscalationPlan(
+            levels=levels, approvals_required=required, paging=self._policy.paging
+        )
 
     def _level_end(self, req: EscalationRequest, start: datetime) -> datetime:
         if req.level_seconds is not None:

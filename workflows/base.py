@@ -99,6 +99,7 @@ class RunbookWorkflow:
         self._plan: list[str] = []
         self._summary = ""
         self._seen_signatures: set[str] = set()
+        self._paging = True  # from the gate's escalation plan: False when PagerDuty is off
 
     # ---- state --------------------------------------------------------------------------
 
@@ -267,6 +268,7 @@ class RunbookWorkflow:
             retry_policy=READ_RETRY,
         )
         self._approvals, self._decision = [], None
+        self._paging = escalation.paging
         self._pending = PendingGate(
             gate=gate,
             requested_at=opened,
@@ -336,8 +338,11 @@ class RunbookWorkflow:
         await self._page("trigger", f"{title} ({level.role})")
 
     async def _page(self, action: str, summary: str) -> None:
-        """PagerDuty alongside Slack; one alert a gate (dedup key), resolved when decided."""
+        """PagerDuty alongside Slack; one alert a gate (dedup key), resolved when decided.
+        Nothing when the worker has no PagerDuty routing key (the escalation plan says so)."""
         assert self._pending is not None
+        if not self._paging:
+            return
         event = PagerDutyEvent(
             action=action,  # type: ignore[arg-type]
             dedup_key=f"{workflow.info().workflow_id}/{self._pending.gate}",
