@@ -1,7 +1,7 @@
 """Approval to action: from an approval accepted to the first mutating activity starting,
 for every procedure in workflows/registry.py that has a gate.
 
-    .venv/bin/python bench/approval_to_action.py [--runs 10] [--procedure NAME]...
+    .venv/bin/python bench/approval_to_action.py [--runs 5] [--procedure NAME]...
         [--json PATH]
 
 Its own stack (the real worker as its own process) on free ports. For each procedure,
@@ -108,13 +108,19 @@ async def measure(args: argparse.Namespace, env: dict[str, str], report: Report)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=10, help="runs per procedure")
+    parser.add_argument("--runs", type=int, default=5, help="runs per procedure")
     parser.add_argument("--procedure", action="append", choices=sorted(PROCEDURES))
+    parser.add_argument(
+        "--paging",
+        action="store_true",
+        help="give the worker a PagerDuty routing key (pages go to the sandbox)",
+    )
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     report = Report("approval to action")
     started = time.monotonic()
-    with own_stack("action", ["worker"]) as (_, env):
+    paging = {"PAGERDUTY_ROUTING_KEY": "bench-routing-key"} if args.paging else {}
+    with own_stack("action", ["worker"], paging) as (_, env):
         asyncio.run(measure(args, env, report))
     print(f"done in {time.monotonic() - started:.0f}s")
     report.write(args.json)

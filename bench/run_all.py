@@ -115,10 +115,10 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, total: flo
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=50, help="start-to-gate runs a procedure")
-    parser.add_argument("--cli-runs", type=int, default=5)
+    parser.add_argument("--cli-runs", type=int, default=3)
     parser.add_argument("--window-runs", type=int, default=3)
     parser.add_argument("--fanout-runs", type=int, default=2)
-    parser.add_argument("--action-runs", type=int, default=10)
+    parser.add_argument("--action-runs", type=int, default=5)
     parser.add_argument("--incidents", type=int, default=1000)
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--stack-runs", type=int, default=2)

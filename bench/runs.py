@@ -175,20 +175,28 @@ def breakdown(seen: list[HistoryEvent]) -> dict[str, float]:
 
 
 async def decide(
-    handle: WorkflowHandle, key: str, approve: bool, who: str = "bob", wait: bool = True
+    handle: WorkflowHandle,
+    key: str,
+    approve: bool,
+    who: str = "bob",
+    wait: bool = True,
+    gate: str | None = None,
 ) -> tuple[float, float]:
     """Sign and send a decision on the open gate (approve, or reject with a reason), as
-    `runbook approve` does; `wait=False` returns once the Update is accepted, not when its
-    handler (the signature check) is done. Returns time.time() when it was sent and when
-    the call returned."""
-    desc = await handle.describe()
-    status = await query_status(handle)
-    if status.pending_gate is None:
-        raise RuntimeError(f"{handle.id}: no gate open (phase {status.phase})")
+    `runbook approve` does (which asks the run for its gate; a known `gate` name and the
+    handle's run id spare that query). `wait=False` returns once the Update is accepted,
+    not when its handler (the signature check) is done. Returns time.time() when it was
+    sent and when the call returned."""
+    if gate is None or handle.result_run_id is None:
+        status = await query_status(handle)
+        if status.pending_gate is None:
+            raise RuntimeError(f"{handle.id}: no gate open (phase {status.phase})")
+        gate = status.pending_gate.gate
+    run_id = handle.result_run_id or (await handle.describe()).run_id
     signed = make_signed(
-        desc.id,
-        desc.run_id,
-        status.pending_gate.gate,
+        handle.id,
+        run_id,
+        gate,
         who,
         key,
         approve=approve,

@@ -14,7 +14,7 @@ one warm-up run, `--runs` times
 2. follows the run's history by long poll until the search attribute `RunbookGate` becomes
    `waiting` (the gate is open: the diagnosis and the plan are in the run's status), and
    until the approval request reached Slack (the sandbox's webhook);
-3. rejects it as bob with a signed rejection and waits for the run to end.
+3. terminates it (the next run has the same workflow id).
 
 `--cli-runs` more runs start with the `runbook start --json` process itself: its wall time
 (interpreter start-up and imports included, what a person waits for) and from the process
@@ -45,35 +45,35 @@ from bench.common import ROOT, Report, own_stack, percentile
 from bench.runs import (
     SMALL_WINDOW,
     GateRun,
-    decide,
     finish,
     inject,
     start,
     to_gate,
 )
 from settings import temporal_client
-from starter.approvers import local_key
 from workflows.registry import PROCEDURES, Procedure
 
 P50_TARGET = 1.0  # seconds
 P99_TARGET = 2.0
 
 
-async def close(run: GateRun, handle: WorkflowHandle, key: str) -> None:
-    """Reject at the open gate as bob (signed), then wait for the end."""
+async def close(run: GateRun, handle: WorkflowHandle) -> None:
+    """End the run waiting at its gate before the next one (same workflow id). Terminated,
+    not rejected: a rejection's notification and incident record are not measured here and
+    would only lengthen `make bench` (bench/approval_to_action.py decides gates)."""
     if run.gate is not None:
-        await decide(handle, key, approve=False)
-    await finish(handle)
+        await handle.terminate("benchmark: the gate opened; nothing to decide")
+    await finish(handle, quiet=True)
 
 
-async def in_process(client: Client, procedure: Procedure, sets: list[str], key: str) -> GateRun:
+async def in_process(client: Client, procedure: Procedure, sets: list[str]) -> GateRun:
     handle, t0 = await start(client, procedure, sets)
     run = await to_gate(handle, t0)
-    await close(run, handle, key)
+    await close(run, handle)
     return run
 
 
-async def by_cli(client: Client, procedure: Procedure, sets: list[str], key: str) -> GateRun:
+async def by_cli(client: Client, procedure: Procedure, sets: list[str]) -> GateRun:
     runbook = ROOT / ".venv" / "bin" / "runbook"
     argv = [str(runbook)] if runbook.exists() else [sys.executable, "-m", "starter.cli"]
     argv += ["start", procedure.name, "--json", "--requested-by", "bench"]
@@ -90,7 +90,7 @@ async def by_cli(client: Client, procedure: Procedure, sets: list[str], key: str
     handle = client.get_workflow_handle(started["workflow_id"], run_id=started["run_id"])
     run = await to_gate(handle, t0)
     run.cli_wall = wall
-    await close(run, handle, key)
+    await close(run, handle)
     return run
 
 
@@ -125,7 +125,6 @@ def describe(label: str, runs: list[GateRun], report: Report) -> None:
 
 async def measure(args: argparse.Namespace, env: dict[str, str], report: Report) -> None:
     client = await temporal_client()
-    key = local_key(Path(env["RUNBOOK_STATE_DIR"]), "bob")
     names = args.procedure or list(PROCEDURES)
     report.note(f"procedures in the registry: {', '.join(PROCEDURES)}")
     async with httpx.AsyncClient(base_url=env["SANDBOX_URL"], timeout=30) as sandbox:
@@ -135,23 +134,23 @@ async def measure(args: argparse.Namespace, env: dict[str, str], report: Report)
             small = SMALL_WINDOW.get(name, [])
             label = name + (f" ({', '.join(small)})" if small else "")
             print(f"\n{label}: incident {injected}; {args.runs} runs", flush=True)
-            await in_process(client, procedure, small, key)  # warm-up, not counted
-            runs = [await in_process(client, procedure, small, key) for _ in range(args.runs)]
+            await in_process(client, procedure, small)  # warm-up, not counted
+            runs = [await in_process(client, procedure, small) for _ in range(args.runs)]
             describe(label, runs, report)
             if small and args.window_runs:
                 windowed = [
-                    await in_process(client, procedure, [], key) for _ in range(args.window_runs)
+                    await in_process(client, procedure, []) for _ in range(args.window_runs)
                 ]
                 describe(f"{name} (default window)", windowed, report)
             if args.cli_runs:
-                cli = [await by_cli(client, procedure, small, key) for _ in range(args.cli_runs)]
+                cli = [await by_cli(client, procedure, small) for _ in range(args.cli_runs)]
                 describe(f"{label} by the CLI process", cli, report)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--cli-runs", type=int, default=5)
+    parser.add_argument("--cli-runs", type=int, default=3)
     parser.add_argument("--window-runs", type=int, default=3)
     parser.add_argument("--procedure", action="append", choices=sorted(PROCEDURES))
     parser.add_argument("--json", help="write the figures here")
