@@ -155,7 +155,9 @@ async def high_memory_fails_cleanly(rel: Reliability, proxy: FaultProxy, queue: 
     register = proxy.add(
         error("register 503", aws("RegisterTaskDefinition"), 503, "ServiceUnavailable")
     )
-    handle = await start(rel, queue, "high-memory", service="orchestration-engine")
+    # 8192 MiB: a size no earlier test registered (a revision with it would be reused).
+    inp = {"service": "orchestration-engine", "memory": 8192}
+    handle = await start(rel, queue, "high-memory", **inp)
     await approve(rel, handle)
     with pytest.raises(WorkflowFailureError) as failed:
         await handle.result()
