@@ -3,9 +3,9 @@ PagerDuty routing key and the LLM config secret's other values, searched for in 
 histories, every history on this suite's Temporal server, and every log of its runs (the
 workers', the sandbox's, the server's, the CLI transcript, post-mortem drafts).
 
-It runs an end-to-end failover of its own first (Slack, PagerDuty, a signed approval by the
-CLI), so it proves something when run alone; in the full suite it also sees the crash,
-fault and bad-input runs."""
+Run alone, it first makes an end-to-end failover of its own (Slack, PagerDuty, a signed
+approval by the CLI), so it proves something; in the full suite the crash test's failover
+did all that already, and the scan also sees the crash, fault and bad-input runs."""
 
 import json
 from pathlib import Path
@@ -86,6 +86,22 @@ async def failover_end_to_end(rel: Reliability) -> None:
     assert sandbox.get("/pagerduty/events").json(), "PagerDuty was never called"
 
 
+async def secrets_already_used(rel: Reliability) -> bool:
+    """A failover on this server that paged, told Slack and took a signed approval (the
+    crash test's, in the full suite): its histories and logs are already there to scan."""
+    client = await rel.temporal.client()
+    query = "WorkflowType = 'DatabaseFailover' AND ExecutionStatus = 'Completed'"
+    async for execution in client.list_workflows(query):
+        handle = client.get_workflow_handle(
+            execution.id, run_id=execution.run_id, result_type=RunbookResult
+        )
+        result = await handle.result()
+        done = {s.name for s in result.timeline if s.outcome == "ok"}
+        if {"notify approval_request", "page trigger"} <= done and result.decision:
+            return True
+    return False
+
+
 async def all_histories(rel: Reliability) -> dict[str, str]:
     client = await rel.temporal.client()
     found = {}
@@ -107,7 +123,8 @@ def files(*roots: Path) -> dict[str, str]:
 
 async def test_no_secret_in_any_history_or_log(reliability: Reliability) -> None:
     rel = reliability
-    await failover_end_to_end(rel)
+    if not await secrets_already_used(rel):  # run alone: make a run that uses them all
+        await failover_end_to_end(rel)
     secrets = {**rel.secrets(), **llm_secret_values(rel)}
     logs = files(rel.state / "logs", rel.state / "postmortems")
     histories = {**files(HISTORIES), **await all_histories(rel)}
