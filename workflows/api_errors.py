@@ -15,7 +15,6 @@ with workflow.unsafe.imports_passed_through():
         ScaleRequest,
         ServicesRequest,
         TasksRequest,
-        WaitRunningRequest,
     )
     from activities.health import HealthActivities, HealthRequest, WaitHealthyRequest
     from activities.logs import LogErrorsRequest, LogsActivities
@@ -28,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.redis_info import RedisActivities, RedisStats, RedisStatsRequest
 
-from workflows.base import MUTATION_HEARTBEAT, RunbookWorkflow, failure_message
+from workflows.base import RunbookWorkflow, failure_message
 from workflows.diagnosis import (
     first_service,
     judge_health,
@@ -36,8 +35,8 @@ from workflows.diagnosis import (
     judge_one_service,
     judge_tasks,
     read,
+    scale_and_wait,
 )
-from workflows.kafka_lag import SCALE_RETRY
 from workflows.models import Finding, Outcome, ParamSpec, RunbookInput, RunbookResult
 
 CPU_HIGH = 80.0  # the `db-cpu-high` alarm's threshold, percent
@@ -306,39 +305,10 @@ class ApiErrorRateSpike(RunbookWorkflow):
         return [f for f, _ in results], first_service(results[0][1])
 
     async def _remediate(self, inp: ApiErrorsInput, target: int) -> str:
-        self.set_phase("act")
-        await self.step(
-            f"scale {inp.service}",
-            workflow.execute_activity_method(
-                EcsActivities.scale_service,
-                ScaleRequest(
-                    cluster=inp.cluster,
-                    service=inp.service,
-                    desired_count=target,
-                    max_count=inp.max_count,
-                ),
-                start_to_close_timeout=timedelta(seconds=60),
-                heartbeat_timeout=MUTATION_HEARTBEAT,
-                retry_policy=SCALE_RETRY,
-            ),
-            lambda r: r.reason,
+        scale = ScaleRequest(
+            cluster=inp.cluster, service=inp.service, desired_count=target, max_count=inp.max_count
         )
-        self.set_phase("verify")
-        await self.step(
-            f"wait until {target} {inp.service} tasks run",
-            workflow.execute_activity_method(
-                EcsActivities.wait_running,
-                WaitRunningRequest(
-                    cluster=inp.cluster,
-                    service=inp.service,
-                    at_least=target,
-                    poll_seconds=inp.poll_seconds,
-                ),
-                start_to_close_timeout=timedelta(seconds=inp.scale_timeout_seconds),
-                heartbeat_timeout=timedelta(seconds=max(30, inp.poll_seconds * 4)),
-            ),
-            lambda r: f"{r.running_count}/{r.desired_count} running after {r.waited_seconds:.0f}s",
-        )
+        await scale_and_wait(self, scale, inp.poll_seconds, inp.scale_timeout_seconds)
         rate = await self._wait_error_rate(inp)
         await self.step(
             "verify /health/detailed",

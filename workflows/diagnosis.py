@@ -1,5 +1,6 @@
 """Pieces the diagnosis-heavy procedures share (kafka-lag, api-errors, triage): reading with
-a per-check timeout, and judges that turn an activity's result into a finding."""
+a per-check timeout, judges that turn an activity's result into a finding, and the scale
+step both remediations end with."""
 
 from collections.abc import Awaitable
 from datetime import timedelta
@@ -9,17 +10,30 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ecs import EcsService, ServicesResult, TasksResult
+    from activities.ecs import (
+        EcsActivities,
+        EcsService,
+        ScaleRequest,
+        ServicesResult,
+        TasksResult,
+        WaitRunningRequest,
+    )
     from activities.health import HealthResult
     from activities.kafka import DlqPeekResult, LagResult
     from activities.logs import LogErrorsResult
     from activities.postgres_queries import ConnectionSummary, SlowQueriesResult
 
+from workflows.base import MUTATION_HEARTBEAT, RunbookWorkflow
 from workflows.models import Finding
 
 # Diagnosis checks retry once: a check that still fails is reported "unavailable" quickly.
 CHECK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=2)
 ERRORS_FAILING = 50  # more ERROR lines than this in the window is a failing service
+SCALE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_attempts=5,
+    non_retryable_error_types=["ValueError", "ServiceNotFound", "ClusterNotFound"],
+)
 
 
 def read(method: Any, arg: Any, timeout_seconds: float, heartbeat: bool = False) -> Awaitable[Any]:
@@ -30,6 +44,41 @@ def read(method: Any, arg: Any, timeout_seconds: float, heartbeat: bool = False)
         start_to_close_timeout=timedelta(seconds=timeout_seconds),
         heartbeat_timeout=timedelta(seconds=max(timeout_seconds, 10)) if heartbeat else None,
         retry_policy=CHECK_RETRY,
+    )
+
+
+async def scale_and_wait(
+    wf: RunbookWorkflow, scale: ScaleRequest, poll_seconds: float, timeout_seconds: float
+) -> None:
+    """Scale a service (idempotent, capped by `max_count`), then wait until that many tasks run."""
+    wf.set_phase("act")
+    await wf.step(
+        f"scale {scale.service}",
+        workflow.execute_activity_method(
+            EcsActivities.scale_service,
+            scale,
+            start_to_close_timeout=timedelta(seconds=60),
+            heartbeat_timeout=MUTATION_HEARTBEAT,
+            retry_policy=SCALE_RETRY,
+        ),
+        lambda r: r.reason,
+    )
+    wf.set_phase("verify")
+    target = scale.desired_count
+    await wf.step(
+        f"wait until {target} {scale.service} tasks run",
+        workflow.execute_activity_method(
+            EcsActivities.wait_running,
+            WaitRunningRequest(
+                cluster=scale.cluster,
+                service=scale.service,
+                at_least=target,
+                poll_seconds=poll_seconds,
+            ),
+            start_to_close_timeout=timedelta(seconds=timeout_seconds),
+            heartbeat_timeout=timedelta(seconds=max(30, poll_seconds * 4)),
+        ),
+        lambda r: f"{r.running_count}/{r.desired_count} running after {r.waited_seconds:.0f}s",
     )
 
 

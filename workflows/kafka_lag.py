@@ -6,7 +6,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -15,14 +14,13 @@ with workflow.unsafe.imports_passed_through():
         EcsService,
         ScaleRequest,
         ServicesRequest,
-        WaitRunningRequest,
     )
     from activities.health import HealthActivities, HealthRequest
     from activities.kafka import DlqPeekRequest, KafkaActivities, LagRequest, LagResult
     from activities.logs import LogErrorsRequest, LogsActivities
     from activities.postgres_queries import QueryActivities, SlowQueriesRequest, SlowQueriesResult
 
-from workflows.base import MUTATION_HEARTBEAT, RunbookWorkflow, failure_message
+from workflows.base import RunbookWorkflow, failure_message
 from workflows.diagnosis import (
     describe_slow,
     first_service,
@@ -32,14 +30,9 @@ from workflows.diagnosis import (
     judge_logs,
     judge_one_service,
     read,
+    scale_and_wait,
 )
 from workflows.models import Finding, Outcome, ParamSpec, RunbookInput, RunbookResult
-
-SCALE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    maximum_attempts=5,
-    non_retryable_error_types=["ValueError", "ServiceNotFound", "ClusterNotFound"],
-)
 
 
 class KafkaLagInput(RunbookInput):
@@ -254,39 +247,13 @@ class KafkaConsumerLag(RunbookWorkflow):
         return [f for f, _ in results], results[0][1], first_service(results[1][1])
 
     async def _remediate(self, inp: KafkaLagInput, target: int) -> tuple[str, str]:
-        self.set_phase("act")
-        await self.step(
-            f"scale {inp.service}",
-            workflow.execute_activity_method(
-                EcsActivities.scale_service,
-                ScaleRequest(
-                    cluster=inp.cluster,
-                    service=inp.service,
-                    desired_count=target,
-                    max_count=inp.max_workers,
-                ),
-                start_to_close_timeout=timedelta(seconds=60),
-                heartbeat_timeout=MUTATION_HEARTBEAT,
-                retry_policy=SCALE_RETRY,
-            ),
-            lambda r: r.reason,
+        scale = ScaleRequest(
+            cluster=inp.cluster,
+            service=inp.service,
+            desired_count=target,
+            max_count=inp.max_workers,
         )
-        self.set_phase("verify")
-        await self.step(
-            f"wait until {target} {inp.service} tasks run",
-            workflow.execute_activity_method(
-                EcsActivities.wait_running,
-                WaitRunningRequest(
-                    cluster=inp.cluster,
-                    service=inp.service,
-                    at_least=target,
-                    poll_seconds=inp.poll_seconds,
-                ),
-                start_to_close_timeout=timedelta(seconds=inp.scale_timeout_seconds),
-                heartbeat_timeout=timedelta(seconds=max(30, inp.poll_seconds * 4)),
-            ),
-            lambda r: f"{r.running_count}/{r.desired_count} running after {r.waited_seconds:.0f}s",
-        )
+        await scale_and_wait(self, scale, inp.poll_seconds, inp.scale_timeout_seconds)
         return await self._verify_lag(inp, target)
 
     async def _verify_lag(self, inp: KafkaLagInput, target: int) -> tuple[str, str]:
