@@ -20,7 +20,7 @@ demo: install  ## start the embedded stack and run the db-failover demo to the e
 test: install  ## the whole suite, on real servers started by the tests
 	$(BIN)/python -m pytest
 
-reliability: install  ## crashes, bad input, secret scan (also part of `make test`)
+reliability: install  ## crashes, faults, bad input, secret scan (also part of `make test`)
 	$(BIN)/python -m pytest tests/reliability
 
 # Not part of `make test`. Quick look: make bench BENCH_ARGS="--runs 10 --incidents 200"
