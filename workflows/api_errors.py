@@ -37,7 +37,7 @@ from workflows.diagnosis import (
     read,
     scale_and_wait,
 )
-from workflows.models import Finding, Outcome, ParamSpec, RunbookInput, RunbookResult
+from workflows.models import Finding, ParamSpec, RunbookInput, RunbookResult
 
 CPU_HIGH = 80.0  # the `db-cpu-high` alarm's threshold, percent
 Recommendation = Literal["scale", "db-failover", "escalate", "none"]
@@ -222,7 +222,7 @@ class ApiErrorRateSpike(RunbookWorkflow):
             ],
         )
         if not decision.approved:
-            return await self._not_approved(findings, plan, decision.timed_out)
+            return await self.not_approved(findings, plan.steps)
         target = int(decision.number("desired_count"))
         try:
             summary = await self._remediate(inp, target)
@@ -350,20 +350,6 @@ class ApiErrorRateSpike(RunbookWorkflow):
                     non_retryable=True,
                 )
             await workflow.sleep(timedelta(seconds=inp.poll_seconds))
-
-    async def _not_approved(
-        self, findings: list[Finding], plan: ApiPlan, timed_out: bool
-    ) -> RunbookResult:
-        decision = self._decision
-        if timed_out or decision is None:
-            outcome: Outcome = "not_approved"
-            summary = f"Not approved within the {self._input.severity} response time"
-        else:
-            outcome = "rejected"
-            summary = f"Rejected by {decision.decided_by}: {decision.comment}"
-        summary += "; nothing was changed"
-        await self.notify("rejected", f"api-errors not run for {self._resource}", summary, {})
-        return self.finish(outcome, summary, findings, plan.steps)
 
     async def _fail(self, plan: ApiPlan, err: BaseException) -> None:
         reason = failure_message(err)

@@ -151,7 +151,9 @@ class RunbookWorkflow:
             timeline=self._timeline,
         )
 
-    async def not_approved(self, findings: list[Finding], plan: list[str]) -> RunbookResult:
+    async def not_approved(
+        self, findings: list[Finding], plan: list[str], unchanged: str = "nothing was changed"
+    ) -> RunbookResult:
         """The end of a run whose gate was rejected or timed out: notify, change nothing."""
         decision = self._decision
         if decision is None or decision.timed_out:
@@ -160,7 +162,7 @@ class RunbookWorkflow:
         else:
             outcome = "rejected"
             summary = f"Rejected by {decision.decided_by}: {decision.comment}"
-        summary += "; nothing was changed"
+        summary += f"; {unchanged}"
         await self.notify("rejected", f"{self.procedure} not run for {self._resource}", summary, {})
         return self.finish(outcome, summary, findings, plan)
 

@@ -57,7 +57,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
 from workflows.idempotency import token
-from workflows.models import Finding, Outcome, RunbookInput, RunbookResult
+from workflows.models import Finding, RunbookInput, RunbookResult
 
 # runbook.md, "If Expired": `aws acm request-certificate --domain-name api.prod.revenue-context.com`
 DEFAULT_DOMAIN = "api.prod.revenue-context.com"
@@ -537,19 +537,11 @@ class CertificateRenewal(RunbookWorkflow):
     async def _not_approved(
         self, findings: list[Finding], plan: CertPlan, new: Certificate
     ) -> RunbookResult:
-        decision = self._decision
-        if decision is None or decision.timed_out:
-            outcome: Outcome = "not_approved"
-            summary = f"No decision within the {self._input.severity} response time"
-        else:
-            outcome = "rejected"
-            summary = f"Rejected by {decision.decided_by}: {decision.comment}"
-        summary += (
-            f"; the listeners were not changed. Certificate {new.short} ({new.status}) stays "
+        unchanged = (
+            f"the listeners were not changed. Certificate {new.short} ({new.status}) stays "
             "in ACM unused: a later run offers it again"
         )
-        await self.notify("rejected", f"cert-renewal not run for {self._resource}", summary, {})
-        return self.finish(outcome, summary, findings, plan.steps)
+        return await self.not_approved(findings, plan.steps, unchanged)
 
     async def _fail(self, plan: CertPlan, reason: str) -> NoReturn:
         self._outcome = "failed"

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
-from workflows.models import Finding, Outcome, RunbookInput, RunbookResult
+from workflows.models import Finding, RunbookInput, RunbookResult
 
 CONNECTIONS_HIGH = 400  # the `db-connections-high` alarm's threshold
 CPU_HIGH = 80.0  # the `db-cpu-high` alarm's threshold, percent
@@ -181,7 +181,7 @@ class DatabaseFailover(RunbookWorkflow):
         if plan.action == "failover":
             decision = await self.gate("failover", plan.summary, plan.steps)
             if not decision.approved:
-                return await self._not_approved(findings, plan, decision.timed_out)
+                return await self.not_approved(findings, plan.steps)
         try:
             summary = await self._remediate(inp, plan)
         except ActivityError as err:
@@ -294,20 +294,6 @@ class DatabaseFailover(RunbookWorkflow):
             self.record("connection leak", "info", f"{result.count} sessions idle in transaction")
             return f"{result.count} sessions idle in transaction: look for a connection leak"
         return "no sessions idle in transaction"
-
-    async def _not_approved(
-        self, findings: list[Finding], plan: FailoverPlan, timed_out: bool
-    ) -> RunbookResult:
-        decision = self._decision
-        if timed_out or decision is None:
-            outcome: Outcome = "not_approved"
-            summary = f"No decision within the {self._input.severity} escalation path"
-        else:
-            outcome = "rejected"
-            summary = f"Rejected by {decision.decided_by}: {decision.comment}"
-        summary += "; nothing was changed"
-        await self.notify("rejected", f"db-failover not run for {self._resource}", summary, {})
-        return self.finish(outcome, summary, findings, plan.steps)
 
     async def _fail(self, plan: FailoverPlan, err: ActivityError) -> None:
         reason = failure_message(err)

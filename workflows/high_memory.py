@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.fargate import memory_refusal
 
 from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
-from workflows.models import Finding, Outcome, RunbookInput, RunbookResult
+from workflows.models import Finding, RunbookInput, RunbookResult
 
 NAMESPACE, METRIC = "ECS/ContainerInsights", "MemoryUtilized"
 MUTATE_RETRY = RetryPolicy(
@@ -197,7 +197,7 @@ class HighMemory(RunbookWorkflow):
             return self.finish("dry_run", f"Dry run: {plan.summary}", diag.findings, plan.steps)
         decision = await self.gate("raise-memory", plan.summary, plan.steps)
         if not decision.approved:
-            return await self._not_approved(diag.findings, plan)
+            return await self.not_approved(diag.findings, plan.steps)
         try:
             summary = await self._remediate(inp, plan)
         except (ActivityError, ApplicationError) as err:  # a failed step or verification
@@ -329,18 +329,6 @@ class HighMemory(RunbookWorkflow):
             type="MemoryStillHigh",
             non_retryable=True,
         )
-
-    async def _not_approved(self, findings: list[Finding], plan: MemoryPlan) -> RunbookResult:
-        decision = self._decision
-        if decision is None or decision.timed_out:
-            outcome: Outcome = "not_approved"
-            summary = f"No decision within the {self._input.severity} response time"
-        else:
-            outcome = "rejected"
-            summary = f"Rejected by {decision.decided_by}: {decision.comment}"
-        summary += "; nothing was changed"
-        await self.notify("rejected", f"high-memory not run for {self._resource}", summary, {})
-        return self.finish(outcome, summary, findings, plan.steps)
 
     async def _fail(self, plan: MemoryPlan, reason: str) -> None:
         self._outcome = "failed"

@@ -186,7 +186,7 @@ class KafkaConsumerLag(RunbookWorkflow):
             ],
         )
         if not decision.approved:
-            return await self._not_approved(findings, plan, decision.timed_out)
+            return await self.not_approved(findings, plan.steps)
         target = int(decision.number("desired_count"))
         try:
             summary, kind = await self._remediate(inp, target)
@@ -299,20 +299,6 @@ class KafkaConsumerLag(RunbookWorkflow):
         except ActivityError as err:
             return f"unavailable ({failure_message(err)})"
         return describe_slow(slow) or "none recorded"
-
-    async def _not_approved(
-        self, findings: list[Finding], plan: LagPlan, timed_out: bool
-    ) -> RunbookResult:
-        decision = self._decision
-        if timed_out or decision is None:
-            outcome: Outcome = "not_approved"
-            summary = f"Not approved within the {self._input.severity} response time"
-        else:
-            outcome = "rejected"
-            summary = f"Rejected by {decision.decided_by}: {decision.comment}"
-        summary += "; nothing was changed"
-        await self.notify("rejected", f"kafka-lag not run for {self._resource}", summary, {})
-        return self.finish(outcome, summary, findings, plan.steps)
 
     async def _fail(self, plan: LagPlan, err: ActivityError) -> None:
         reason = failure_message(err)

@@ -43,7 +43,6 @@ from workflows.idempotency import token
 from workflows.models import (
     Finding,
     GateResult,
-    Outcome,
     ParamSpec,
     RunbookInput,
     RunbookResult,
@@ -253,7 +252,7 @@ class LlmBudgetExhaustion(RunbookWorkflow):
         )
         decision = await self.gate("raise-budget", plan.summary, plan.steps, params=[param])
         if not decision.approved:
-            return await self._not_approved(diag.findings, plan)
+            return await self.not_approved(diag.findings, plan.steps)
         budget = decision.number("daily_budget")
         try:
             summary = await self._remediate(inp, diag, budget)
@@ -471,18 +470,6 @@ class LlmBudgetExhaustion(RunbookWorkflow):
             )
 
     # ---- endings ------------------------------------------------------------------------------
-
-    async def _not_approved(self, findings: list[Finding], plan: BudgetPlan) -> RunbookResult:
-        decision = self._decision
-        if decision is None or decision.timed_out:
-            outcome: Outcome = "not_approved"
-            summary = f"No decision within the {self._input.severity} response time"
-        else:
-            outcome = "rejected"
-            summary = f"Rejected by {decision.decided_by}: {decision.comment}"
-        summary += "; nothing was changed"
-        await self.notify("rejected", f"llm-budget not run for {self._resource}", summary, {})
-        return self.finish(outcome, summary, findings, plan.steps)
 
     async def _fail(self, plan: BudgetPlan, err: ActivityError) -> None:
         reason = failure_message(err)
