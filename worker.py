@@ -217,6 +217,10 @@ def schedule_activities(client: Client, settings: Settings, http: httpx.AsyncCli
     return [spend.read, AlarmActivities(AlarmStarter(client)).start_once]
 
 
+# Activities one worker runs at once (the SDK's default), each with a thread if it needs one.
+ACTIVITY_SLOTS = 100
+
+
 def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) -> Worker:
     return Worker(
         client,
@@ -226,7 +230,11 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
             *build_activities(settings, http),
             *schedule_activities(client, settings, http),
         ],
-        activity_executor=ThreadPoolExecutor(max_workers=50),
+        # As many threads as activity slots: a sync activity handed to this worker starts at
+        # once. One queued behind busy threads would not heartbeat, and a mutation would be
+        # retried elsewhere after its 10 s heartbeat timeout while it still waits to run here.
+        max_concurrent_activities=ACTIVITY_SLOTS,
+        activity_executor=ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS),
         interceptors=INTERCEPTORS,
         workflow_runner=WORKFLOW_RUNNER,
         # Bad input (from the Temporal UI, say) fails the run with a message naming the
