@@ -66,10 +66,11 @@ def test_ecs_services_are_seeded_and_scaling_is_idempotent_and_capped(
     again = run(ecs.scale_service, ask)  # a retry
     down = run(ecs.scale_service, ask.model_copy(update={"desired_count": 1}))
     assert first.changed and (first.previous_desired, first.desired_count) == (2, 4)
-    assert pending.running_count == 2 and pending.pending_count == 2  # tasks take a while
+    # New tasks take a while to run (a loaded machine may already see some of them running).
+    assert pending.running_count + pending.pending_count == 4 and pending.running_count >= 2
     assert not again.changed and not down.changed and "not scaling down" in down.reason
     done = run(ecs.wait_running, WaitRunningRequest(service="context-engine", poll_seconds=0.1))
-    assert done.running_count == 4 and done.polls > 1
+    assert done.running_count == 4 and done.desired_count == 4
 
     with pytest.raises(ApplicationError) as capped:
         run(ecs.scale_service, ask.model_copy(update={"desired_count": 7}))
