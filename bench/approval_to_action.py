@@ -89,7 +89,8 @@ async def measure(args: argparse.Namespace, env: dict[str, str], report: Report)
                     report.note(f"{name}: no gate (read-only or nothing to do): not measured")
                     break
                 runs.append(run)
-            describe(name, runs, report)
+            if runs:
+                describe(name, runs, report)
             every += runs
     if len(every) > 1:
         started = [r.started for r in every if r.started is not None]
