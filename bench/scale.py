@@ -181,7 +181,7 @@ def profile_text(path: Path, top: int = 12) -> list[str]:
     """py-spy raw output (`frame;frame;... count`): self samples by leaf function, and
     inclusive samples by the first package a stack enters from the worker's own loop."""
     if not path.exists():
-        return ["no profile (py-spy not installed or not permitted)"]
+        return ["no profile (--no-profile, or py-spy missing or not permitted)"]
     leaves: Counter[str] = Counter()
     packages: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
