@@ -249,7 +249,7 @@ class DiagnosisSandbox(Collector):
             sandbox.delay(str(response.service_name))
             return original(response)
 
-        BaseResponse.call_action = call_action  # type: ignore[method-assign]
+        BaseResponse.call_action = call_action  # type: ignore[method-assign,assignment]
 
     # ---- control ------------------------------------------------------------------------------
 

@@ -151,8 +151,8 @@ class EcsSim:
                 tasks = [t for t in tasks if t.group == f"service:{service_name}"]
             return tasks
 
-        EC2ContainerServiceBackend.update_service = update_service  # type: ignore[method-assign]
-        EC2ContainerServiceBackend.list_tasks = list_tasks  # type: ignore[method-assign]
+        EC2ContainerServiceBackend.update_service = update_service  # type: ignore[method-assign,assignment]
+        EC2ContainerServiceBackend.list_tasks = list_tasks  # type: ignore[method-assign,assignment]
 
     # ---- seeding --------------------------------------------------------------------------
 
@@ -220,7 +220,7 @@ class EcsSim:
     def _new_tasks(self, service: Service, count: int) -> list[Task]:
         backend = self.backend
         cluster = backend.clusters[CLUSTER]
-        task_def = backend.describe_task_definition(service.task_definition)
+        task_def = backend.describe_task_definition(str(service.task_definition))
         tasks = []
         for _ in range(count):
             task = Task(
@@ -302,7 +302,7 @@ class EcsSim:
 
 
 def _dep_id(service: Service) -> str:
-    return service.deployments[0]["id"] if service.deployments else "ecs-svc/none"
+    return str(service.deployments[0]["id"]) if service.deployments else "ecs-svc/none"
 
 
 def _deployment_key(service: Service) -> str:

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -168,7 +169,7 @@ class KafkaWorkers:
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        conf = {"bootstrap.servers": self._bootstrap, "logger": log}
+        conf: dict[str, Any] = {"bootstrap.servers": self._bootstrap, "logger": log}
         self._admin = AdminClient(conf)
         self._producer = Producer({**conf, "linger.ms": 5})
         self._create_topics()

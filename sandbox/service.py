@@ -12,7 +12,9 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from sandbox.diagnosis import ROUTES as DIAGNOSIS_ROUTES
+from sandbox.diagnosis import DiagnosisSandbox
 from sandbox.remediation import ROUTES as REMEDIATION_ROUTES
+from sandbox.remediation import Remediation
 from sandbox.simulator import Simulator
 
 JSON = "application/json"
@@ -142,6 +144,14 @@ def heal_delay(sim: Simulator, body: Any) -> Reply:
     return json_reply(200, {"heal_delay": float(seconds)})
 
 
+def _remediation_route(fn: Callable[[Remediation, Any], tuple[int, Any]]) -> Route:
+    return lambda sim, body: json_reply(*fn(sim.remediation, body))
+
+
+def _diagnosis_route(fn: Callable[[DiagnosisSandbox, Any], tuple[int, Any]]) -> Route:
+    return lambda sim, body: json_reply(*fn(sim.diagnosis, body))
+
+
 ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/health"): health,
     ("GET", "/health/detailed"): health_detailed,
@@ -158,14 +168,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/control/state"): state,
     ("POST", "/control/heal-delay"): heal_delay,
     ("POST", "/control/slack/fail"): slack_fail,
-    **{
-        key: lambda sim, body, fn=fn: json_reply(*fn(sim.remediation, body))
-        for key, fn in REMEDIATION_ROUTES.items()
-    },
-    **{
-        key: lambda sim, body, fn=fn: json_reply(*fn(sim.diagnosis, body))
-        for key, fn in DIAGNOSIS_ROUTES.items()
-    },
+    **{key: _remediation_route(fn) for key, fn in REMEDIATION_ROUTES.items()},
+    **{key: _diagnosis_route(fn) for key, fn in DIAGNOSIS_ROUTES.items()},
 }
 
 
