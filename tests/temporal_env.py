@@ -1,9 +1,11 @@
 """Temporal servers for tests: the time-skipping test server and the dev server, from pip."""
 
+import asyncio
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from workflows import search_attributes
+from workflows.models import RunbookStatus
 
 
 def venv_binary(name: str) -> str:
@@ -65,3 +68,20 @@ async def keep_history(handle: WorkflowHandle, name: str) -> None:
     if os.environ.get("RUNBOOK_CAPTURE_HISTORIES"):
         history = await handle.fetch_history()
         (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+async def until(
+    handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool], timeout: float = 30
+) -> RunbookStatus:
+    """Query a runbook's status until `ready` holds (a wait, not a speed check)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await handle.query("status", result_type=RunbookStatus)
+        if ready(status):
+            return status
+        assert time.monotonic() < deadline, f"condition never held; last status {status}"
+        await asyncio.sleep(0.05)
+
+
+def gate_open(status: RunbookStatus) -> bool:
+    return status.pending_gate is not None

@@ -3,9 +3,8 @@
 
 import asyncio
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,10 +20,10 @@ from tests.approvers import signed, write_roster
 from tests.fakes_certs import ACM, DOMAIN, FakeCerts, cert, listener
 from tests.fakes_remediation import GateSupport
 from tests.remediation_env import private_ts_env
-from tests.temporal_env import keep_history
+from tests.temporal_env import gate_open, keep_history, until
 from worker import INTERCEPTORS
 from workflows.cert_renewal import CertificateRenewal, CertRenewalInput
-from workflows.models import RunbookResult, RunbookStatus
+from workflows.models import RunbookResult
 
 pytestmark = pytest.mark.timeout(120)
 ts_env = pytest.fixture(scope="module", name="ts_env")(private_ts_env)
@@ -58,20 +57,6 @@ async def start(client: Client, queue: str, **fields: Any) -> WorkflowHandle:
     return await client.start_workflow(
         CertificateRenewal.run, inp, id=f"cert-renewal/{uuid.uuid4()}", task_queue=queue
     )
-
-
-async def until(handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool]) -> RunbookStatus:
-    deadline = time.monotonic() + 30
-    while True:
-        status = await handle.query(CertificateRenewal.status)
-        if ready(status) or time.monotonic() > deadline:
-            assert ready(status), f"condition never held; last status {status}"
-            return status
-        await asyncio.sleep(0.05)
-
-
-def gate_open(status: RunbookStatus) -> bool:
-    return status.pending_gate is not None
 
 
 async def test_renewed_after_approval(ts_env: WorkflowEnvironment, fakes: FakeCerts) -> None:

@@ -2,7 +2,7 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -21,10 +21,10 @@ from temporalio.worker import Worker
 
 from tests.approvers import signed, write_roster
 from tests.fakes import FakeSystems
-from tests.temporal_env import keep_history
+from tests.temporal_env import gate_open, keep_history, until
 from worker import INTERCEPTORS
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
-from workflows.models import AlarmDelivery, Approval, RunbookResult, RunbookStatus
+from workflows.models import AlarmDelivery, Approval, RunbookResult
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,19 +53,6 @@ async def start(client: Client, queue: str, **fields: object) -> WorkflowHandle:
     return await client.start_workflow(
         DatabaseFailover.run, inp, id=f"db-failover/{uuid.uuid4()}", task_queue=queue
     )
-
-
-async def until(handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool]) -> RunbookStatus:
-    for _ in range(200):
-        status = await handle.query(DatabaseFailover.status)
-        if ready(status):
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition never held; last status {status}")
-
-
-def gate_open(status: RunbookStatus) -> bool:
-    return status.pending_gate is not None
 
 
 async def test_approved_by_update_fails_over_once_and_notifies(

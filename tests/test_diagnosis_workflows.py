@@ -1,9 +1,8 @@
 """KafkaConsumerLag, ApiErrorRateSpike and Triage logic on the time-skipping test server,
 with fake activities."""
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,11 +15,11 @@ from temporalio.worker import Worker
 from tests.approvers import signed, write_roster
 from tests.fakes import FakeSystems
 from tests.fakes_diagnosis import FakeDiagnosis, lag_result
-from tests.temporal_env import keep_history
+from tests.temporal_env import gate_open, keep_history, until
 from worker import INTERCEPTORS
 from workflows.api_errors import ApiErrorRateSpike, ApiErrorsInput
 from workflows.kafka_lag import KafkaConsumerLag, KafkaLagInput
-from workflows.models import RunbookResult, RunbookStatus
+from workflows.models import RunbookResult
 from workflows.triage import Triage, TriageInput
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,20 +52,6 @@ async def start(env: WorkflowEnvironment, queue: str, wf: object, inp: object) -
         id=f"test/{uuid.uuid4()}",
         task_queue=queue,  # type: ignore[call-overload]
     )
-
-
-async def until(handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool]) -> RunbookStatus:
-    status = None
-    for _ in range(300):
-        status = await handle.query("status", result_type=RunbookStatus)
-        if ready(status):
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition never held; last status {status}")
-
-
-def gate_open(status: RunbookStatus) -> bool:
-    return status.pending_gate is not None
 
 
 def lag_input(**fields: object) -> KafkaLagInput:

@@ -1,8 +1,7 @@
 """HighMemory workflow logic on a time-skipping test server, with fake activities."""
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,10 +14,10 @@ from temporalio.worker import Worker
 from tests.approvers import signed, write_roster
 from tests.fakes_remediation import FakeMemory, GateSupport
 from tests.remediation_env import private_ts_env
-from tests.temporal_env import keep_history
+from tests.temporal_env import keep_history, until
 from worker import INTERCEPTORS
 from workflows.high_memory import HighMemory, HighMemoryInput
-from workflows.models import RunbookResult, RunbookStatus
+from workflows.models import RunbookResult
 
 pytestmark = pytest.mark.timeout(120)
 ts_env = pytest.fixture(scope="module", name="ts_env")(private_ts_env)
@@ -48,15 +47,6 @@ async def start(client: Client, queue: str, **fields: object) -> WorkflowHandle:
     return await client.start_workflow(
         HighMemory.run, inp, id=f"high-memory/{uuid.uuid4()}", task_queue=queue
     )
-
-
-async def until(handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool]) -> RunbookStatus:
-    for _ in range(200):
-        status = await handle.query(HighMemory.status)
-        if ready(status):
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition never held; last status {status}")
 
 
 async def test_memory_doubled_on_a_new_revision_after_approval(

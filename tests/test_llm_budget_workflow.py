@@ -1,9 +1,8 @@
 """LlmBudgetExhaustion workflow logic on the time-skipping test server, with fake activities."""
 
-import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,10 +15,10 @@ from temporalio.worker import Worker
 from tests.approvers import signed, write_roster
 from tests.fakes_remediation import FakeLlm, GateSupport
 from tests.remediation_env import private_ts_env
-from tests.temporal_env import keep_history
+from tests.temporal_env import gate_open, keep_history, until
 from worker import INTERCEPTORS
 from workflows.llm_budget import LlmBudgetExhaustion, LlmBudgetInput
-from workflows.models import RunbookResult, RunbookStatus
+from workflows.models import RunbookResult
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,19 +50,6 @@ async def start(client: Client, queue: str, **fields: object) -> WorkflowHandle:
     return await client.start_workflow(
         LlmBudgetExhaustion.run, inp, id=f"llm-budget/{uuid.uuid4()}", task_queue=queue
     )
-
-
-async def until(handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool]) -> RunbookStatus:
-    for _ in range(200):
-        status = await handle.query(LlmBudgetExhaustion.status)
-        if ready(status):
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition never held; last status {status}")
-
-
-def gate_open(status: RunbookStatus) -> bool:
-    return status.pending_gate is not None
 
 
 async def approve(handle: WorkflowHandle, budget: str | None = None) -> None:

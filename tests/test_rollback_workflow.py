@@ -1,8 +1,7 @@
 """Rollback workflow logic on a time-skipping test server, with fake activities."""
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,9 +17,9 @@ from tests.approvers import signed, write_roster
 from tests.fakes_remediation import GateSupport
 from tests.fakes_rollback import FakeRollback
 from tests.remediation_env import private_ts_env
-from tests.temporal_env import keep_history
+from tests.temporal_env import gate_open, keep_history, until
 from worker import INTERCEPTORS
-from workflows.models import RunbookResult, RunbookStatus
+from workflows.models import RunbookResult
 from workflows.registry import PROCEDURES
 from workflows.rollback import Rollback, RollbackInput
 
@@ -53,19 +52,6 @@ async def start(client: Client, queue: str, **fields: Any) -> WorkflowHandle:
     return await client.start_workflow(
         Rollback.run, inp, id=f"rollback/{uuid.uuid4()}", task_queue=queue
     )
-
-
-async def until(handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool]) -> RunbookStatus:
-    for _ in range(200):
-        status = await handle.query(Rollback.status)
-        if ready(status):
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition never held; last status {status}")
-
-
-def gate_open(status: RunbookStatus) -> bool:
-    return status.pending_gate is not None
 
 
 def updated(fakes: FakeRollback) -> list[tuple[str, str]]:
