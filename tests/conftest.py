@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from starter.stack import DEFAULT_PORTS, EXTERNAL_VARS, Stack
@@ -121,3 +122,13 @@ def aws_endpoint(stack_env: dict[str, str]) -> str:
 @pytest.fixture
 def sandbox_url(stack_env: dict[str, str]) -> str:
     return stack_env["SANDBOX_URL"]
+
+
+@pytest.fixture
+def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
+    """The session's sandbox, reset before and after the test. A module that needs more
+    (fast ECS tasks, a short heal delay) overrides this fixture and asks for it."""
+    with httpx.Client(base_url=sandbox_url, timeout=30) as client:
+        client.post("/control/reset").raise_for_status()
+        yield client
+        client.post("/control/reset")

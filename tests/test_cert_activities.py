@@ -4,7 +4,6 @@ sandbox makes of them: a certificate is issued once its validation CNAME is in t
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -25,14 +24,6 @@ from activities.route53 import RecordRequest, Route53Activities, ZoneRequest
 
 DOMAIN = "api.prod.revenue-context.com"
 ALB = "prod-revenue-context-alb"
-
-
-@pytest.fixture
-def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
-        client.post("/control/reset").raise_for_status()
-        yield client
-        client.post("/control/reset")
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The db-failover activities against real parts: the sandbox's moto, PostgreSQL, HTTP."""
 
 import time
-from collections.abc import Iterator
 
 import boto3
 import httpx
@@ -25,12 +24,9 @@ DB = "prod-revenue-context-db"
 
 
 @pytest.fixture
-def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
-        client.post("/control/reset").raise_for_status()
-        client.post("/control/heal-delay", json={"seconds": 1}).raise_for_status()
-        yield client
-        client.post("/control/reset")
+def sandbox(sandbox: httpx.Client) -> httpx.Client:
+    sandbox.post("/control/heal-delay", json={"seconds": 1}).raise_for_status()
+    return sandbox
 
 
 @pytest.fixture

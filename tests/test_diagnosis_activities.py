@@ -3,7 +3,6 @@ PostgreSQL, moto (ECS, Logs, CloudWatch) and the sandbox's consumers, logs and /
 
 import threading
 import time
-from collections.abc import Iterator
 
 import boto3
 import httpx
@@ -35,12 +34,9 @@ FAST_KAFKA = {"produce_per_second": 200, "per_worker_per_second": 60, "backlog":
 
 
 @pytest.fixture
-def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox_url, timeout=30) as client:
-        client.post("/control/reset").raise_for_status()
-        client.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
-        yield client
-        client.post("/control/reset")
+def sandbox(sandbox: httpx.Client) -> httpx.Client:
+    sandbox.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
+    return sandbox
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import boto3
@@ -42,14 +42,6 @@ async def worker(
     async with httpx.AsyncClient() as http, build_worker(dev_env.client, settings, http):
         target = dev_env.client.service_client.config.target_host
         yield {**os.environ, **env, "TEMPORAL_ADDRESS": target}
-
-
-@pytest.fixture
-def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
-        client.post("/control/reset").raise_for_status()
-        yield client
-        client.post("/control/reset")
 
 
 class Recorder:

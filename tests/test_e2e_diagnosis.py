@@ -7,7 +7,7 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +56,11 @@ async def worker(
 
 
 @pytest.fixture
-def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
+def sandbox(sandbox: httpx.Client) -> httpx.Client:
     """The sandbox back to normal, ECS tasks that start in 0.3 s, an empty Slack receiver."""
-    with httpx.Client(base_url=sandbox_url, timeout=30) as client:
-        client.post("/control/reset").raise_for_status()
-        client.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
-        client.delete("/slack/messages").raise_for_status()
-        yield client
-        client.post("/control/reset")
+    sandbox.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
+    sandbox.delete("/slack/messages").raise_for_status()
+    return sandbox
 
 
 async def start(env: dict[str, str], procedure: str, *sets: str, severity: str = "P1") -> str:

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +50,9 @@ async def worker(
 
 
 @pytest.fixture
-def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
-        client.post("/control/reset").raise_for_status()
-        client.post("/control/ecs", json={"task_start_seconds": 0.5}).raise_for_status()
-        yield client
-        client.post("/control/reset")
+def sandbox(sandbox: httpx.Client) -> httpx.Client:
+    sandbox.post("/control/ecs", json={"task_start_seconds": 0.5}).raise_for_status()
+    return sandbox
 
 
 def as_approver(env: dict[str, str], name: str) -> dict[str, str]:

@@ -1,7 +1,5 @@
 """The high-memory activities against the sandbox's moto (ECS, CloudWatch ContainerInsights)."""
 
-from collections.abc import Iterator
-
 import boto3
 import httpx
 import pytest
@@ -20,12 +18,9 @@ from tests.test_sandbox import wait_until
 
 
 @pytest.fixture
-def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
-        client.post("/control/reset").raise_for_status()
-        client.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
-        yield client
-        client.post("/control/reset")
+def sandbox(sandbox: httpx.Client) -> httpx.Client:
+    sandbox.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
+    return sandbox
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ sandbox, Valkey, the service's `/metrics`."""
 
 import json
 import uuid
-from collections.abc import Iterator
 
 import boto3
 import httpx
@@ -26,14 +25,6 @@ from activities.secrets import SecretNumberRequest, SecretsActivities, SetSecret
 
 SECRET = "prod/revenue-context/config"
 KEY = "LLM_DAILY_BUDGET"
-
-
-@pytest.fixture
-def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
-        client.post("/control/reset").raise_for_status()
-        yield client
-        client.post("/control/reset")
 
 
 @pytest.fixture
