@@ -227,7 +227,8 @@ class ApiErrorRateSpike(RunbookWorkflow):
         try:
             summary = await self._remediate(inp, target)
         except (ActivityError, ApplicationError) as err:
-            await self._fail(plan, err)
+            escalate = "Escalate to the Engineering Manager."
+            await self.fail(plan.summary, failure_message(err), escalate)
         await self.notify("resolved", f"api-errors: {inp.service} scaled to {target}", summary, {})
         return self.finish("completed", summary, findings, plan.steps)
 
@@ -350,17 +351,3 @@ class ApiErrorRateSpike(RunbookWorkflow):
                     non_retryable=True,
                 )
             await workflow.sleep(timedelta(seconds=inp.poll_seconds))
-
-    async def _fail(self, plan: ApiPlan, err: BaseException) -> None:
-        reason = failure_message(err)
-        self._outcome = "failed"
-        self.set_phase("failed")
-        await self.notify(
-            "failed",
-            f"api-errors FAILED for {self._resource}",
-            f"{plan.summary}: {reason}. Escalate to the Engineering Manager.",
-            {},
-        )
-        raise ApplicationError(
-            f"api-errors failed: {reason}", type="RunbookFailed", non_retryable=True
-        )

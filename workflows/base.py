@@ -7,7 +7,7 @@ calls `self.begin(...)`, then `self.check`, `self.step`, `self.gate` and `self.n
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import ValidationError
 from temporalio import workflow
@@ -165,6 +165,16 @@ class RunbookWorkflow:
         summary += f"; {unchanged}"
         await self.notify("rejected", f"{self.procedure} not run for {self._resource}", summary, {})
         return self.finish(outcome, summary, findings, plan)
+
+    async def fail(self, summary: str, reason: str, escalate: str = "") -> NoReturn:
+        """The end of a run whose action failed: notify (and whom to escalate to), then fail."""
+        self._outcome = "failed"
+        self.set_phase("failed")
+        text = f"{summary}: {reason}" + (f". {escalate}" if escalate else "")
+        await self.notify("failed", f"{self.procedure} FAILED for {self._resource}", text, {})
+        raise ApplicationError(
+            f"{self.procedure} failed: {reason}", type="RunbookFailed", non_retryable=True
+        )
 
     def incident_record(self, error: BaseException | None) -> IncidentRecord:
         """What the incident log keeps of this run (see workflows/incident_log.py)."""

@@ -26,7 +26,7 @@ stateless). The activity's schedule-to-close timeout is the 72-hour bound.
 
 import re
 from datetime import datetime, timedelta
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from temporalio import workflow
@@ -319,7 +319,7 @@ class CertificateRenewal(RunbookWorkflow):
         try:
             new = plan.reuse or await self._obtain(inp, plan)
         except (ActivityError, ApplicationError) as err:
-            await self._fail(plan, self._reason(err, inp))
+            await self.fail(plan.summary, self._reason(err, inp))
         gate_summary = (
             f"{plan.summary}. New certificate {new.short} is {new.status}, valid until "
             f"{new.not_after:%Y-%m-%d}: make it the listeners' certificate?"
@@ -331,7 +331,7 @@ class CertificateRenewal(RunbookWorkflow):
         try:
             summary = await self._swap(inp, plan, new)
         except (ActivityError, ApplicationError) as err:
-            await self._fail(plan, failure_message(err))
+            await self.fail(plan.summary, failure_message(err))
         await self.notify(
             "resolved",
             f"cert-renewal done for {inp.domain}",
@@ -542,16 +542,6 @@ class CertificateRenewal(RunbookWorkflow):
             "in ACM unused: a later run offers it again"
         )
         return await self.not_approved(findings, plan.steps, unchanged)
-
-    async def _fail(self, plan: CertPlan, reason: str) -> NoReturn:
-        self._outcome = "failed"
-        self.set_phase("failed")
-        await self.notify(
-            "failed", f"cert-renewal FAILED for {self._resource}", f"{plan.summary}: {reason}", {}
-        )
-        raise ApplicationError(
-            f"cert-renewal failed: {reason}", type="RunbookFailed", non_retryable=True
-        )
 
 
 def _short(arn: str | None) -> str:

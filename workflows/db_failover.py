@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.cloudwatch import CloudWatchActivities, MetricRequest, MetricSummary
@@ -297,15 +297,5 @@ class DatabaseFailover(RunbookWorkflow):
 
     async def _fail(self, plan: FailoverPlan, err: ActivityError) -> None:
         reason = failure_message(err)
-        self._outcome, self._summary = "failed", f"{plan.summary}: {reason}"
-        self._plan = plan.steps
-        self.set_phase("failed")
-        await self.notify(
-            "failed",
-            f"db-failover FAILED for {self._resource}",
-            f"{plan.summary}: {reason}. Escalate to the Database Team (dba@company.com).",
-            {},
-        )
-        raise ApplicationError(
-            f"db-failover failed: {reason}", type="RunbookFailed", non_retryable=True
-        )
+        self._summary, self._plan = f"{plan.summary}: {reason}", plan.steps
+        await self.fail(plan.summary, reason, "Escalate to the Database Team (dba@company.com).")

@@ -201,7 +201,7 @@ class HighMemory(RunbookWorkflow):
         try:
             summary = await self._remediate(inp, plan)
         except (ActivityError, ApplicationError) as err:  # a failed step or verification
-            await self._fail(plan, failure_message(err))
+            await self.fail(plan.summary, failure_message(err))
         await self.notify("resolved", f"high-memory done for {inp.service}", summary, {})
         return self.finish("completed", summary, diag.findings, plan.steps)
 
@@ -328,14 +328,4 @@ class HighMemory(RunbookWorkflow):
             f"{inp.verify_checks} checks (threshold {inp.threshold_percent:g}%)",
             type="MemoryStillHigh",
             non_retryable=True,
-        )
-
-    async def _fail(self, plan: MemoryPlan, reason: str) -> None:
-        self._outcome = "failed"
-        self.set_phase("failed")
-        await self.notify(
-            "failed", f"high-memory FAILED for {self._resource}", f"{plan.summary}: {reason}", {}
-        )
-        raise ApplicationError(
-            f"high-memory failed: {reason}", type="RunbookFailed", non_retryable=True
         )

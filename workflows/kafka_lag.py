@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.ecs import (
@@ -191,7 +191,8 @@ class KafkaConsumerLag(RunbookWorkflow):
         try:
             summary, kind = await self._remediate(inp, target)
         except ActivityError as err:
-            await self._fail(plan, err)
+            escalate = "Escalate to Infrastructure (devops@company.com)."
+            await self.fail(plan.summary, failure_message(err), escalate)
         await self.notify(kind, f"kafka-lag: {inp.service} scaled to {target}", summary, {})
         return self.finish("completed", summary, findings, plan.steps)
 
@@ -299,20 +300,6 @@ class KafkaConsumerLag(RunbookWorkflow):
         except ActivityError as err:
             return f"unavailable ({failure_message(err)})"
         return describe_slow(slow) or "none recorded"
-
-    async def _fail(self, plan: LagPlan, err: ActivityError) -> None:
-        reason = failure_message(err)
-        self._outcome = "failed"
-        self.set_phase("failed")
-        await self.notify(
-            "failed",
-            f"kafka-lag FAILED for {self._resource}",
-            f"{plan.summary}: {reason}. Escalate to Infrastructure (devops@company.com).",
-            {},
-        )
-        raise ApplicationError(
-            f"kafka-lag failed: {reason}", type="RunbookFailed", non_retryable=True
-        )
 
 
 def _lag_text(lag: LagResult) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.cloudwatch import CloudWatchActivities, MetricRequest, MetricSummary
@@ -257,7 +257,7 @@ class LlmBudgetExhaustion(RunbookWorkflow):
         try:
             summary = await self._remediate(inp, diag, budget)
         except ActivityError as err:
-            await self._fail(plan, err)
+            await self.fail(plan.summary, failure_message(err))
         watch = SpendWatch(
             budget=budget,
             until=workflow.now() + timedelta(minutes=inp.watch_minutes),
@@ -470,17 +470,3 @@ class LlmBudgetExhaustion(RunbookWorkflow):
             )
 
     # ---- endings ------------------------------------------------------------------------------
-
-    async def _fail(self, plan: BudgetPlan, err: ActivityError) -> None:
-        reason = failure_message(err)
-        self._outcome = "failed"
-        self.set_phase("failed")
-        await self.notify(
-            "failed",
-            f"llm-budget FAILED for {self._resource}",
-            f"{plan.summary}: {reason}",
-            {},
-        )
-        raise ApplicationError(
-            f"llm-budget failed: {reason}", type="RunbookFailed", non_retryable=True
-        )
