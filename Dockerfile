@@ -1,11 +1,15 @@
-# The worker image for docker-compose.yml.
+# The worker and intake image for docker-compose.yml: production code only (no local stack,
+# no sandbox, no demos). Dependencies come from pyproject.toml's [project] dependencies.
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md settings.py worker.py ./
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && pip install --no-cache-dir -r requirements.txt
+COPY settings.py worker.py ./
 COPY activities ./activities
 COPY workflows ./workflows
-COPY starter ./starter
-COPY sandbox ./sandbox
-RUN pip install --no-cache-dir .
+COPY client ./client
+COPY intake ./intake
+COPY cli ./cli
 USER nobody
 CMD ["python", "worker.py"]

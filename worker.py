@@ -93,11 +93,31 @@ def escalation_policy(settings: Settings) -> EscalationPolicy:
 
 
 def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
+    """Every activity of the procedures, each system's client built once."""
     session = boto3.session.Session()
-    rds = RdsActivities(session.client("rds", config=AWS_CONFIG))
-    cloudwatch = CloudWatchActivities(session.client("cloudwatch", config=AWS_CONFIG))
+
+    def aws(service: str) -> Any:
+        return session.client(service, config=AWS_CONFIG)  # type: ignore[call-overload]
+
+    ecs = EcsActivities(aws("ecs"))
+    acm = AcmActivities(aws("acm"))
+    albs = [name.strip() for name in settings.alb_names.split(",") if name.strip()]
+    elb = ElbActivities(aws("elbv2"), albs)
+    route53 = Route53Activities(aws("route53"))
+    rds = RdsActivities(aws("rds"))
+    secrets = SecretsActivities(aws("secretsmanager"))
     health = HealthActivities(settings.api_base_url, http)
+    prometheus = PrometheusActivities(settings.api_base_url, http)
+    kafka = KafkaActivities(settings.kafka_bootstrap_servers)
     postgres = PostgresActivities(settings.database_url)
+    queries = QueryActivities(settings.database_url)
+    llm = LlmActivities(
+        redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=10),
+        http,
+        settings.api_base_url,
+        settings.llm_spend_key_prefix,
+        BudgetPolicy(minimum=settings.llm_budget_min, maximum=settings.llm_budget_max),
+    )
     notify = NotifyActivities(
         settings.slack_webhook_url,
         http,
@@ -113,100 +133,32 @@ def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
         escalation_policy(settings), settings.roster_file, settings.approver_keys_file
     )
     return [
-        rds.describe_instance,
-        rds.force_failover,
-        rds.wait_available,
-        cloudwatch.metric_statistics,
-        health.check,
-        health.wait_healthy,
+        *(acm.describe_certificates, acm.list_certificates, acm.request_certificate),
+        acm.wait_issued,
+        CloudWatchActivities(aws("cloudwatch")).metric_statistics,
+        *(ecs.describe_services, ecs.describe_task_definition, ecs.list_revisions),
+        *(ecs.list_tasks, ecs.scale_service, ecs.wait_running, ecs.force_new_deployment),
+        *(ecs.wait_rollout, ecs.register_memory_revision, ecs.use_task_definition),
+        *(elb.https_listeners, elb.set_listener_certificate),
+        *(health.check, health.wait_healthy),
+        *(kafka.consumer_lag, kafka.peek_dlq),
+        *(llm.spend, llm.metrics, llm.budget_policy, llm.wait_budget_in_force),
+        LogsActivities(aws("logs")).recent_errors,
         postgres.idle_in_transaction,
-        notify.slack,
-        *remediation_activities(settings, http, session),
-        *diagnosis_activities(settings, http, session),
-        notify.pagerduty,
-        approvals.plan_escalation,
-        approvals.verify,
+        *(queries.slow_queries, queries.connections),
+        *(prometheus.scrape, prometheus.circuit_breakers, prometheus.error_rate),
+        *(rds.describe_instance, rds.force_failover, rds.wait_available),
+        RedisActivities(settings.redis_url).info_stats,
+        *(route53.find_zone, route53.upsert_record),
+        *(secrets.read_number, secrets.set_number),
+        *(notify.slack, notify.pagerduty),
+        *(approvals.plan_escalation, approvals.verify),
         incidents.record,
     ]
 
 
-def diagnosis_activities(
-    settings: Settings, http: httpx.AsyncClient, session: boto3.session.Session
-) -> list[Any]:
-    """kafka-lag, api-errors, triage (issue 4). ecs.describe_services is registered with
-    the remediation activities."""
-    ecs = EcsActivities(session.client("ecs", config=AWS_CONFIG))
-    logs = LogsActivities(session.client("logs", config=AWS_CONFIG))
-    kafka = KafkaActivities(settings.kafka_bootstrap_servers)
-    prometheus = PrometheusActivities(settings.api_base_url, http)
-    queries = QueryActivities(settings.database_url)
-    return [
-        ecs.list_tasks,
-        ecs.scale_service,
-        ecs.wait_running,
-        logs.recent_errors,
-        kafka.consumer_lag,
-        kafka.peek_dlq,
-        prometheus.scrape,
-        prometheus.circuit_breakers,
-        prometheus.error_rate,
-        RedisActivities(settings.redis_url).info_stats,
-        queries.slow_queries,
-        queries.connections,
-    ]
-
-
-def remediation_activities(
-    settings: Settings, http: httpx.AsyncClient, session: boto3.session.Session
-) -> list[Any]:
-    """llm-budget, rollback, high-memory, cert-renewal (issue 5)."""
-    ecs = EcsActivities(session.client("ecs", config=AWS_CONFIG))
-    secrets = SecretsActivities(session.client("secretsmanager", config=AWS_CONFIG))
-    llm = LlmActivities(
-        redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=10),
-        http,
-        settings.api_base_url,
-        settings.llm_spend_key_prefix,
-        BudgetPolicy(minimum=settings.llm_budget_min, maximum=settings.llm_budget_max),
-    )
-    return [
-        ecs.describe_services,  # issue 4's; registered here until its procedures are wired
-        ecs.describe_task_definition,
-        ecs.list_revisions,
-        ecs.force_new_deployment,
-        ecs.wait_rollout,
-        ecs.register_memory_revision,
-        ecs.use_task_definition,
-        secrets.read_number,
-        secrets.set_number,
-        llm.spend,
-        llm.metrics,
-        llm.budget_policy,
-        llm.wait_budget_in_force,
-        *certificate_activities(settings, session),
-    ]
-
-
-def certificate_activities(settings: Settings, session: boto3.session.Session) -> list[Any]:
-    """cert-renewal and the daily expiry check: ACM, the ALB's listeners, Route 53."""
-    acm = AcmActivities(session.client("acm", config=AWS_CONFIG))
-    albs = [name.strip() for name in settings.alb_names.split(",") if name.strip()]
-    elb = ElbActivities(session.client("elbv2", config=AWS_CONFIG), albs)
-    route53 = Route53Activities(session.client("route53", config=AWS_CONFIG))
-    return [
-        acm.describe_certificates,
-        acm.list_certificates,
-        acm.request_certificate,
-        acm.wait_issued,
-        elb.https_listeners,
-        elb.set_listener_certificate,
-        route53.find_zone,
-        route53.upsert_record,
-    ]
-
-
 def schedule_activities(client: Client, settings: Settings, http: httpx.AsyncClient) -> list[Any]:
-    """The LLM spend watch (issue 6): read spend and budget, start a runbook once."""
+    """The LLM spend watch: read spend and budget, start a runbook once."""
     spend = SpendActivities(
         redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=10),
         http,

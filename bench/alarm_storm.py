@@ -40,8 +40,8 @@ from temporalio.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from starter.stack import Stack
-from starter.webhook.sns_signer import SnsSigner, cloudwatch_alarm
+from sandbox.sns_signer import SnsSigner, cloudwatch_alarm
+from stack.core import Stack
 
 ALARM = "db-cpu-high"
 # The storm needs Temporal, the worker, the webhook and AWS (moto) for the RDS lookups. The
@@ -140,7 +140,7 @@ def own_stack(token: str, topic: str) -> Iterator[dict[str, str]]:
 
 
 def running_stack() -> dict[str, str]:
-    from starter.stack_cli import load_stack_env
+    from client.env import load_stack_env
 
     load_stack_env()
     if not os.environ.get("RUNBOOK_WEBHOOK_TOKEN"):

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Report, own_stack, percentile
 from bench.runs import SMALL_WINDOW, ActionRun, decide, finish, inject, start, to_action, to_gate
 from settings import temporal_client
-from starter.approvers import local_key
+from stack.roster import local_key
 from workflows.registry import PROCEDURES, Procedure
 
 TARGET_P99 = 0.25  # seconds

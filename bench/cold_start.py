@@ -47,7 +47,7 @@ WORKER_TARGET = 3.0
 
 def runbook() -> list[str]:
     script = ROOT / ".venv" / "bin" / "runbook"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "starter.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
 
 
 def stack_up_once() -> float:
@@ -146,7 +146,7 @@ def main() -> int:
             "worker alone: process start -> polling, max", max(polls), "s", below=WORKER_TARGET
         )
     report.add("`python -c 'import worker'` (best of 3)", import_seconds("worker"), "s")
-    report.add("`python -c 'import starter.cli'` (best of 3)", import_seconds("starter.cli"), "s")
+    report.add("`python -c 'import cli.runs'` (best of 3)", import_seconds("cli.runs"), "s")
     print(f"done in {time.monotonic() - started:.0f}s")
     report.write(args.json)
     return 0

@@ -31,7 +31,7 @@ from temporalio.client import WorkflowHandle
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from starter.stack import DEFAULT_PORTS, EXTERNAL_VARS, Stack  # noqa: E402
+from stack.core import DEFAULT_PORTS, EXTERNAL_VARS, Stack  # noqa: E402
 
 # ---- the stack ----------------------------------------------------------------------------
 

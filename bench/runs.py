@@ -15,8 +15,10 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
 
 from bench.common import activity_type, event_seconds, upserted
-from starter.cli import build_input, make_signed, query_status, start_procedure
-from starter.demo_diagnosis import KAFKA_INCIDENT
+from cli.runs import build_input
+from client.decisions import make_signed
+from client.runs import query_status, start_procedure
+from demos.kafka_lag import KAFKA_INCIDENT
 from workflows.registry import Procedure
 
 # The incident each procedure is run on; a procedure not named here gets

@@ -53,10 +53,10 @@ from bench.common import (
     unit_pid,
 )
 from bench.runs import decide, start, to_action
+from client.runs import query_status
 from settings import temporal_client
-from starter.approvers import local_key
-from starter.cli import query_status
-from starter.stack import Stack
+from stack.core import Stack
+from stack.roster import local_key
 from workflows.models import RunbookResult
 from workflows.registry import PROCEDURES
 

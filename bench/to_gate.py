@@ -9,7 +9,7 @@ state dir, and for each procedure of the registry (procedures added later are ta
 they are registered): resets the sandbox and injects the procedure's incident, then, after
 one warm-up run, `--runs` times
 
-1. starts the run through the CLI's own client path (`starter.cli.build_input` and
+1. starts the run through the CLI's own client path (`cli.runs.build_input` and
    `start_procedure`: `runbook start` without the process start-up);
 2. follows the run's history by long poll until the search attribute `RunbookGate` becomes
    `waiting` (the gate is open: the diagnosis and the plan are in the run's status), and
@@ -75,7 +75,7 @@ async def in_process(client: Client, procedure: Procedure, sets: list[str]) -> G
 
 async def by_cli(client: Client, procedure: Procedure, sets: list[str]) -> GateRun:
     runbook = ROOT / ".venv" / "bin" / "runbook"
-    argv = [str(runbook)] if runbook.exists() else [sys.executable, "-m", "starter.cli"]
+    argv = [str(runbook)] if runbook.exists() else [sys.executable, "-m", "cli.main"]
     argv += ["start", procedure.name, "--json", "--requested-by", "bench"]
     argv += [a for s in sets for a in ("--set", s)]
     t0 = time.time()

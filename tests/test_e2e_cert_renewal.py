@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from settings import Settings
-from starter.approvers import local_key
+from stack.roster import local_key
 from tests.temporal_env import keep_history
 from worker import INTERCEPTORS, build_worker
 from workflows.cert_expiry_check import CertExpiryCheck, CertExpiryCheckInput
@@ -76,7 +76,7 @@ class Recorder:
 async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "starter.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

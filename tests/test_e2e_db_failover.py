@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from settings import Settings
-from starter.approvers import local_key
+from stack.roster import local_key
 from tests.temporal_env import keep_history
 from worker import INTERCEPTORS, build_worker
 from workflows.registry import WORKFLOWS
@@ -54,7 +54,7 @@ async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
     """The CLI in its own process; in a thread, so the worker in this event loop runs on."""
     return await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "starter.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -25,7 +25,7 @@ from activities.approvals import (
 from tests.approvers import key_of, signed, write_roster
 from tests.fakes import FakeSystems
 from worker import INTERCEPTORS
-from workflows.base import RunbookWorkflow
+from workflows.gate import GatedRunbook
 from workflows.models import DecisionAck, GateResult, ParamSpec, RunbookInput, RunbookStatus
 
 pytestmark = pytest.mark.timeout(120)
@@ -33,7 +33,7 @@ BUDGET = ParamSpec(name="daily_budget", minimum=50, maximum=500, default=200)
 
 
 @workflow.defn(name="GateProbe")
-class GateProbe(RunbookWorkflow):
+class GateProbe(GatedRunbook):
     """A procedure that is nothing but its gate, asking for one parameter."""
 
     procedure = "gate-probe"

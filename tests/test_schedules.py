@@ -29,9 +29,9 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.alarms import AlarmActivities, AlarmStarter
 from activities.spend import SpendActivities, SpendReadRequest, budget_gauge
-from starter import schedules
-from starter.cli import BadInput
-from starter.stack import Stack
+from client.errors import BadInput
+from intake import schedules
+from stack.core import Stack
 from tests.conftest import embedded_environ, free_ports, state_dir
 from workflows import registry
 from workflows.base import RunbookWorkflow

@@ -17,8 +17,8 @@ from confluent_kafka.admin import AdminClient
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
-import starter.stack
-from starter.stack import PARTS, Stack, StackError
+import stack.core
+from stack.core import PARTS, Stack, StackError
 from tests.conftest import embedded_environ, free_ports, state_dir
 from workflows import search_attributes
 
@@ -198,7 +198,7 @@ def test_a_busy_port_is_named(make_stack: MakeStack) -> None:
 def test_missing_worker_script_is_an_error(
     make_stack: MakeStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(starter.stack, "PROJECT_DIR", tmp_path)
+    monkeypatch.setattr(stack.core, "PROJECT_DIR", tmp_path)
     external = {
         "DATABASE_URL": "postgresql://db.invalid/x",
         "REDIS_URL": "redis://redis.invalid",

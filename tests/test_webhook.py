@@ -21,10 +21,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from starter.webhook.app import WebhookConfig, create_app
-from starter.webhook.intake import redact
-from starter.webhook.routes import DEFAULT_ROUTES, AlarmRoute, find_resource, load_routes
-from starter.webhook.sns_signer import SnsSigner, cloudwatch_alarm
+from intake.alarms import redact
+from intake.app import WebhookConfig, create_app
+from intake.routes import DEFAULT_ROUTES, AlarmRoute, find_resource, load_routes
+from sandbox.sns_signer import SnsSigner, cloudwatch_alarm
 from tests.conftest import free_ports
 from workflows import registry
 from workflows.base import RunbookWorkflow

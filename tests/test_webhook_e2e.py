@@ -14,9 +14,9 @@ import uvicorn
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from intake.app import WebhookConfig, create_app
 from settings import Settings
-from starter.stack import Stack
-from starter.webhook.app import WebhookConfig, create_app
+from stack.core import Stack
 from tests.conftest import embedded_environ, free_ports, state_dir
 from worker import build_worker
 from workflows.models import RunbookStatus

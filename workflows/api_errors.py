@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.redis_info import RedisActivities, RedisStats, RedisStatsRequest
 
-from workflows.base import RunbookWorkflow, failure_message
+from workflows.base import failure_message
 from workflows.diagnosis import (
     first_service,
     judge_health,
@@ -37,6 +37,7 @@ from workflows.diagnosis import (
     read,
     scale_and_wait,
 )
+from workflows.gate import GatedRunbook
 from workflows.models import Finding, ParamSpec, RunbookInput, RunbookResult
 
 CPU_HIGH = 80.0  # the `db-cpu-high` alarm's threshold, percent
@@ -187,7 +188,7 @@ def make_plan(inp: ApiErrorsInput, findings: dict[str, Finding], svc: EcsService
 
 
 @workflow.defn(name="ApiErrorRateSpike")
-class ApiErrorRateSpike(RunbookWorkflow):
+class ApiErrorRateSpike(GatedRunbook):
     procedure = "api-errors"
 
     @workflow.run

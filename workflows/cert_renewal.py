@@ -55,7 +55,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.route53 import HostedZone, RecordRequest, Route53Activities, ZoneRequest
 
-from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
+from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, failure_message
+from workflows.gate import GatedRunbook
 from workflows.idempotency import token
 from workflows.models import Finding, RunbookInput, RunbookResult
 
@@ -298,7 +299,7 @@ def make_plan(inp: CertRenewalInput, diag: CertDiagnosis, now: datetime) -> Cert
 
 
 @workflow.defn(name="CertificateRenewal")
-class CertificateRenewal(RunbookWorkflow):
+class CertificateRenewal(GatedRunbook):
     procedure = "cert-renewal"
 
     @workflow.run

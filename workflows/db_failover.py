@@ -26,7 +26,8 @@ with workflow.unsafe.imports_passed_through():
         WaitAvailableRequest,
     )
 
-from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
+from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, failure_message
+from workflows.gate import GatedRunbook
 from workflows.models import Finding, RunbookInput, RunbookResult
 
 CONNECTIONS_HIGH = 400  # the `db-connections-high` alarm's threshold
@@ -160,7 +161,7 @@ def make_plan(inp: DbFailoverInput, db: DbInstance | None) -> FailoverPlan:
 
 
 @workflow.defn(name="DatabaseFailover")
-class DatabaseFailover(RunbookWorkflow):
+class DatabaseFailover(GatedRunbook):
     procedure = "db-failover"
 
     @workflow.run

@@ -36,7 +36,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.fargate import memory_refusal
 
-from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
+from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, failure_message
+from workflows.gate import GatedRunbook
 from workflows.models import Finding, RunbookInput, RunbookResult
 
 NAMESPACE, METRIC = "ECS/ContainerInsights", "MemoryUtilized"
@@ -179,7 +180,7 @@ def make_plan(inp: HighMemoryInput, diag: Diagnosis) -> MemoryPlan:
 
 
 @workflow.defn(name="HighMemory")
-class HighMemory(RunbookWorkflow):
+class HighMemory(GatedRunbook):
     procedure = "high-memory"
 
     @workflow.run

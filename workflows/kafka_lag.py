@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.logs import LogErrorsRequest, LogsActivities
     from activities.postgres_queries import QueryActivities, SlowQueriesRequest, SlowQueriesResult
 
-from workflows.base import RunbookWorkflow, failure_message
+from workflows.base import failure_message
 from workflows.diagnosis import (
     describe_slow,
     first_service,
@@ -32,6 +32,7 @@ from workflows.diagnosis import (
     read,
     scale_and_wait,
 )
+from workflows.gate import GatedRunbook
 from workflows.models import Finding, Outcome, ParamSpec, RunbookInput, RunbookResult
 
 
@@ -150,7 +151,7 @@ def make_plan(inp: KafkaLagInput, lag: LagResult | None, svc: EcsService | None)
 
 
 @workflow.defn(name="KafkaConsumerLag")
-class KafkaConsumerLag(RunbookWorkflow):
+class KafkaConsumerLag(GatedRunbook):
     procedure = "kafka-lag"
 
     @workflow.run

@@ -38,7 +38,8 @@ with workflow.unsafe.imports_passed_through():
         SetSecretNumberRequest,
     )
 
-from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
+from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, failure_message
+from workflows.gate import GatedRunbook
 from workflows.idempotency import token
 from workflows.models import (
     Finding,
@@ -224,7 +225,7 @@ def spend_line(spend: float, budget: float) -> str:
 
 
 @workflow.defn(name="LlmBudgetExhaustion")
-class LlmBudgetExhaustion(RunbookWorkflow):
+class LlmBudgetExhaustion(GatedRunbook):
     procedure = "llm-budget"
 
     @workflow.run

@@ -34,7 +34,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.health import HealthActivities, HealthRequest, HealthResult
 
-from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, RunbookWorkflow, failure_message
+from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, failure_message
+from workflows.gate import GatedRunbook
 from workflows.models import Finding, RunbookInput, RunbookResult
 
 # environment -> ECS cluster (runbook.md knows one environment: production)
@@ -301,7 +302,7 @@ def make_plan(inp: RollbackInput, states: list[ServiceState]) -> RollbackPlan:
 
 
 @workflow.defn(name="Rollback")
-class Rollback(RunbookWorkflow):
+class Rollback(GatedRunbook):
     procedure = "rollback"
 
     @workflow.run

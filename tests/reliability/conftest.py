@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from activities.approvals import load_table
-from starter.approvers import local_roster_files
-from starter.stack import Stack
+from stack.core import Stack
+from stack.roster import local_roster_files
 from tests.conftest import embedded_environ, free_ports, state_dir
 from tests.reliability.harness import DevServer, MotoRecorder, Transcript, WorkerProcess
 

@@ -245,7 +245,7 @@ async def run_cli(
     """The CLI in its own process, off the event loop."""
     result = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "starter.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env,
         cwd=PROJECT_DIR,
         capture_output=True,

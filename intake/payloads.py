@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from starter.webhook.intake import Alarm, Rejected
+from intake.alarms import Alarm, Rejected
 
 
 class Dimension(BaseModel):

@@ -1,10 +1,9 @@
-"""Temporal Schedules of the runbooks, and `runbook schedules [list|apply|pause|resume]`.
+"""Temporal Schedules of the runbooks (`runbook schedules` shows and changes them).
 
 `apply` creates what is missing and updates what exists to these definitions, keeping a
 schedule's paused state and note: running it twice changes nothing.
 """
 
-import argparse
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -32,8 +31,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 import workflows
-from settings import get_settings
-from starter.cli import BadInput, emit, with_client
+from client.errors import BadInput
 from workflows.llm_spend_watch import LlmSpendWatchInput
 
 
@@ -198,56 +196,3 @@ async def set_paused(client: Client, name: str, paused: bool, note: str) -> None
         await handle.pause(note=note)
     else:
         await handle.unpause(note=note)
-
-
-# ---- CLI ------------------------------------------------------------------------------------
-
-
-def render(found: list[ScheduleRow]) -> str:
-    lines = []
-    for row in found:
-        if not row.applied:
-            lines.append(f"{row.name:<18} not applied (runbook schedules apply)  {row.summary}")
-            continue
-        state = "paused" if row.paused else "active"
-        nxt = (
-            f"next {row.next_run:%Y-%m-%d %H:%M:%S} UTC" if row.next_run and not row.paused else ""
-        )
-        lines.append(f"{row.name:<18} {state:<7} {nxt:<30} {row.runs} runs  {row.summary}")
-    return "\n".join(lines)
-
-
-async def cmd_schedules(client: Client, args: argparse.Namespace) -> int:
-    task_queue = get_settings().task_queue
-    if args.action == "apply":
-        done = await apply(client, task_queue)
-        emit(args, {"applied": done}, "\n".join(f"{k}: {v}" for k, v in done.items()))
-        return 0
-    if args.action in ("pause", "resume"):
-        paused = args.action == "pause"
-        await set_paused(client, args.name, paused, args.note or f"{args.action}d by runbook CLI")
-        emit(args, {"name": args.name, "paused": paused}, f"{args.name}: {args.action}d")
-        return 0
-    found = await rows(client)
-    emit(args, {"schedules": [r.model_dump(mode="json") for r in found]}, render(found))
-    return 0
-
-
-def validate(args: argparse.Namespace) -> None:
-    if args.action in ("pause", "resume") and not args.name:
-        raise BadInput(
-            f"schedules {args.action}: NAME is required; schedules: {', '.join(BY_NAME)}"
-        )
-    if args.action in ("list", "apply") and args.name:
-        raise BadInput(f"schedules {args.action}: takes no NAME")
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    schedules = sub.add_parser("schedules", help="the runbooks' Temporal Schedules")
-    schedules.add_argument(
-        "action", nargs="?", default="list", choices=("list", "apply", "pause", "resume")
-    )
-    schedules.add_argument("name", nargs="?", help="the schedule (pause, resume)")
-    schedules.add_argument("--note", default="", help="why (pause, resume)")
-    schedules.add_argument("--json", action="store_true")
-    schedules.set_defaults(func=with_client(cmd_schedules, validate))

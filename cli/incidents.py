@@ -7,8 +7,8 @@ from statistics import median
 from typing import Any
 
 from activities import incidents
+from client.errors import BadInput, Unreachable
 from settings import get_settings
-from starter.cli import BadInput, Unreachable
 
 
 def database_url() -> str:
@@ -82,17 +82,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    listing = sub.add_parser("incidents", help="the incident log, with MTTA and MTTR")
-    listing.add_argument("--json", action="store_true")
-    listing.add_argument("--since", metavar="DATE")
-    listing.add_argument("--procedure")
-    listing.set_defaults(func=cmd_incidents)
-
-    postmortem = sub.add_parser("postmortem", help="write the post-mortem draft of an incident")
-    postmortem.add_argument("incident_id")
-    postmortem.set_defaults(func=cmd_postmortem)
-
-    db = sub.add_parser("db", help="the runbook's own database")
-    db.add_argument("action", choices=("migrate",))
-    db.set_defaults(func=cmd_migrate)
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "incidents":
+        parser.add_argument("--json", action="store_true")
+        parser.add_argument("--since", metavar="DATE")
+        parser.add_argument("--procedure")
+        parser.set_defaults(func=cmd_incidents)
+    elif name == "postmortem":
+        parser.add_argument("incident_id")
+        parser.set_defaults(func=cmd_postmortem)
+    elif name == "db":
+        parser.add_argument("action", choices=("migrate",))
+        parser.set_defaults(func=cmd_migrate)

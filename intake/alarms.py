@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 from activities.alarms import AlarmOutcome, AlarmRecord, AlarmStart, AlarmStarter
-from starter.webhook.routes import AlarmRoute, find_resource
+from intake.routes import AlarmRoute, find_resource
 from workflows import registry
 from workflows.models import AlarmDelivery
 

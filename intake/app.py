@@ -28,11 +28,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from activities.alarms import AlarmOutcome, AlarmStarter
-from settings import temporal_client
-from starter.webhook import payloads
-from starter.webhook.intake import Intake, Planned, Rejected
-from starter.webhook.routes import describe_routes, load_routes
-from starter.webhook.sns import (
+from intake import payloads
+from intake.alarms import Intake, Planned, Rejected
+from intake.routes import describe_routes, load_routes
+from intake.sns import (
     DEFAULT_CERT_HOST_PATTERN,
     CertificateStore,
     SnsMessage,
@@ -40,6 +39,7 @@ from starter.webhook.sns import (
     UrlPolicy,
     verify,
 )
+from settings import temporal_client
 from workflows import registry
 
 log = logging.getLogger("runbook.webhook")

@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 from temporalio.client import Client, WorkflowHandle
 
+from client.render import run_link
+from client.runs import start_procedure
+from demos.narration import approve, follow, say, until
 from settings import get_settings
-from starter.cli import run_link, start_procedure
-from starter.demo_remediation import approve, follow, say, until
 from workflows.cert_expiry_check import CertExpiryCheck, CertExpiryCheckInput, CertExpiryCheckResult
 from workflows.cert_renewal import CertRenewalInput
 from workflows.registry import PROCEDURES

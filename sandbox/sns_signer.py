@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from starter.webhook.sns import HASHES, SnsMessage
+from intake.sns import HASHES, SnsMessage
 
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:runbook-alarms"
 

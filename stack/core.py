@@ -49,8 +49,8 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 
-from settings import PROJECT_DIR
-from starter.approvers import ensure_local_roster, local_roster_files
+from settings import PROJECT_DIR, get_settings
+from stack.roster import ensure_local_roster, local_roster_files
 from workflows import search_attributes
 from workflows.search_attributes import DEV_SERVER_ARGS
 
@@ -204,7 +204,7 @@ class Stack:
         return env
 
     def _roster_env(self) -> dict[str, str]:
-        """Who may approve: the configured roster, else the stack's own (starter.approvers)."""
+        """Who may approve: the configured roster, else the stack's own (stack/roster.py)."""
         if self._environ.get("RUNBOOK_ROSTER"):
             env: dict[str, str] = {}
             self._pass(env, "RUNBOOK_ROSTER", "RUNBOOK_APPROVER_KEYS")
@@ -498,8 +498,8 @@ class Stack:
 
     def _launch_webhook(self) -> _Launch:
         port = self._port("webhook")
-        argv = [sys.executable, "-m", "starter.webhook", "--host", HOST, "--port", str(port)]
-        return _Launch(argv, "starter.webhook", {"webhook": port})
+        argv = [sys.executable, "-m", "intake", "--host", HOST, "--port", str(port)]
+        return _Launch(argv, "-m intake", {"webhook": port})
 
     # ----- readiness --------------------------------------------------------------------
 
@@ -862,3 +862,8 @@ def _run_async(make: Callable[[], Awaitable[T]]) -> T | None:
             return one.submit(asyncio.run, bounded()).result()
         except Exception:  # RPCError, timeout, refused connection: not answering
             return None
+
+
+def local_stack() -> Stack:
+    """The stack of this checkout's state dir (RUNBOOK_STATE_DIR, default `.runbook/`)."""
+    return Stack(get_settings().state_dir)

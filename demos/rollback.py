@@ -5,7 +5,7 @@
 import httpx
 from temporalio.client import Client
 
-from starter.demo_remediation import approve, follow, inject, say, start, until
+from demos.narration import approve, follow, inject, say, start, until
 from workflows.models import RunbookResult
 from workflows.rollback import RollbackInput
 

@@ -1,0 +1,40 @@
+"""`runbook demo [PROCEDURE|all]`: start the local stack, inject incidents, run the runbooks."""
+
+import argparse
+import asyncio
+import time
+
+# The names only: the demos themselves are imported when one runs.
+NAMES = (
+    "db-failover",
+    "kafka-lag",
+    "api-errors",
+    "triage",
+    "llm-budget",
+    "high-memory",
+    "rollback",
+    "cert-renewal",
+)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from client.env import load_stack_env
+    from demos import DEMOS, run_demos
+    from demos.narration import say
+    from stack.core import local_stack
+
+    started = time.monotonic()
+    say("Starting the embedded local stack (Temporal + UI, AWS, PostgreSQL, Redis, Kafka, ...)")
+    stack = local_stack()
+    stack.up()
+    stack.write_env_file()
+    load_stack_env()
+    names = list(DEMOS) if args.procedure == "all" else [args.procedure]
+    ok = asyncio.run(run_demos(names))
+    print(f"\ndemo {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s")
+    return 0 if ok else 1
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("procedure", nargs="?", default="db-failover", choices=[*NAMES, "all"])
+    parser.set_defaults(func=cmd_demo)

@@ -1,0 +1,215 @@
+"""`runbook start | approve | reject | sign | status | pending`: a run and its gate."""
+
+import argparse
+import contextlib
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from cli.common import emit, parse_sets, validation_message, with_client
+from client.decisions import make_signed
+from client.errors import BadInput
+from client.render import pending_row, render_status, run_link
+from client.runs import existing, query_status, start_procedure
+from workflows.models import SEVERITIES, DecisionAck, Signed
+from workflows.registry import PROCEDURES, Procedure
+
+
+def build_input(procedure: Procedure, args: argparse.Namespace) -> BaseModel:
+    values: dict[str, Any] = parse_sets(args.set)
+    allowed = sorted(procedure.input_model.model_fields)
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise BadInput(
+            f"--set {', '.join(unknown)}: unknown for {procedure.name}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+    values.update(
+        severity=args.severity, dry_run=args.dry_run, requested_by=args.requested_by, trigger="cli"
+    )
+    try:
+        return procedure.input_model.model_validate(values)
+    except ValidationError as err:
+        raise BadInput(validation_message(err)) from None
+
+
+async def cmd_start(client: Client, args: argparse.Namespace) -> int:
+    procedure = PROCEDURES[args.procedure]
+    inp = build_input(procedure, args)
+    handle = await start_procedure(client, procedure, inp)
+    workflow_id, run_id = handle.id, handle.result_run_id or ""
+    data = {"workflow_id": workflow_id, "run_id": run_id, "ui_url": run_link(workflow_id, run_id)}
+    emit(args, data, f"started {workflow_id} (run {run_id})\n{data['ui_url']}")
+    return 0
+
+
+def approver_key(args: argparse.Namespace) -> str:
+    key = os.environ.get("RUNBOOK_APPROVER_KEY", "")
+    if not key:
+        raise BadInput(f"RUNBOOK_APPROVER_KEY: set it to the approver key of {args.as_!r}")
+    return key
+
+
+async def sign_decision(client: Client, args: argparse.Namespace, approve: bool) -> Signed:
+    """Sign for the gate the run has open now, with the approver's own key."""
+    handle = await existing(client, args.workflow_id)
+    desc = await handle.describe()
+    status = await query_status(handle)
+    if status.pending_gate is None:
+        raise BadInput(f"{args.workflow_id}: no approval gate is open (phase {status.phase!r})")
+    return make_signed(
+        desc.id,
+        desc.run_id,
+        status.pending_gate.gate,
+        args.as_,
+        approver_key(args),
+        approve=approve,
+        params=parse_sets(args.set) if approve else {},
+        comment=getattr(args, "comment", ""),
+        reason=getattr(args, "reason", ""),
+    )
+
+
+def check_start_args(args: argparse.Namespace) -> None:
+    build_input(PROCEDURES[args.procedure], args)
+
+
+def check_decision_args(args: argparse.Namespace) -> None:
+    parse_sets(args.set)
+    approver_key(args)
+
+
+async def decide(client: Client, args: argparse.Namespace, approve: bool) -> int:
+    handle = await existing(client, args.workflow_id)
+    decision = await sign_decision(client, args, approve)
+    try:
+        ack = await handle.execute_update(
+            "approve" if approve else "reject", decision, result_type=DecisionAck
+        )
+    except WorkflowUpdateFailedError as err:
+        raise BadInput(f"{args.workflow_id}: {err.cause or err}") from None
+    except RPCError as err:
+        if "already completed" in err.message:
+            raise BadInput(
+                f"{args.workflow_id}: the workflow has finished; no gate is open"
+            ) from None
+        raise
+    if ack.approved:
+        text = f"{args.workflow_id}: gate {ack.gate!r} approved by {ack.decided_by}"
+    elif approve:
+        text = (
+            f"{args.workflow_id}: approval of {ack.decided_by} taken; another person must approve"
+        )
+    else:
+        text = f"{args.workflow_id}: gate {ack.gate!r} rejected by {ack.decided_by}"
+    emit(args, ack.model_dump(mode="json"), text)
+    return 0
+
+
+async def cmd_approve(client: Client, args: argparse.Namespace) -> int:
+    return await decide(client, args, approve=True)
+
+
+async def cmd_reject(client: Client, args: argparse.Namespace) -> int:
+    return await decide(client, args, approve=False)
+
+
+async def cmd_sign(client: Client, args: argparse.Namespace) -> int:
+    """The signed input for `temporal workflow update execute --input` (or the UI)."""
+    decision = await sign_decision(client, args, approve=not args.reject)
+    print(decision.model_dump_json(exclude_defaults=True))
+    return 0
+
+
+async def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    handle = await existing(client, args.workflow_id)
+    if args.wait:
+        with contextlib.suppress(Exception):  # the status below says how it ended
+            await handle.result()
+    desc = await handle.describe()
+    status = await query_status(handle)
+    state = desc.status.name if desc.status else "UNKNOWN"
+    data = {"state": state, "run_id": desc.run_id, **status.model_dump(mode="json")}
+    emit(args, data, render_status(status, state) + "\n" + run_link(desc.id, desc.run_id))
+    failed = desc.status not in (
+        None,
+        WorkflowExecutionStatus.RUNNING,
+        WorkflowExecutionStatus.COMPLETED,
+    )
+    return 1 if args.wait and failed else 0
+
+
+async def cmd_pending(client: Client, args: argparse.Namespace) -> int:
+    gates = []
+    query = 'ExecutionStatus = "Running" AND RunbookGate = "waiting"'
+    async for wf in client.list_workflows(query):
+        status = await query_status(client.get_workflow_handle(wf.id, run_id=wf.run_id))
+        if status.pending_gate:
+            gates.append(status)
+    now = datetime.now(UTC)
+    rows = [
+        pending_row(s.workflow_id, s.procedure, s.pending_gate, now)
+        for s in gates
+        if s.pending_gate
+    ]
+    rows.sort(key=lambda row: -row["age_seconds"])  # oldest first
+    text = "\n".join(
+        f"{r['workflow_id']}  {r['severity']}  {r['level']} (may decide: "
+        f"{', '.join(r['may_decide'])})  waiting {r['age_seconds']}s  {r['summary']}"
+        for r in rows
+    )
+    emit(args, {"pending": rows}, text or "no gate is waiting")
+    return 0
+
+
+def default_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "cli"
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "start":
+        parser.add_argument("procedure", choices=sorted(PROCEDURES))
+        parser.add_argument("--severity", choices=SEVERITIES, default="P1")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        parser.add_argument("--dry-run", action="store_true")
+        parser.add_argument("--requested-by", default=default_user())
+        parser.add_argument("--json", action="store_true")
+        parser.set_defaults(func=with_client(cmd_start, check_start_args))
+    elif name == "approve":
+        parser.add_argument("workflow_id")
+        parser.add_argument("--as", dest="as_", required=True, metavar="NAME")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        parser.add_argument("--comment", default="")
+        parser.add_argument("--json", action="store_true")
+        parser.set_defaults(func=with_client(cmd_approve, check_decision_args))
+    elif name == "reject":
+        parser.add_argument("workflow_id")
+        parser.add_argument("--as", dest="as_", required=True, metavar="NAME")
+        parser.add_argument("--reason", required=True)
+        parser.add_argument("--json", action="store_true")
+        parser.set_defaults(func=with_client(cmd_reject, approver_key))
+    elif name == "sign":
+        parser.add_argument("workflow_id")
+        parser.add_argument("--as", dest="as_", required=True, metavar="NAME")
+        parser.add_argument("--reject", action="store_true")
+        parser.add_argument("--reason", default="")
+        parser.add_argument("--comment", default="")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        parser.set_defaults(func=with_client(cmd_sign, check_decision_args))
+    elif name == "status":
+        parser.add_argument("workflow_id")
+        parser.add_argument("--json", action="store_true")
+        parser.add_argument("--wait", action="store_true", help="wait until the run ends")
+        parser.set_defaults(func=with_client(cmd_status))
+    elif name == "pending":
+        parser.add_argument("--json", action="store_true")
+        parser.set_defaults(func=with_client(cmd_pending))

@@ -1,0 +1,53 @@
+"""Connect to Temporal; start, find and query runbook runs."""
+
+import os
+from datetime import timedelta
+
+from pydantic import BaseModel
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from client.errors import BadInput, Unreachable
+from settings import get_settings, temporal_client
+from workflows.base import RunbookWorkflow
+from workflows.models import RunbookStatus
+from workflows.registry import Procedure
+
+QUERY_TIMEOUT = timedelta(seconds=10)
+
+
+async def connect() -> Client:
+    try:
+        return await temporal_client()
+    except RuntimeError as err:
+        address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
+        raise Unreachable(
+            f"cannot reach Temporal at {address} ({err}); is the stack up? (runbook stack up)"
+        ) from None
+
+
+async def existing(client: Client, workflow_id: str) -> WorkflowHandle:
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise BadInput(f"WORKFLOW_ID: no workflow with id {workflow_id!r}") from None
+        raise
+    return handle
+
+
+async def query_status(handle: WorkflowHandle) -> RunbookStatus:
+    return await handle.query(RunbookWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+
+
+async def start_procedure(client: Client, procedure: Procedure, inp: BaseModel) -> WorkflowHandle:
+    return await client.start_workflow(
+        procedure.workflow_type,
+        inp,
+        id=procedure.workflow_id(inp),
+        task_queue=get_settings().task_queue,
+        # A second start for the same resource joins the running workflow: never act twice.
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )

@@ -1,0 +1,25 @@
+"""Serve the intake (alarms today) with uvicorn."""
+
+import logging
+
+DEFAULT_PORT = 8790
+
+
+def serve(host: str, port: int) -> None:
+    import uvicorn
+
+    from intake.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = uvicorn.Config(
+        create_app(),
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+        # Longer than a load balancer's idle timeout (ALB: 60 s), so the server is never the
+        # side that closes a kept-alive connection under a request.
+        timeout_keep_alive=75,
+    )
+    uvicorn.Server(config).run()
