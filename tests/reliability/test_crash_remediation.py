@@ -21,7 +21,7 @@ import boto3
 import httpx
 import pytest
 
-from tests.approvers import signed
+from tests.fakes.approvers import signed
 from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_name
 from tests.reliability.crash_chain import CrashChain
 from tests.reliability.harness import AwsCall, eventually

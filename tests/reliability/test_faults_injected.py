@@ -29,7 +29,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 
-from tests.approvers import signed
+from tests.fakes.approvers import signed
 from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_name
 from tests.reliability.fault_proxy import FaultProxy, Request, Rule
 from tests.reliability.harness import WorkerProcess, eventually

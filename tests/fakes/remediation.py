@@ -51,7 +51,7 @@ from activities.secrets import (
     SecretNumberRequest,
     SetSecretNumberRequest,
 )
-from tests.fakes import FakeSystems
+from tests.fakes.systems import FakeSystems
 
 GATE_ACTIVITIES = {
     "notify.slack",

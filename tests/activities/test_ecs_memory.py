@@ -14,7 +14,7 @@ from activities.ecs_rollout import (
     WaitRolloutRequest,
 )
 from activities.fargate import memory_refusal, valid_memory
-from tests.test_sandbox import wait_until
+from tests.sandbox.test_sandbox import wait_until
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.approvers import signed, write_roster
-from tests.fakes import FakeSystems
-from tests.fakes_diagnosis import FakeDiagnosis, lag_result
+from tests.fakes.approvers import signed, write_roster
+from tests.fakes.diagnosis import FakeDiagnosis, lag_result
+from tests.fakes.systems import FakeSystems
 from tests.temporal_env import gate_open, keep_history, until
 from worker import INTERCEPTORS
 from workflows.api_errors import ApiErrorRateSpike, ApiErrorsInput

@@ -119,20 +119,21 @@ async def test_failover_started_and_approved_by_cli(
     closed = await cli(bob, "approve", workflow_id, "--as", "bob")
     assert closed.returncode == 2 and "no approval gate is open" in closed.stderr
 
-    await check_incident_log(worker, workflow_id, status["timeline"])
+    await check_incident_log(worker, status["run_id"], status["timeline"])
     handle = dev_env.client.get_workflow_handle(workflow_id)
     await replay(await handle.fetch_history())
     await keep_history(handle, "db_failover_e2e_approved")
 
 
-async def check_incident_log(env: dict[str, str], workflow_id: str, timeline: list) -> None:
-    """The run is in the incident log, with a post-mortem draft (P1) the CLI can rewrite."""
+async def check_incident_log(env: dict[str, str], run_id: str, timeline: list) -> None:
+    """The run is in the incident log (its id is the run id: other tests' runs of the same
+    workflow id may be there too), with a post-mortem draft (P1) the CLI can rewrite."""
     logged = next(s for s in timeline if s["name"] == "incident log")
     assert logged["outcome"] == "ok" and "post-mortem draft" in logged["detail"]
     listed = await cli(env, "incidents", "--json", "--procedure", "db-failover")
     assert listed.returncode == 0, listed.stderr
     data = json.loads(listed.stdout)
-    [mine] = [i for i in data["incidents"] if i["workflow_id"] == workflow_id]
+    [mine] = [i for i in data["incidents"] if i["incident_id"] == run_id]
     assert (mine["outcome"], mine["approvers"], mine["trigger"]) == ("completed", ["bob"], "cli")
     assert data["by_procedure"]["db-failover"]["mttr_minutes"] is not None
     draft = await cli(env, "postmortem", mine["incident_id"][:13])

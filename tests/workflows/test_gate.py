@@ -22,8 +22,8 @@ from activities.approvals import (
     VerifyRequest,
     sign,
 )
-from tests.approvers import key_of, signed, write_roster
-from tests.fakes import FakeSystems
+from tests.fakes.approvers import key_of, signed, write_roster
+from tests.fakes.systems import FakeSystems
 from worker import INTERCEPTORS
 from workflows.gate import GatedRunbook
 from workflows.models import DecisionAck, GateResult, ParamSpec, RunbookInput, RunbookStatus

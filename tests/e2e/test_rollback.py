@@ -14,19 +14,19 @@ from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from tests.reliability.harness import MotoRecorder
-from tests.test_e2e_remediation import (  # noqa: F401  (fixtures)
+from tests.e2e.test_llm_budget_high_memory import (  # noqa: F401  (fixtures)
     as_approver,
     cli,
     replay_and_keep,
     sandbox,
     worker,
 )
+from tests.reliability.harness import MotoRecorder
 from workflows.models import RunbookStatus
 
 pytestmark = pytest.mark.timeout(240)
 SERVICES = ("api", "context-engine", "orchestration-engine")
-SCRIPT = Path(__file__).parents[1] / "scripts" / "rollback.sh"
+SCRIPT = Path(__file__).parents[2] / "scripts" / "rollback.sh"
 
 
 async def gate_of(handle: WorkflowHandle, timeout: float = 90) -> RunbookStatus:

@@ -28,7 +28,7 @@ from activities.elb import (
     SetCertificateResult,
 )
 from activities.route53 import HostedZone, RecordChange, RecordRequest, ZoneRequest
-from tests.fakes_remediation import GateSupport
+from tests.fakes.remediation import GateSupport
 
 DOMAIN = "api.prod.revenue-context.com"
 ALB = "prod-revenue-context-alb"

@@ -12,10 +12,9 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.approvers import signed, write_roster
-from tests.fakes_remediation import FakeLlm, GateSupport
-from tests.remediation_env import private_ts_env
-from tests.temporal_env import gate_open, keep_history, until
+from tests.fakes.approvers import signed, write_roster
+from tests.fakes.remediation import FakeLlm, GateSupport
+from tests.temporal_env import gate_open, keep_history, private_ts_env, until
 from worker import INTERCEPTORS
 from workflows.llm_budget import LlmBudgetExhaustion, LlmBudgetInput
 from workflows.models import RunbookResult

@@ -14,8 +14,8 @@ from temporalio.worker import Worker
 
 from activities import incidents
 from activities.incidents import IncidentActivities, IncidentRecord, IncidentStep
-from tests.approvers import signed, write_roster
-from tests.fakes import FakeSystems
+from tests.fakes.approvers import signed, write_roster
+from tests.fakes.systems import FakeSystems
 from worker import INTERCEPTORS
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
 

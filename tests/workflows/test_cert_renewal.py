@@ -16,11 +16,10 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.approvers import signed, write_roster
-from tests.fakes_certs import ACM, DOMAIN, FakeCerts, cert, listener
-from tests.fakes_remediation import GateSupport
-from tests.remediation_env import private_ts_env
-from tests.temporal_env import gate_open, keep_history, until
+from tests.fakes.approvers import signed, write_roster
+from tests.fakes.certs import ACM, DOMAIN, FakeCerts, cert, listener
+from tests.fakes.remediation import GateSupport
+from tests.temporal_env import gate_open, keep_history, private_ts_env, until
 from worker import INTERCEPTORS
 from workflows.cert_renewal import CertificateRenewal, CertRenewalInput
 from workflows.models import RunbookResult

@@ -16,8 +16,8 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from settings import Settings
+from tests.e2e.test_db_failover import as_approver, cli, replay
 from tests.temporal_env import keep_history
-from tests.test_e2e_db_failover import as_approver, cli, replay
 from worker import build_worker
 from workflows.models import RunbookResult, RunbookStatus, Step
 

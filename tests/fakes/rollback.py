@@ -22,7 +22,7 @@ from activities.ecs_rollout import (
     revision_number,
 )
 from activities.health import HealthRequest, HealthResult
-from tests.fakes_remediation import GateSupport
+from tests.fakes.remediation import GateSupport
 
 SERVICES = ("api", "context-engine", "orchestration-engine")
 # Revision n of every family runs TAGS[n - 1]; the last one is the bad deploy.

@@ -16,7 +16,7 @@ from activities.ecs_rollout import (
     image_tag,
 )
 from activities.health import HealthActivities, HealthRequest
-from tests.test_high_memory_activities import ecs, run, sandbox  # noqa: F401  (fixtures)
+from tests.activities.test_ecs_memory import ecs, run, sandbox  # noqa: F401  (fixtures)
 
 
 def family_revisions() -> list[str]:

@@ -11,7 +11,7 @@ from temporalio.worker import Replayer
 from worker import INTERCEPTORS
 from workflows.registry import WORKFLOWS
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
 
 
 def test_histories_are_stored() -> None:

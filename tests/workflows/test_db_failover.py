@@ -19,8 +19,8 @@ from temporalio.client import (
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.approvers import signed, write_roster
-from tests.fakes import FakeSystems
+from tests.fakes.approvers import signed, write_roster
+from tests.fakes.systems import FakeSystems
 from tests.temporal_env import gate_open, keep_history, until
 from worker import INTERCEPTORS
 from workflows.db_failover import DatabaseFailover, DbFailoverInput

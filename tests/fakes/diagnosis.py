@@ -49,7 +49,7 @@ from activities.prometheus import (
     ErrorRateRequest,
 )
 from activities.redis_info import RedisStats, RedisStatsRequest
-from tests.fakes import FakeSystems
+from tests.fakes.systems import FakeSystems
 
 
 def _name(fn: Any) -> str:

@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.alarms import AlarmActivities, AlarmStarter
-from tests.fakes_certs import ACM, FakeCerts, cert, listener
+from tests.fakes.certs import ACM, FakeCerts, cert, listener
 from workflows import registry
 from workflows.base import RunbookWorkflow
 from workflows.cert_expiry_check import (
