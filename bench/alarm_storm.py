@@ -41,7 +41,7 @@ from temporalio.client import Client
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sandbox.sns_signer import SnsSigner, cloudwatch_alarm
-from stack.core import Stack
+from stack.local import Stack
 
 ALARM = "db-cpu-high"
 # The storm needs Temporal, the worker, the webhook and AWS (moto) for the RDS lookups. The

@@ -31,7 +31,7 @@ from temporalio.client import WorkflowHandle
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stack.core import DEFAULT_PORTS, EXTERNAL_VARS, Stack  # noqa: E402
+from stack.local import DEFAULT_PORTS, EXTERNAL_VARS, Stack  # noqa: E402
 
 # ---- the stack ----------------------------------------------------------------------------
 
@@ -93,7 +93,7 @@ def own_stack(
 
 
 def unit_pid(stack: Stack, unit: str) -> int:
-    pid = stack._running_pid(unit)
+    pid = stack.running_pid(unit)
     if pid is None:
         raise RuntimeError(f"{unit} is not running")
     return pid

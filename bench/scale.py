@@ -55,7 +55,7 @@ from bench.common import (
 from bench.runs import decide, start, to_action
 from client.runs import query_status
 from settings import temporal_client
-from stack.core import Stack
+from stack.local import Stack
 from stack.roster import local_key
 from workflows.models import RunbookResult
 from workflows.registry import PROCEDURES
@@ -91,7 +91,7 @@ class CpuMeter:
     """CPU seconds used by each unit of the stack between `mark()` and `take()`."""
 
     def __init__(self, stack: Stack) -> None:
-        self.pids = {u: pid for u in UNITS if (pid := stack._running_pid(u)) is not None}
+        self.pids = {u: pid for u in UNITS if (pid := stack.running_pid(u)) is not None}
         self.before: dict[str, float] = {}
         self.started = 0.0
 

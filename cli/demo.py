@@ -21,7 +21,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from client.env import load_stack_env
     from demos import DEMOS, run_demos
     from demos.narration import say
-    from stack.core import local_stack
+    from stack.local import local_stack
 
     started = time.monotonic()
     say("Starting the embedded local stack (Temporal + UI, AWS, PostgreSQL, Redis, Kafka, ...)")

@@ -8,7 +8,7 @@ import time
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from stack.core import StackError, local_stack
+    from stack.local import StackError, local_stack
 
     stack = local_stack()
     if args.action == "up":

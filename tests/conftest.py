@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stack.core import DEFAULT_PORTS, EXTERNAL_VARS, Stack
+from stack.local import DEFAULT_PORTS, EXTERNAL_VARS, Stack
 
 pytest_plugins = ["tests.temporal_env"]
 

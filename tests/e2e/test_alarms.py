@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from intake.app import WebhookConfig, create_app
 from settings import Settings
-from stack.core import Stack
+from stack.local import Stack
 from tests.conftest import embedded_environ, free_ports, state_dir
 from worker import build_worker
 from workflows.models import RunbookStatus
@@ -44,7 +44,7 @@ def test_the_stack_runs_the_webhook_as_a_part(webhook_stack: Stack) -> None:
     status = webhook_stack.status()["webhook"]
     assert status.up and status.managed == "embedded" and status.pid is not None
     url = webhook_stack.client_env()["RUNBOOK_WEBHOOK_URL"]
-    assert url == status.address and url.endswith(f":{webhook_stack._port('webhook')}")
+    assert url == status.address and url.endswith(f":{webhook_stack.port('webhook')}")
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
     # The token reached the process: a wrong one is refused, the right one gets past auth.
     bad = httpx.post(f"{url}/alertmanager", headers={"Authorization": "Bearer x"}, content=b"{}")

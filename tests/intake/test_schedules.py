@@ -31,7 +31,7 @@ from activities.alarms import AlarmActivities, AlarmStarter
 from activities.spend import SpendActivities, SpendReadRequest, budget_gauge
 from client.errors import BadInput
 from intake import schedules
-from stack.core import Stack
+from stack.local import Stack
 from tests.conftest import embedded_environ, free_ports, state_dir
 from workflows import registry
 from workflows.base import RunbookWorkflow

