@@ -4,7 +4,7 @@ free ports, started and stopped by the benchmark), then bench/RESULTS.md.
     .venv/bin/python bench/run_all.py [--runs 50] [--cli-runs 5] [--action-runs 10]
         [--incidents 1000] [--only to_gate,fanout,...] [--out bench/RESULTS.md]
 
-The defaults are the issue's numbers; smaller ones make a quick look
+The defaults are the figures RESULTS.md reports; smaller ones make a quick look
 (`make bench BENCH_ARGS="--runs 10 --incidents 200"`). Each figure is written with the load
 average (1, 5, 15 min) when it was taken: on a shared 2-core machine a busy neighbour moves
 every latency, so compare figures taken at a similar load.

@@ -51,12 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sim = Simulator(SandboxState(heal_delay=args.heal_delay), dependencies_from_env())
     try:
+        aws = None
         if args.moto_port:
-            aws = AwsSandbox(args.host, args.moto_port, sim.state, sim.on_rebooted, sim.in_incident)
+            db = sim.db_failover
+            aws = AwsSandbox(args.host, args.moto_port, sim.state, db.on_rebooted, db.in_incident)
             aws.start()
-            sim.aws = aws
-            sim.remediation.start(aws)
-        sim.diagnosis.start(sim.aws, lambda: sim.metrics)
+        sim.start(aws)
         server = make_server(args.host, args.http_port, sim)
     except OSError as exc:  # typically a port already in use
         print(f"sandbox: cannot start: {exc}", file=sys.stderr)

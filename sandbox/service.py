@@ -1,142 +1,50 @@
-"""The sandbox's HTTP API: the service's endpoints, local Slack / PagerDuty, control."""
+"""The sandbox's HTTP API: the service's endpoints, local Slack / PagerDuty, control.
+
+Every path is in ROUTES; the incidents' behaviour is in sandbox/incidents/, one module each.
+"""
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from sandbox.diagnosis import ROUTES as DIAGNOSIS_ROUTES
-from sandbox.diagnosis import DiagnosisSandbox
-from sandbox.remediation import ROUTES as REMEDIATION_ROUTES
-from sandbox.remediation import Remediation
+from sandbox import pagerduty, slack
+from sandbox.replies import BadRequest, Reply, field, json_reply
 from sandbox.simulator import Simulator
+from sandbox.state import SandboxState
 
-JSON = "application/json"
 # Paths of the simulated service itself; the rest is harness and stays out of its metrics.
 HARNESS_PREFIXES = ("/control/", "/slack/", "/pagerduty/")
-PAGERDUTY_ACTIONS = {"trigger", "acknowledge", "resolve"}
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes
-    content_type: str = JSON
-
-
-def json_reply(status: int, payload: Any) -> Reply:
-    return Reply(status, json.dumps(payload).encode())
-
-
-class BadRequest(Exception):
-    pass
-
 
 Route = Callable[[Simulator, Any], Reply]
 
 
 def health(sim: Simulator, _: Any) -> Reply:
-    # The image tag `api` runs (it changes with a rollback), once ECS is simulated;
-    # 503 `degraded` while a bad deploy runs (sandbox/rollback.py).
-    version = sim.remediation.version() or sim.state.version
-    return json_reply(*sim.remediation.bad_deploy.health(sim.remediation, version))
+    # The version `api` runs; 503 `degraded` while a bad deploy runs (incidents/rollback.py).
+    return json_reply(*sim.rollback.health(sim.version()))
 
 
 def health_detailed(sim: Simulator, _: Any) -> Reply:
     status, body = sim.detailed_health()
     # The certificate the ALB's HTTPS listener serves (cert-renewal changes it).
-    tls = sim.remediation.certificates.served()
+    tls = sim.cert_renewal.served()
     return json_reply(status, {**body, "tls": tls} if tls else body)
 
 
+def health_workers(sim: Simulator, _: Any) -> Reply:
+    return json_reply(*sim.kafka_lag.workers_health())
+
+
 def metrics(sim: Simulator, _: Any) -> Reply:
-    return Reply(200, sim.metrics.render(), CONTENT_TYPE_LATEST)
-
-
-def slack_webhook(sim: Simulator, body: Any) -> Reply:
-    """Answers like Slack's incoming webhooks: plain text `ok`, or an error status."""
-    with sim.state.lock:
-        if sim.state.slack_fail_status != 200:
-            sim.state.slack_rejected += 1
-            return Reply(sim.state.slack_fail_status, b"internal_error", "text/plain")
-        if not isinstance(body, dict):
-            return Reply(400, b"invalid_payload", "text/plain")
-        sim.state.slack_messages.append(body)
-    return Reply(200, b"ok", "text/plain")
-
-
-def slack_messages(sim: Simulator, _: Any) -> Reply:
-    with sim.state.lock:
-        return json_reply(200, list(sim.state.slack_messages))
-
-
-def slack_clear(sim: Simulator, _: Any) -> Reply:
-    with sim.state.lock:
-        sim.state.slack_messages.clear()
-    return json_reply(200, {"cleared": True})
-
-
-def slack_fail(sim: Simulator, body: Any) -> Reply:
-    status = _field(body, "status", int)
-    if not 200 <= status <= 599:
-        raise BadRequest("status must be an HTTP status between 200 and 599")
-    with sim.state.lock:
-        sim.state.slack_fail_status = status
-    return json_reply(200, {"slack_fail_status": status})
-
-
-def pagerduty_enqueue(sim: Simulator, body: Any) -> Reply:
-    """Events API v2: validates the fields PagerDuty rejects events without."""
-    errors = _pagerduty_errors(body)
-    if errors:
-        payload = {"status": "invalid event", "message": "Event object is invalid"}
-        return json_reply(400, {**payload, "errors": errors})
-    dedup_key = body.get("dedup_key") or uuid.uuid4().hex
-    with sim.state.lock:
-        sim.state.pagerduty_events.append({**body, "dedup_key": dedup_key})
-    return json_reply(
-        202, {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
-    )
-
-
-def pagerduty_events(sim: Simulator, _: Any) -> Reply:
-    with sim.state.lock:
-        return json_reply(200, list(sim.state.pagerduty_events))
-
-
-def pagerduty_clear(sim: Simulator, _: Any) -> Reply:
-    with sim.state.lock:
-        sim.state.pagerduty_events.clear()
-    return json_reply(200, {"cleared": True})
-
-
-def inject_db_incident(sim: Simulator, _: Any) -> Reply:
-    sim.inject_db_incident()
-    return json_reply(200, sim.state.snapshot())
-
-
-def heal_db_incident(sim: Simulator, _: Any) -> Reply:
-    sim.heal_db_incident()
-    return json_reply(200, sim.state.snapshot())
-
-
-def reset(sim: Simulator, _: Any) -> Reply:
-    sim.reset()
-    return json_reply(200, sim.state.snapshot())
-
-
-def state(sim: Simulator, _: Any) -> Reply:
-    return json_reply(200, sim.state.snapshot())
+    return Reply(200, sim.systems.metrics.render(), CONTENT_TYPE_LATEST)
 
 
 def heal_delay(sim: Simulator, body: Any) -> Reply:
-    seconds = _field(body, "seconds", (int, float))
+    seconds = field(body, "seconds", (int, float))
     if seconds < 0:
         raise BadRequest("seconds must be >= 0")
     with sim.state.lock:
@@ -144,58 +52,97 @@ def heal_delay(sim: Simulator, body: Any) -> Reply:
     return json_reply(200, {"heal_delay": float(seconds)})
 
 
-def _remediation_route(fn: Callable[[Remediation, Any], tuple[int, Any]]) -> Route:
-    return lambda sim, body: json_reply(*fn(sim.remediation, body))
+def ecs_control(sim: Simulator, body: Any) -> Reply:
+    """How long a new ECS task takes to run."""
+    seconds = (body or {}).get("task_start_seconds") if isinstance(body, dict) else None
+    if not isinstance(seconds, int | float) or not 0 <= seconds <= 600:
+        raise BadRequest('body must be {"task_start_seconds": 0..600}')
+    if sim.aws is not None:
+        sim.aws.ecs.task_start_seconds = float(seconds)
+    return json_reply(200, {"task_start_seconds": float(seconds)})
 
 
-def _diagnosis_route(fn: Callable[[DiagnosisSandbox, Any], tuple[int, Any]]) -> Route:
-    return lambda sim, body: json_reply(*fn(sim.diagnosis, body))
+def showing(snapshot: Callable[[Simulator], Any]) -> Route:
+    """Answer 200 with `snapshot`."""
+    return lambda sim, _: json_reply(200, snapshot(sim))
 
+
+def doing(
+    action: Callable[[Simulator, Any], object], snapshot: Callable[[Simulator], Any]
+) -> Route:
+    """Run `action` with the body, then answer 200 with `snapshot`."""
+
+    def route(sim: Simulator, body: Any) -> Reply:
+        action(sim, body)
+        return json_reply(200, snapshot(sim))
+
+    return route
+
+
+def on_state(route: Callable[[SandboxState, Any], Reply]) -> Route:
+    return lambda sim, body: route(sim.state, body)
+
+
+def state(sim: Simulator) -> dict[str, Any]:
+    return sim.state.snapshot()
+
+
+def diagnosis(sim: Simulator) -> dict[str, Any]:
+    return sim.diagnosis_snapshot()
+
+
+def remediation(sim: Simulator) -> dict[str, Any]:
+    return sim.remediation_snapshot()
+
+
+def certificate(sim: Simulator) -> dict[str, Any] | None:
+    return sim.cert_renewal.served()
+
+
+INCIDENT = "/control/incidents/"
 
 ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/health"): health,
     ("GET", "/health/detailed"): health_detailed,
+    ("GET", "/health/workers"): health_workers,
     ("GET", "/metrics"): metrics,
-    ("POST", "/slack/webhook"): slack_webhook,
-    ("GET", "/slack/messages"): slack_messages,
-    ("DELETE", "/slack/messages"): slack_clear,
-    ("POST", "/pagerduty/v2/enqueue"): pagerduty_enqueue,
-    ("GET", "/pagerduty/events"): pagerduty_events,
-    ("DELETE", "/pagerduty/events"): pagerduty_clear,
-    ("POST", "/control/incidents/db-failover"): inject_db_incident,
-    ("DELETE", "/control/incidents/db-failover"): heal_db_incident,
-    ("POST", "/control/reset"): reset,
-    ("GET", "/control/state"): state,
+    **{key: on_state(route) for key, route in slack.ROUTES.items()},
+    **{key: on_state(route) for key, route in pagerduty.ROUTES.items()},
+    # the harness
+    ("POST", "/control/reset"): doing(lambda sim, _: sim.reset(), state),
+    ("GET", "/control/state"): showing(state),
     ("POST", "/control/heal-delay"): heal_delay,
-    ("POST", "/control/slack/fail"): slack_fail,
-    **{key: _remediation_route(fn) for key, fn in REMEDIATION_ROUTES.items()},
-    **{key: _diagnosis_route(fn) for key, fn in DIAGNOSIS_ROUTES.items()},
+    ("POST", "/control/ecs"): ecs_control,
+    ("POST", "/control/latency"): doing(
+        lambda sim, body: sim.latency.set(body), lambda sim: {"latency": sim.latency.snapshot()}
+    ),
+    ("DELETE", "/control/latency"): doing(
+        lambda sim, _: sim.latency.clear(), lambda sim: {"latency": {}}
+    ),
+    ("GET", "/control/diagnosis"): showing(diagnosis),
+    ("GET", "/control/remediation"): showing(remediation),
+    ("POST", "/control/llm"): doing(
+        lambda sim, body: sim.llm_budget.configure(body), lambda sim: sim.llm_budget.snapshot()
+    ),
+    ("GET", "/control/certificates"): showing(certificate),
+    # the incidents: POST injects, DELETE heals
+    ("POST", INCIDENT + "db-failover"): doing(lambda sim, _: sim.db_failover.inject(), state),
+    ("DELETE", INCIDENT + "db-failover"): doing(lambda sim, _: sim.db_failover.heal(), state),
+    ("POST", INCIDENT + "kafka-lag"): doing(lambda sim, b: sim.kafka_lag.inject(b), diagnosis),
+    ("DELETE", INCIDENT + "kafka-lag"): doing(lambda sim, _: sim.kafka_lag.heal(), diagnosis),
+    ("POST", INCIDENT + "api-errors"): doing(lambda sim, b: sim.api_errors.inject(b), diagnosis),
+    ("DELETE", INCIDENT + "api-errors"): doing(lambda sim, _: sim.api_errors.heal(), diagnosis),
+    ("POST", INCIDENT + "llm-budget"): doing(lambda sim, _: sim.llm_budget.inject(), remediation),
+    ("DELETE", INCIDENT + "llm-budget"): doing(lambda sim, _: sim.llm_budget.heal(), remediation),
+    ("POST", INCIDENT + "high-memory"): doing(lambda sim, _: sim.high_memory.inject(), remediation),
+    ("DELETE", INCIDENT + "high-memory"): doing(lambda sim, _: sim.high_memory.heal(), remediation),
+    ("POST", INCIDENT + "rollback"): doing(lambda sim, b: sim.rollback.inject(b), remediation),
+    ("DELETE", INCIDENT + "rollback"): doing(lambda sim, _: sim.rollback.reset(), remediation),
+    # the listener serves a certificate expiring in `days_left` (no DELETE: reset restores it)
+    ("POST", INCIDENT + "cert-renewal"): doing(
+        lambda sim, b: sim.cert_renewal.inject(b), certificate
+    ),
 }
-
-
-def _field(body: Any, name: str, kind: type | tuple[type, ...]) -> Any:
-    value = body.get(name) if isinstance(body, dict) else None
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise BadRequest(f"body must be a JSON object with a numeric {name!r}")
-    return value
-
-
-def _pagerduty_errors(body: Any) -> list[str]:
-    if not isinstance(body, dict):
-        return ["Event must be a JSON object."]
-    errors = []
-    if not body.get("routing_key"):
-        errors.append("'routing_key' is missing or blank.")
-    if body.get("event_action") not in PAGERDUTY_ACTIONS:
-        errors.append("'event_action' must be one of trigger, acknowledge, resolve.")
-    if body.get("event_action") == "trigger":
-        payload = body.get("payload") or {}
-        for key in ("summary", "source", "severity"):
-            if not payload.get(key):
-                errors.append(f"'payload.{key}' is missing or blank.")
-    elif body.get("event_action") in PAGERDUTY_ACTIONS and not body.get("dedup_key"):
-        errors.append("'dedup_key' is required for acknowledge and resolve.")
-    return errors
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -217,14 +164,14 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         route = ROUTES.get((self.command, path))
-        self.sim.diagnosis.delay(path)  # latency injected by /control/latency (bench)
+        self.sim.latency.delay(path)  # latency injected by /control/latency (bench)
         try:
             body = self._body()
             reply = route(self.sim, body) if route else json_reply(404, {"error": "not found"})
         except BadRequest as exc:
-            reply = json_reply(400, {"error": str(exc)})
+            reply = json_reply(exc.status, {"error": str(exc)})
         if not path.startswith(HARNESS_PREFIXES):
-            self.sim.metrics.observe(reply.status)
+            self.sim.systems.metrics.observe(reply.status)
         self._send(reply)
 
     def _body(self) -> Any:

@@ -1,25 +1,30 @@
-"""The simulated service's behaviour: incidents, what heals them, what health reports."""
+"""The simulated service: its systems and its incidents, started, reset and stopped together,
+and what it reports about itself (health, version, the control API's snapshots)."""
 
 from __future__ import annotations
 
-import math
-import threading
-import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from sandbox.aws import AwsSandbox
-from sandbox.cloudwatch import INCIDENT_MINUTES
-from sandbox.database import LeakedConnections
-from sandbox.diagnosis import DiagnosisSandbox
-from sandbox.health import Check, check_kafka, check_postgres, check_redis, down
+from sandbox.aws import REGION, AwsSandbox
+from sandbox.deployments import DeploymentWatch, image_tag
+from sandbox.health import check_kafka, check_redis
+from sandbox.incidents.api_errors import ApiErrors
+from sandbox.incidents.cert_renewal import CertRenewal
+from sandbox.incidents.db_failover import DbFailover
+from sandbox.incidents.high_memory import METRIC as MEMORY_METRIC
+from sandbox.incidents.high_memory import HighMemory
+from sandbox.incidents.kafka_lag import KafkaLag
+from sandbox.incidents.llm_budget import LlmBudget
+from sandbox.incidents.rollback import BadDeploy
+from sandbox.kafka_workers import KafkaWorkers
+from sandbox.latency import Latency
+from sandbox.logs import LogFeed
+from sandbox.metric_feed import MinuteFeed
 from sandbox.metrics import ServiceMetrics
-from sandbox.remediation import Remediation
-from sandbox.state import APP_DB_INSTANCE, DB_INCIDENT, SandboxState
-
-POOL_EXHAUSTED = "connection pool exhausted: FATAL: sorry, too many clients already"
-NORMAL_CONNECTIONS, INCIDENT_CONNECTIONS = 40, 480
-MAX_REWRITE_MINUTES = 24 * 60
+from sandbox.state import SandboxState
+from sandbox.systems import Systems
 
 
 @dataclass(frozen=True)
@@ -33,75 +38,97 @@ class Simulator:
     def __init__(self, state: SandboxState, deps: Dependencies) -> None:
         self.state = state
         self.deps = deps
-        self.leaks = LeakedConnections(deps.database_url)
-        self.metrics = ServiceMetrics(self.db_connections)
-        self.aws: AwsSandbox | None = None
-        # llm-budget, high-memory, rollback, cert-renewal (sandbox/remediation.py)
-        self.remediation = Remediation(deps.redis_url)
-        self.metrics.registry.register(self.remediation)
-        # kafka-lag, api-errors, triage (sandbox/diagnosis.py); started with the AWS part
-        self.diagnosis = DiagnosisSandbox(deps.kafka_bootstrap, deps.database_url)
-        self.metrics.registry.register(self.diagnosis)
-        # Serializes inject / heal / reset, which do slow I/O outside `state.lock`.
-        self._ops = threading.Lock()
+        self.systems = Systems(state, DeploymentWatch(REGION, self._on_deployed))
+        self.latency = Latency()
+        self.db_failover = DbFailover(self.systems, deps.database_url)
+        self.kafka_lag = KafkaLag(self.systems, deps.database_url)
+        self.api_errors = ApiErrors(self.systems)
+        self.llm_budget = LlmBudget(self.systems, deps.redis_url)
+        self.high_memory = HighMemory(self.systems)
+        self.rollback = BadDeploy(self.systems)
+        self.cert_renewal = CertRenewal(REGION)
+        self.systems.metrics = self._new_metrics()
 
-    def in_incident(self, identifier: str) -> bool:
-        return identifier == APP_DB_INSTANCE and self.state.incident_active(DB_INCIDENT)
+    @property
+    def aws(self) -> AwsSandbox | None:
+        return self.systems.aws
 
-    def db_connections(self) -> float:
-        if self.state.app_db_status() != "available":
-            return 0
-        return INCIDENT_CONNECTIONS if self.in_incident(APP_DB_INSTANCE) else NORMAL_CONNECTIONS
+    # ---- life cycle ---------------------------------------------------------------------
 
-    def inject_db_incident(self) -> None:
-        with self._ops:
-            with self.state.lock:
-                self.state.incidents.setdefault(DB_INCIDENT, time.time())
-            error = self.leaks.open(3)
-            with self.state.lock:
-                self.state.leaked_connections = self.leaks.count
-                self.state.database_error = error
-            self._rewrite_metrics(INCIDENT_MINUTES)
-
-    def heal_db_incident(self) -> None:
-        with self._ops:
-            with self.state.lock:
-                started = self.state.incidents.pop(DB_INCIDENT, None)
-            self._drop_connections()
-            if started is not None:
-                self._rewrite_metrics(_minutes_since(started) + INCIDENT_MINUTES)
-
-    def on_rebooted(self, identifier: str, failover: bool) -> None:
-        """A reboot of the app's database restarts PostgreSQL, whether or not it failed over."""
-        if identifier == APP_DB_INSTANCE:
-            self.heal_db_incident()
+    def start(self, aws: AwsSandbox | None) -> None:
+        """After moto is up and seeded (or without AWS)."""
+        systems = self.systems
+        if aws is not None:
+            systems.aws = aws
+            self.llm_budget.start(aws.client("secretsmanager"))
+            systems.deployments.start()
+            series = [self.llm_budget.series(), *self.high_memory.series()]
+            systems.feed = MinuteFeed(aws.client("cloudwatch"), REGION, series)
+            systems.feed.start()
+            self.cert_renewal.start(aws.client)
+            systems.logs = LogFeed(aws.client, self.log_incidents)
+            systems.logs.start()
+            self.latency.patch_moto()
+        if self.deps.kafka_bootstrap:
+            workers = partial(systems.running, "context-engine")  # they follow ECS
+            systems.kafka = KafkaWorkers(self.deps.kafka_bootstrap, workers)
+            systems.kafka.start()
+        self.api_errors.start()
 
     def reset(self) -> None:
-        with self._ops:
-            with self.state.lock:
-                started = self.state.incidents.get(DB_INCIDENT)
+        """Everything back to its seed; never while the database incident is injected or
+        healed (a reboot finishing)."""
+        systems = self.systems
+        with self.db_failover.lock:
+            started = self.db_failover.started()
             self.state.clear()
-            self._drop_connections()
-            if self.aws is not None:
-                self.aws.reset()
-            if started is not None:
-                self._rewrite_metrics(_minutes_since(started) + INCIDENT_MINUTES)
-            self.metrics = ServiceMetrics(self.db_connections)
-            self.remediation.reset()
-            self.metrics.registry.register(self.remediation)
-            self.diagnosis.reset()
-            self.metrics.registry.register(self.diagnosis)
+            if systems.aws is not None:
+                systems.aws.reset()
+            self.db_failover.forget(started)
+            systems.metrics = self._new_metrics()
+            if systems.aws is not None:
+                self.llm_budget.seed_secret()
+                self.llm_budget.reset()
+                self.high_memory.reset()
+                self.rollback.reset()
+                systems.deployments.reset()
+                if systems.feed is not None:
+                    systems.feed.rewrite()
+                self.cert_renewal.reset()
+            self.kafka_lag.reset()
+            self.api_errors.reset()
+            self.latency.clear()
+            if systems.kafka is not None:
+                systems.kafka.reset()
+            if systems.logs is not None:
+                systems.logs.clear()
 
     def shutdown(self) -> None:
-        self.leaks.close_all()
-        self.remediation.stop()
-        self.diagnosis.stop()
-        if self.aws is not None:
-            self.aws.stop()
+        systems = self.systems
+        self.db_failover.close()
+        self.cert_renewal.stop()
+        if systems.feed is not None:
+            systems.feed.stop()
+        systems.deployments.stop()
+        self.llm_budget.stop()
+        self.api_errors.stop()
+        for part in (systems.kafka, systems.logs):
+            if part is not None:
+                part.stop()
+        self.latency.unpatch_moto()
+        if systems.aws is not None:
+            systems.aws.stop()
+
+    # ---- what the service reports -------------------------------------------------------
+
+    def version(self) -> str:
+        """The image tag `api` runs (a rollback changes it), once ECS is simulated."""
+        image = self.systems.deployments.image("api")
+        return image_tag(image) if image else self.state.version
 
     def detailed_health(self) -> tuple[int, dict[str, Any]]:
         checks = {
-            "database": self._database_check(),
+            "database": self.db_failover.database_check(),
             "redis": check_redis(self.deps.redis_url),
             "kafka": check_kafka(self.deps.kafka_bootstrap),
         }
@@ -109,24 +136,44 @@ class Simulator:
         body = {"status": "healthy" if healthy else "unhealthy", "checks": checks}
         return (200 if healthy else 503), body
 
-    def _database_check(self) -> Check:
-        if self.in_incident(APP_DB_INSTANCE):
-            return down(POOL_EXHAUSTED)
-        status = self.state.app_db_status()
-        if status != "available":
-            return down(f"{APP_DB_INSTANCE} is {status}: connection refused")
-        return check_postgres(self.deps.database_url)
+    def log_incidents(self) -> set[str]:
+        """The incidents that write error lines to the services' logs now."""
+        return {i.name for i in (self.kafka_lag, self.api_errors) if i.active()}
 
-    def _drop_connections(self) -> None:
-        self.leaks.close_all()
-        with self.state.lock:
-            self.state.leaked_connections = 0
-            self.state.database_error = None
+    def diagnosis_snapshot(self) -> dict[str, Any]:
+        """`/control/diagnosis`: kafka-lag and api-errors, breakers, latency, ECS, Kafka."""
+        incidents = {i.name: i.params() for i in (self.kafka_lag, self.api_errors)}
+        snapshot: dict[str, Any] = {
+            "incidents": {name: p for name, p in incidents.items() if p is not None},
+            "breakers": self.api_errors.breaker_states(),
+            "latency": self.latency.snapshot(),
+            "running": {s: self.systems.running(s) for s in ("api", "context-engine")},
+            "error_share": self.api_errors.error_share(),
+        }
+        if self.systems.kafka is not None:
+            snapshot["kafka"] = self.systems.kafka.snapshot()
+        return snapshot
 
-    def _rewrite_metrics(self, minutes: int) -> None:
-        if self.aws is not None:
-            self.aws.metrics.rewrite(APP_DB_INSTANCE, min(minutes, MAX_REWRITE_MINUTES))
+    def remediation_snapshot(self) -> dict[str, Any]:
+        """`/control/remediation`: llm-budget, the services' deployments, high-memory,
+        rollback."""
+        return {
+            "llm": self.llm_budget.snapshot(),
+            "services": self.systems.deployments.snapshot(),
+            "memory": self.high_memory.snapshot(),
+            "rollback": self.rollback.snapshot(),
+        }
 
+    # ---- wiring -------------------------------------------------------------------------
 
-def _minutes_since(started: float) -> int:
-    return math.ceil((time.time() - started) / 60)
+    def _new_metrics(self) -> ServiceMetrics:
+        metrics = ServiceMetrics(self.db_failover.db_connections)
+        metrics.registry.register(self.llm_budget)
+        metrics.registry.register(self.api_errors)
+        return metrics
+
+    def _on_deployed(self, service: str, image: str) -> None:
+        """A completed deployment: a new `api` reads its budget; tasks' memory changed."""
+        if service == "api":
+            self.llm_budget.reload_budget()
+        self.systems.rewrite(MEMORY_METRIC, minutes=2)

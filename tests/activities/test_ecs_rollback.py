@@ -1,5 +1,5 @@
 """The activities rollback uses, against the sandbox's moto and its `/health`, with the
-sandbox's bad-deploy incident (sandbox/rollback.py)."""
+sandbox's bad-deploy incident (sandbox/incidents/rollback.py)."""
 
 import asyncio
 

@@ -61,7 +61,7 @@ def test_an_external_webhook_is_not_started(tmp_path: object) -> None:
     try:
         status = small.status()["webhook"]
         assert status.managed == "external" and not status.up
-        assert small._units_for(["webhook"]) == []
+        assert small._servers_for(["webhook"]) == []
     finally:
         shutil.rmtree(small.state_dir, ignore_errors=True)
 

@@ -1,4 +1,5 @@
-"""The certificate the ALB serves, for cert-renewal and the daily expiry check.
+"""cert-renewal: the certificate the ALB serves nears its expiry (also what the daily
+expiry check reads).
 
 Seeded in moto: the ALB `prod-revenue-context-alb` with an HTTPS listener on 443 whose
 certificate for `api.prod.revenue-context.com` is an imported, self-signed one that expires
@@ -32,7 +33,9 @@ from moto.acm.models import CertBundle
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.route53.models import route53_backends
 
-CERT_INCIDENT = "cert-renewal"
+from sandbox.replies import BadRequest, number
+
+NAME = "cert-renewal"
 DOMAIN = "api.prod.revenue-context.com"
 ZONE = "revenue-context.com."
 ALB = "prod-revenue-context-alb"
@@ -135,7 +138,7 @@ def _in_zone(record: dict[str, str]) -> bool:
     return False
 
 
-class CertificateSim:
+class CertRenewal:
     def __init__(self, region: str) -> None:
         self.patch = IssuePatch(region)
         self._clients: ClientFactory | None = None
@@ -174,6 +177,13 @@ class CertificateSim:
                         acm.delete_certificate(CertificateArn=summary["CertificateArn"])
         self._drop_validation_records()
         self.serve_expiring(SEED_DAYS_LEFT)
+
+    def inject(self, body: Any) -> None:
+        """The listener serves an imported certificate expiring in `days_left` (default 20)."""
+        days = number(body, "days_left")
+        if days is not None and not 0.01 <= days <= 825:
+            raise BadRequest("days_left must be between 0.01 and 825")
+        self.serve_expiring(days or SEED_DAYS_LEFT)
 
     def serve_expiring(self, days_left: float) -> None:
         """(Re)import the seed certificate, expiring in `days_left`, and serve it."""

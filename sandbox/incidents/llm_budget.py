@@ -1,4 +1,5 @@
-"""The service's LLM spend: calls cost money until the day's budget is spent.
+"""llm-budget: a campaign burst spent the day's LLM budget; the service's calls are refused
+until a higher budget is in force.
 
 The budget in force is `LLM_DAILY_BUDGET` of the secret `prod/revenue-context/config`, read
 when `api` starts (a new deployment), never in between: raising it in Secrets Manager alone
@@ -18,10 +19,16 @@ from typing import Any
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from sandbox.metric_feed import Series
+from sandbox.replies import number
+from sandbox.systems import Systems
+
 CONFIG_SECRET = "prod/revenue-context/config"
 BUDGET_KEY = "LLM_DAILY_BUDGET"
 SPEND_PREFIX = "llm:spend:global:"
-LLM_INCIDENT = "llm-budget"
+NAME = "llm-budget"
+NAMESPACE = "RevenueContext/LLM"
+CALLS_METRIC = "LlmApiCalls"
 SEED_BUDGET = 100.0
 SEED_SPEND = 35.0
 # Other keys of the secret: they must survive every budget change. Sandbox values only.
@@ -76,8 +83,9 @@ class SpendStore:
             self._redis.close()
 
 
-class LlmSim:
-    def __init__(self, redis_url: str | None) -> None:
+class LlmBudget:
+    def __init__(self, systems: Systems, redis_url: str | None) -> None:
+        self.systems = systems
         self.lock = threading.Lock()
         self.spend = SpendStore(redis_url)
         self.budget_in_force = SEED_BUDGET
@@ -139,12 +147,14 @@ class LlmSim:
             self.calls["ok"] += round(max(budget - spent_before, 0) / self.cost_per_call)
             self.calls["budget_exceeded"] += 5 * BURST_CALLS_PER_MINUTE
         self._safe(lambda: self.spend.set(budget))
+        self.systems.rewrite(CALLS_METRIC)
 
     def heal(self) -> None:
         with self.lock:
             self.incident = False
             self.calls_per_minute = NORMAL_CALLS_PER_MINUTE
         self._safe(lambda: self.spend.set(SEED_SPEND))
+        self.systems.rewrite(CALLS_METRIC)
 
     def reload_budget(self) -> None:
         """What a new deployment of `api` does: read LLM_DAILY_BUDGET from the secret."""
@@ -161,7 +171,10 @@ class LlmSim:
             self.reloads += 1
             self.error = None
 
-    def configure(self, calls_per_minute: float | None, cost_per_call: float | None) -> None:
+    def configure(self, body: Any) -> None:
+        """Body (both optional): calls_per_minute, cost_per_call, numbers >= 0."""
+        calls_per_minute = number(body, "calls_per_minute")
+        cost_per_call = number(body, "cost_per_call")
         with self.lock:
             if calls_per_minute is not None:
                 self.calls_per_minute = calls_per_minute
@@ -191,6 +204,9 @@ class LlmSim:
         """Calls in one minute, for the CloudWatch feed."""
         with self.lock:
             return self.calls_per_minute
+
+    def series(self) -> Series:
+        return Series(NAMESPACE, CALLS_METRIC, (("Service", "api"),), "Count", self.calls_at)
 
     def _safe(self, action: Callable[[], None]) -> None:
         try:
