@@ -31,6 +31,7 @@ SEED_SERVICES: dict[str, int] = {"api": 2, "context-engine": 2, "orchestration-e
 TICK_SECONDS = 0.1
 SCALE_IN_REASON = "Scaling activity initiated by (deployment {deployment})"
 REPLACED_REASON = "Task replaced by deployment {deployment}"
+OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 
 
 def family(service: str) -> str:

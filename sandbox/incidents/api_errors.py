@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from sandbox.ecs import OOM_REASON
 from sandbox.replies import BadRequest
 from sandbox.systems import Systems
 
@@ -22,7 +23,6 @@ BREAKER_VALUES = {"closed": 0, "open": 1, "half_open": 2}
 CAUSES = ("capacity", "external", "database")
 TASKS_NEEDED = 4  # below this many running api tasks, the capacity incident errors
 REQUESTS_PER_TICK, TRAFFIC_TICK = 10, 0.25  # 40 requests a second
-OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 
 
 class ApiErrors(Collector):

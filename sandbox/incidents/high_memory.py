@@ -9,14 +9,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sandbox.ecs import CLUSTER
+from sandbox.ecs import CLUSTER, OOM_REASON
 from sandbox.metric_feed import Series
 from sandbox.systems import Systems
 
 NAME = "high-memory"
 METRIC = "MemoryUtilized"
 NAMESPACE = "ECS/ContainerInsights"
-OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 # MiB a task of each service needs, normally and under the incident's load (api grows past
 # its 2048 MiB and is killed); what it reports is capped just under its task's memory.
 MEMORY_NEED = {"api": 1100.0, "context-engine": 900.0, "orchestration-engine": 700.0}
