@@ -71,15 +71,9 @@ class Settings(BaseSettings):
 
     # The incident log: the project's own database, never the one being failed over.
     runbook_database_url: str | None = Field(None, alias="RUNBOOK_DATABASE_URL")
-    # Post-mortem drafts; default `postmortems/` under the state dir.
-    postmortem_dir_setting: Path | None = Field(None, alias="RUNBOOK_POSTMORTEM_DIR")
 
     # The embedded local stack keeps its pid files, logs and data here.
     state_dir: Path = Field(PROJECT_DIR / ".runbook", alias="RUNBOOK_STATE_DIR")
-
-    @property
-    def postmortem_dir(self) -> Path:
-        return self.postmortem_dir_setting or self.state_dir / "postmortems"
 
 
 @lru_cache

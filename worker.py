@@ -128,7 +128,7 @@ def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
         ],
         PagerDutyConfig(settings.pagerduty_routing_key, settings.pagerduty_events_url),
     )
-    incidents = IncidentActivities(settings.runbook_database_url, settings.postmortem_dir)
+    incidents = IncidentActivities(settings.runbook_database_url)
     approvals = ApprovalActivities(
         escalation_policy(settings), settings.roster_file, settings.approver_keys_file
     )

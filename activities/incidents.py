@@ -6,7 +6,6 @@ activity rewrites the same rows instead of adding new ones.
 """
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -89,6 +88,8 @@ class RecordResult(BaseModel):
     incident_id: str
     recorded: bool = True
     events: int = 0
+    # P0/P1: how to get the post-mortem draft (rendered from the incident log on demand).
+    # Histories recorded before the drafts moved into the database hold a file path here.
     postmortem: str | None = None
 
 
@@ -161,16 +162,20 @@ def save(database_url: str, record: IncidentRecord) -> int:
     return len(record.timeline)
 
 
+class IncidentNotFound(LookupError):
+    """No incident, or several, match the id (prefix) asked for."""
+
+
 def load(database_url: str, incident_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One incident by id or unique id prefix, with its events; KeyError if none or several."""
+    """One incident by id or unique id prefix, with its events."""
     with psycopg.connect(database_url, connect_timeout=5, row_factory=dict_row) as conn:
         rows = conn.execute(
             "SELECT * FROM incidents WHERE incident_id LIKE %s ORDER BY started_at LIMIT 2",
             (incident_id.replace("%", "") + "%",),
         ).fetchall()
         if len(rows) != 1:
-            found = "several incidents" if rows else "no incident"
-            raise KeyError(f"INCIDENT_ID: {found} match {incident_id!r}")
+            found = "several incidents match" if rows else "no incident matches"
+            raise IncidentNotFound(f"INCIDENT_ID: {found} {incident_id!r}")
         events = conn.execute(
             "SELECT * FROM incident_events WHERE incident_id = %s ORDER BY seq",
             (rows[0]["incident_id"],),
@@ -258,18 +263,21 @@ def _when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "-"
 
 
-def write_postmortem(database_url: str, incident_id: str, directory: Path) -> Path:
-    incident, events = load(database_url, incident_id)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{incident['incident_id']}.md"
-    path.write_text(postmortem_markdown(incident, events))
-    return path
+def render_postmortem(database_url: str, incident_id: str) -> str:
+    """The draft of one incident, from the incident log as it is now."""
+    return postmortem_markdown(*load(database_url, incident_id))
+
+
+def postmortem_command(incident_id: str) -> str:
+    return f"runbook postmortem {incident_id}"
 
 
 class IncidentActivities:
-    def __init__(self, database_url: str | None, postmortem_dir: Path) -> None:
+    """Writes to the database only: the worker needs no writable disk (post-mortem drafts
+    are rendered from the incident log by `runbook postmortem`)."""
+
+    def __init__(self, database_url: str | None) -> None:
         self._url = database_url  # may carry a password: never logged or returned
-        self._postmortems = postmortem_dir
         self._migrated = False
 
     @activity.defn(name="incidents.record")
@@ -280,7 +288,6 @@ class IncidentActivities:
             migrate(self._url)
             self._migrated = True
         events = save(self._url, record)
-        draft = None
-        if record.severity in ("P0", "P1"):  # runbook.md: a post-mortem for P0/P1
-            draft = str(write_postmortem(self._url, record.incident_id, self._postmortems))
+        # runbook.md: a post-mortem for P0/P1
+        draft = postmortem_command(record.incident_id) if record.severity in ("P0", "P1") else None
         return RecordResult(incident_id=record.incident_id, events=events, postmortem=draft)

@@ -2,7 +2,9 @@
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from statistics import median
 from typing import Any
 
@@ -69,10 +71,26 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def cmd_postmortem(args: argparse.Namespace) -> int:
-    path = incidents.write_postmortem(
-        database_url(), args.incident_id, get_settings().postmortem_dir
-    )
-    print(path)
+    """The draft on stdout, or exported to `--out FILE`; a file a person may have edited is
+    never overwritten without `--force`."""
+    out: Path | None = args.out
+    if out is not None and out.exists() and not args.force:
+        raise BadInput(f"--out {str(out)!r}: the file exists; --force overwrites it")
+    try:
+        text = incidents.render_postmortem(database_url(), args.incident_id)
+    except incidents.IncidentNotFound as err:
+        raise BadInput(str(err)) from None
+    if out is None:
+        print(text, end="")
+        return 0
+    try:
+        with out.open("w" if args.force else "x") as file:
+            file.write(text)
+    except FileExistsError:  # created meanwhile
+        raise BadInput(f"--out {str(out)!r}: the file exists; --force overwrites it") from None
+    except OSError as err:
+        raise BadInput(f"--out {str(out)!r}: {err.strerror}") from None
+    print(f"post-mortem draft of {args.incident_id} written to {out}", file=sys.stderr)
     return 0
 
 
@@ -89,7 +107,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--procedure")
         parser.set_defaults(func=cmd_incidents)
     elif name == "postmortem":
-        parser.add_argument("incident_id")
+        parser.add_argument("incident_id", help="an incident id or a unique prefix of one")
+        parser.add_argument("--out", type=Path, metavar="FILE", help="export the draft to FILE")
+        parser.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
         parser.set_defaults(func=cmd_postmortem)
     elif name == "db":
         parser.add_argument("action", choices=("migrate",))

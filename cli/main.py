@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("cli.runs", "a run's phase, gate and timeline"),
     "pending": ("cli.runs", "every gate waiting for a human, oldest first"),
     "incidents": ("cli.incidents", "the incident log, with MTTA and MTTR"),
-    "postmortem": ("cli.incidents", "write the post-mortem draft of an incident"),
+    "postmortem": ("cli.incidents", "the post-mortem draft of an incident (stdout or --out FILE)"),
     "db": ("cli.incidents", "the runbook's own database"),
     "schedules": ("cli.schedules", "the runbooks' Temporal Schedules"),
     "stack": ("cli.stack", "the embedded local stack"),

@@ -64,8 +64,8 @@ async def record_incident(run: RunbookWorkflow, error: BaseException | None) -> 
         await run.notify(
             "info",
             f"{run.procedure}: post-mortem draft for {result.incident_id}",
-            f"Draft written to `{result.postmortem}`; `runbook postmortem {result.incident_id}` "
-            "rewrites it from the incident log.",
+            f"`runbook postmortem {result.incident_id}` renders the draft from the incident "
+            "log (`--out FILE` exports it for editing).",
             {},
         )
 

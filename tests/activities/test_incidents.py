@@ -73,8 +73,8 @@ def test_migrations_apply_once(runbook_db: str) -> None:
     assert again.applied == [] and again.version == incidents.MIGRATIONS[-1][0]
 
 
-def test_a_retried_record_leaves_one_row_per_event(runbook_db: str, tmp_path: Path) -> None:
-    acts = IncidentActivities(runbook_db, tmp_path)
+def test_a_retried_record_leaves_one_row_per_event(runbook_db: str) -> None:
+    acts = IncidentActivities(runbook_db)
     record = a_record()
     first = ActivityEnvironment().run(acts.record, record)
     second = ActivityEnvironment().run(acts.record, record)  # the retry
@@ -87,14 +87,14 @@ def test_a_retried_record_leaves_one_row_per_event(runbook_db: str, tmp_path: Pa
         ).fetchone()
     assert rows == (1,) and events == (3,)
     assert first.events == second.events == 3
-    assert first.postmortem and Path(first.postmortem).exists()
+    # P1: a draft, rendered from the database (the worker writes no file).
+    assert first.postmortem == f"runbook postmortem {record.incident_id}"
 
 
-def test_postmortem_draft_has_the_facts_and_empty_sections(runbook_db: str, tmp_path: Path) -> None:
+def test_postmortem_draft_has_the_facts_and_empty_sections(runbook_db: str) -> None:
     record = a_record()
     incidents.save(runbook_db, record)
-    path = incidents.write_postmortem(runbook_db, record.incident_id[:13], tmp_path)
-    text = path.read_text()
+    text = incidents.render_postmortem(runbook_db, record.incident_id[:13])
     for expected in (
         "# Post-mortem (draft): db-failover on prod-revenue-context-db",
         "- First approval: 2026-11-26 03:04:00 UTC",
@@ -109,20 +109,20 @@ def test_postmortem_draft_has_the_facts_and_empty_sections(runbook_db: str, tmp_
         assert expected in text
 
 
-def test_p2_gets_no_draft_and_search_filters(runbook_db: str, tmp_path: Path) -> None:
+def test_p2_gets_no_draft_and_search_filters(runbook_db: str) -> None:
     record = a_record(severity="P2", procedure=f"probe-{uuid.uuid4().hex[:6]}")
-    result = ActivityEnvironment().run(IncidentActivities(runbook_db, tmp_path).record, record)
+    result = ActivityEnvironment().run(IncidentActivities(runbook_db).record, record)
     assert result.postmortem is None
     found = incidents.search(runbook_db, procedure=record.procedure)
     assert [r["incident_id"] for r in found] == [record.incident_id]
     later = incidents.search(runbook_db, since=datetime(2030, 1, 1, tzinfo=UTC))
     assert record.incident_id not in [r["incident_id"] for r in later]
-    with pytest.raises(KeyError, match="no incident"):
+    with pytest.raises(incidents.IncidentNotFound, match="no incident"):
         incidents.load(runbook_db, "no-such-incident")
 
 
-def test_a_database_that_is_down_is_a_retryable_failure(tmp_path: Path) -> None:
-    acts = IncidentActivities("postgresql://runbook@127.0.0.1:9/runbook", tmp_path)
+def test_a_database_that_is_down_is_a_retryable_failure() -> None:
+    acts = IncidentActivities("postgresql://runbook@127.0.0.1:9/runbook")
     with pytest.raises(psycopg.OperationalError):
         ActivityEnvironment().run(acts.record, a_record())
 

@@ -8,7 +8,6 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,13 +38,11 @@ async def worker(
     dev_env: WorkflowEnvironment,
     stack_env: dict[str, str],
     aws_env: dict[str, str],
-    tmp_path: Path,
 ) -> AsyncIterator[dict[str, str]]:
     """A real worker in this process; returns the environment the CLI needs to reach it."""
     env = {
         **stack_env,
         "RUNBOOK_TASK_QUEUE": f"e2e-diagnosis-{time.monotonic_ns()}",
-        "RUNBOOK_POSTMORTEM_DIR": str(tmp_path),
     }
     async with (
         httpx.AsyncClient() as http,

@@ -34,13 +34,11 @@ async def worker(
     dev_env: WorkflowEnvironment,
     stack_env: dict[str, str],
     aws_env: dict[str, str],
-    tmp_path: Path,
 ) -> AsyncIterator[dict[str, str]]:
     """A real worker in this process; returns the environment the CLI needs to reach it."""
     env = {
         **stack_env,
         "RUNBOOK_TASK_QUEUE": f"e2e-{time.monotonic_ns()}",
-        "RUNBOOK_POSTMORTEM_DIR": str(tmp_path),
         "LLM_BUDGET_MAX": "500",
     }
     settings = Settings.model_validate(env)

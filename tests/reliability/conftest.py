@@ -67,7 +67,6 @@ class Reliability:
             **self.stack.client_env(),
             "TEMPORAL_ADDRESS": self.temporal.address,
             "RUNBOOK_TASK_QUEUE": task_queue,
-            "RUNBOOK_POSTMORTEM_DIR": str(self.state / "postmortems"),
             "PAGERDUTY_ROUTING_KEY": self.routing_key,
             "AWS_ACCESS_KEY_ID": WORKER_ACCESS_KEY,
             **extra,
