@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from activities.aws_access import AwsAccess
 from activities.keepalive import heartbeating
 
 # The tag that remembers which workflow step requested a certificate.
@@ -165,8 +166,9 @@ def _not_found(err: ClientError) -> bool:
 
 
 class AcmActivities:
-    def __init__(self, acm_client: Any) -> None:
-        self._acm = acm_client
+    def __init__(self, aws: AwsAccess) -> None:
+        self._aws = aws
+        self._acm = aws.client("acm")
 
     def _describe(self, arn: str) -> Certificate:
         try:
@@ -232,7 +234,7 @@ class AcmActivities:
             extra = {}
             if req.subject_alternative_names:
                 extra["SubjectAlternativeNames"] = [req.domain, *req.subject_alternative_names]
-            arn = self._acm.request_certificate(
+            arn = self._aws.mutating("acm").request_certificate(
                 DomainName=req.domain,
                 ValidationMethod="DNS",
                 IdempotencyToken=req.idempotency_token,

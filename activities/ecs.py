@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from activities.aws_access import AwsAccess
+
 # ---- llm-budget / rollback / high-memory (issue 5): models for the block at the end ----
 from activities.ecs_rollout import (
     DeploymentStarted,
@@ -201,8 +203,9 @@ def task_model(raw: dict[str, Any]) -> EcsTask:
 
 
 class EcsActivities:
-    def __init__(self, ecs_client: Any) -> None:
-        self._ecs = ecs_client
+    def __init__(self, aws: AwsAccess) -> None:
+        self._aws = aws
+        self._ecs = aws.client("ecs")
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -306,7 +309,7 @@ class EcsActivities:
                 changed=False,
                 reason=f"desired is {before}, above {req.desired_count}: not scaling down",
             )
-        self._ecs.update_service(
+        self._aws.mutating("ecs").update_service(
             cluster=req.cluster, service=req.service, desiredCount=req.desired_count
         )
         return ScaleResult(
@@ -387,7 +390,7 @@ class EcsActivities:
                 started=False,
                 reason=f"deployment {primary.id} already replaced {req.seen_deployment_id}",
             )
-        out = self._ecs.update_service(
+        out = self._aws.mutating("ecs").update_service(
             cluster=req.cluster, service=req.service, forceNewDeployment=True
         )["service"]
         new = next(d for d in out["deployments"] if d.get("status") == "PRIMARY")
@@ -459,7 +462,7 @@ class EcsActivities:
                     registered=False,
                     reason=f"{info.ref} already has memory {req.memory}: reused",
                 )
-        raw = self._ecs.register_task_definition(**wanted)["taskDefinition"]
+        raw = self._aws.mutating("ecs").register_task_definition(**wanted)["taskDefinition"]
         info = task_definition_info(raw)
         return RegisterResult(
             task_definition=info,
@@ -481,7 +484,9 @@ class EcsActivities:
                 changed=False,
                 reason=f"already on {target.rsplit('/', 1)[-1]}",
             )
-        self._ecs.update_service(cluster=req.cluster, service=req.service, taskDefinition=target)
+        self._aws.mutating("ecs").update_service(
+            cluster=req.cluster, service=req.service, taskDefinition=target
+        )
         return UseTaskDefinitionResult(
             service=req.service,
             previous_task_definition=svc.task_definition,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.aws_access import AwsAccess
 from activities.keepalive import heartbeating
 
 SECURE = ("HTTPS", "TLS")
@@ -66,8 +67,9 @@ def _short(arn: str | None) -> str:
 
 
 class ElbActivities:
-    def __init__(self, elbv2_client: Any, default_load_balancers: list[str]) -> None:
-        self._elb = elbv2_client
+    def __init__(self, aws: AwsAccess, default_load_balancers: list[str]) -> None:
+        self._aws = aws
+        self._elb = aws.client("elbv2")
         self._defaults = default_load_balancers
 
     def _load_balancers(self, names: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -136,7 +138,7 @@ class ElbActivities:
                 type="ListenerChanged",
                 non_retryable=True,
             )
-        self._elb.modify_listener(
+        self._aws.mutating("elbv2").modify_listener(
             ListenerArn=req.listener_arn, Certificates=[{"CertificateArn": req.certificate_arn}]
         )
         result.changed = True

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from activities.aws_access import AwsAccess
 from activities.keepalive import heartbeating
 
 # Statuses in which a reboot or failover is already under way: rebooting again would be a
@@ -68,8 +69,9 @@ def _to_model(raw: dict[str, Any]) -> DbInstance:
 
 
 class RdsActivities:
-    def __init__(self, rds_client: Any) -> None:
-        self._rds = rds_client
+    def __init__(self, aws: AwsAccess) -> None:
+        self._aws = aws
+        self._rds = aws.client("rds")
 
     def _describe(self, db_instance_id: str) -> DbInstance:
         try:
@@ -120,7 +122,7 @@ class RdsActivities:
 
     def _reboot_with_failover(self, db: DbInstance) -> FailoverResult:
         try:
-            out = self._rds.reboot_db_instance(
+            out = self._aws.mutating("rds").reboot_db_instance(
                 DBInstanceIdentifier=db.db_instance_id, ForceFailover=True
             )
         except ClientError as err:

@@ -6,12 +6,13 @@ run for the same certificate) sends no change at all when the record already hol
 """
 
 import time
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from activities.aws_access import AwsAccess
 from activities.keepalive import heartbeating
 
 
@@ -49,8 +50,9 @@ class RecordChange(BaseModel):
 
 
 class Route53Activities:
-    def __init__(self, route53_client: Any) -> None:
-        self._r53 = route53_client
+    def __init__(self, aws: AwsAccess) -> None:
+        self._aws = aws
+        self._r53 = aws.client("route53")
 
     def _zone(self, domain: str) -> HostedZone:
         """The public zone with the longest name the domain falls in."""
@@ -101,7 +103,7 @@ class Route53Activities:
         if self._current(zone, name, req.type) == [req.value]:
             result.detail = f"{req.type} {name} already points at {req.value} in {zone.name}"
             return result
-        change = self._r53.change_resource_record_sets(
+        change = self._aws.mutating("route53").change_resource_record_sets(
             HostedZoneId=zone.id,
             ChangeBatch={
                 "Comment": "certificate validation (runbook cert-renewal)",

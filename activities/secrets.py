@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.aws_access import AwsAccess
 from activities.keepalive import heartbeating
 
 CURRENT, PREVIOUS = "AWSCURRENT", "AWSPREVIOUS"
@@ -62,8 +63,9 @@ def _invalid(message: str, kind: str) -> ApplicationError:
 
 
 class SecretsActivities:
-    def __init__(self, secretsmanager_client: Any) -> None:
-        self._sm = secretsmanager_client
+    def __init__(self, aws: AwsAccess) -> None:
+        self._aws = aws
+        self._sm = aws.client("secretsmanager")
 
     def _read(self, secret_id: str, key: str) -> tuple[dict[str, Any], str, float]:
         """The secret's keys, its current version id and the key's number."""
@@ -132,7 +134,7 @@ class SecretsActivities:
             detail = f"{req.key} is already {req.value:g}: no new version"
             return change.model_copy(update={"previous_version_id": None, "detail": detail})
         merged = {**values, req.key: _like(values[req.key], req.value)}
-        written = self._sm.put_secret_value(
+        written = self._aws.mutating("secretsmanager").put_secret_value(
             SecretId=req.secret_id,
             SecretString=json.dumps(merged),
             ClientRequestToken=req.client_request_token,

@@ -37,6 +37,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from activities.aws_access import AwsAccess
 from activities.cloudwatch import CloudWatchActivities, MetricRequest
 from activities.ecs import EcsActivities, ServicesRequest, TasksRequest
 from activities.health import HealthActivities, HealthRequest
@@ -74,7 +75,7 @@ class Check:
 
 def checks(inp: ApiErrorsInput, http: httpx.AsyncClient, settings: Settings) -> list[Check]:
     """The checks of ApiErrorRateSpike._diagnose, with the same requests."""
-    ecs = EcsActivities(boto3.client("ecs", config=AWS_CONFIG))
+    ecs = EcsActivities(AwsAccess(config=AWS_CONFIG))
     logs = LogsActivities(boto3.client("logs", config=AWS_CONFIG))
     cloudwatch = CloudWatchActivities(boto3.client("cloudwatch", config=AWS_CONFIG))
     health = HealthActivities(settings.api_base_url, http)

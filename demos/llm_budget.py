@@ -4,12 +4,13 @@ budget, one key of the config secret changes, api is redeployed and `/metrics` s
 import json
 from typing import Any
 
-import boto3
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
+from activities.aws_access import AwsAccess
 from demos.narration import approve, follow, inject, say, start, until
+from settings import get_settings
 from workflows.llm_budget import LlmBudgetInput
 from workflows.models import RunbookResult
 
@@ -33,8 +34,11 @@ def print_gauges(gauges: dict[str, float]) -> None:
 
 
 def secret_keys() -> list[str]:
-    """The config secret's key names (never its values)."""
-    raw = boto3.client("secretsmanager").get_secret_value(SecretId=CONFIG_SECRET)
+    """The config secret's key names (never its values), read as the worker's diagnosis
+    does (with its read role under `runbook stack up --iam`)."""
+    profile = get_settings().profile()
+    reader = AwsAccess(region=profile.aws_region, read_role_arn=profile.read_role_arn)
+    raw = reader.client("secretsmanager").get_secret_value(SecretId=CONFIG_SECRET)
     return sorted(json.loads(raw["SecretString"]))
 
 

@@ -6,7 +6,6 @@ import threading
 import time
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from temporalio.exceptions import ApplicationError, CancelledError
@@ -19,6 +18,7 @@ from activities.acm import (
     RequestCertificateRequest,
     WaitIssuedRequest,
 )
+from activities.aws_access import AwsAccess
 from activities.elb import ElbActivities, ListenersRequest, SetCertificateRequest
 from activities.route53 import RecordRequest, Route53Activities, ZoneRequest
 
@@ -28,17 +28,17 @@ ALB = "prod-revenue-context-alb"
 
 @pytest.fixture
 def acm(aws_env: dict[str, str]) -> AcmActivities:
-    return AcmActivities(boto3.client("acm"))
+    return AcmActivities(AwsAccess())
 
 
 @pytest.fixture
 def elb(aws_env: dict[str, str]) -> ElbActivities:
-    return ElbActivities(boto3.client("elbv2"), [ALB])
+    return ElbActivities(AwsAccess(), [ALB])
 
 
 @pytest.fixture
 def route53(aws_env: dict[str, str]) -> Route53Activities:
-    return Route53Activities(boto3.client("route53"))
+    return Route53Activities(AwsAccess())
 
 
 def run(fn: Any, arg: Any) -> Any:

@@ -11,6 +11,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.aws_access import AwsAccess
 from activities.ecs import (
     EcsActivities,
     ScaleRequest,
@@ -41,7 +42,7 @@ def sandbox(sandbox: httpx.Client) -> httpx.Client:
 
 @pytest.fixture
 def ecs(aws_env: dict[str, str]) -> EcsActivities:
-    return EcsActivities(boto3.client("ecs"))
+    return EcsActivities(AwsAccess())
 
 
 def run(fn, arg):  # type: ignore[no-untyped-def]

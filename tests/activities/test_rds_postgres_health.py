@@ -9,6 +9,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.aws_access import AwsAccess
 from activities.cloudwatch import CloudWatchActivities, MetricRequest
 from activities.health import HealthActivities, HealthRequest, WaitHealthyRequest
 from activities.notify import Link, Notification, NotifyActivities
@@ -31,7 +32,7 @@ def sandbox(sandbox: httpx.Client) -> httpx.Client:
 
 @pytest.fixture
 def rds(aws_env: dict[str, str]) -> RdsActivities:
-    return RdsActivities(boto3.client("rds"))
+    return RdsActivities(AwsAccess())
 
 
 def run(fn, arg):  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ import redis.asyncio
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.aws_access import AwsAccess
 from activities.cloudwatch import CloudWatchActivities, MetricRequest
 from activities.ecs import EcsActivities, ServicesRequest
 from activities.ecs_rollout import ForceDeploymentRequest, WaitRolloutRequest
@@ -29,7 +30,7 @@ KEY = "LLM_DAILY_BUDGET"
 
 @pytest.fixture
 def secrets(aws_env: dict[str, str]) -> SecretsActivities:
-    return SecretsActivities(boto3.client("secretsmanager"))
+    return SecretsActivities(AwsAccess())
 
 
 def run(fn, arg):  # type: ignore[no-untyped-def]
@@ -114,7 +115,7 @@ async def test_spend_metrics_and_call_rate_show_the_incident(
 async def test_raised_budget_is_in_force_only_after_a_new_deployment(
     sandbox: httpx.Client, sandbox_url: str, redis_url: str, secrets: SecretsActivities
 ) -> None:
-    ecs = EcsActivities(boto3.client("ecs"))
+    ecs = EcsActivities(AwsAccess())
     [api] = run(ecs.describe_services, ServicesRequest(services=["api"])).services
     seen = api.deployments[0].id
     run(
