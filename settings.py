@@ -5,16 +5,55 @@ through the SDK's environment configuration (TEMPORAL_ADDRESS, TEMPORAL_NAMESPAC
 key), so neither is duplicated here.
 """
 
+import re
+import tomllib
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
 PROJECT_DIR = Path(__file__).resolve().parent
+
+
+ENVIRONMENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+
+
+class UnknownEnvironment(ValueError):
+    """An environment no profile describes; the message names the known ones."""
+
+
+class EnvironmentProfile(BaseModel):
+    """One environment (staging, production): its AWS account, region and roles, its task
+    queue, Slack channel and the names of its resources. A section of the environments file
+    (RUNBOOK_ENVIRONMENTS), or, without one, `production` from the variables below."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=ENVIRONMENT_NAME.pattern)
+    # Alarms from this account and region are routed to this environment.
+    aws_account_id: str | None = Field(None, pattern=r"^\d{12}$")
+    aws_region: str | None = None
+    # Diagnosis reads with this role; unset: the worker's own identity.
+    read_role_arn: str | None = None
+    # Mutations assume this role (`{procedure}` is the procedure's CLI name); unset: the
+    # worker's own identity.
+    mutate_role_arn: str | None = None
+    task_queue: str = Field("runbooks", min_length=1, max_length=200)
+    slack_channel: str | None = None
+    api_base_url: str | None = None
+    # Input defaults by field name (`cluster`, `db_instance_id`, ...); a table named after a
+    # procedure holds that procedure's own (`[production.inputs.kafka-lag]`).
+    inputs: dict[str, Any] = {}
+
+    def input_defaults(self, procedure: str) -> dict[str, Any]:
+        shared = {k: v for k, v in self.inputs.items() if not isinstance(v, dict)}
+        own = self.inputs.get(procedure)
+        return {**shared, **(own if isinstance(own, dict) else {})}
 
 
 class Settings(BaseSettings):
@@ -72,8 +111,68 @@ class Settings(BaseSettings):
     # The incident log: the project's own database, never the one being failed over.
     runbook_database_url: str | None = Field(None, alias="RUNBOOK_DATABASE_URL")
 
+    # Environments: a TOML file with one section per environment (deploy/environments.toml);
+    # unset: one environment, `production`, from this process's own variables.
+    environments_file: Path | None = Field(None, alias="RUNBOOK_ENVIRONMENTS")
+    # The environment this process works in: the one a worker serves, the CLI's default.
+    environment: str | None = Field(None, alias="RUNBOOK_ENV")
+    # Without an environments file: the one environment's account and AWS roles.
+    aws_account_id: str | None = Field(None, alias="RUNBOOK_AWS_ACCOUNT_ID")
+    aws_read_role_arn: str | None = Field(None, alias="RUNBOOK_AWS_READ_ROLE_ARN")
+    aws_mutate_role_arn: str | None = Field(None, alias="RUNBOOK_AWS_MUTATE_ROLE_ARN")
+    slack_channel: str | None = Field(None, alias="RUNBOOK_SLACK_CHANNEL")
+    # Shadow mode: every run is a dry run and no AWS call may change anything.
+    read_only: bool = Field(False, alias="RUNBOOK_READ_ONLY")
+
     # The embedded local stack keeps its pid files, logs and data here.
     state_dir: Path = Field(PROJECT_DIR / ".runbook", alias="RUNBOOK_STATE_DIR")
+
+    def profiles(self) -> dict[str, EnvironmentProfile]:
+        """Every environment by name; the file's first section is the default."""
+        if self.environments_file is None:
+            single = EnvironmentProfile(
+                name=self.environment or "production",
+                aws_account_id=self.aws_account_id,
+                read_role_arn=self.aws_read_role_arn,
+                mutate_role_arn=self.aws_mutate_role_arn,
+                task_queue=self.task_queue,
+                slack_channel=self.slack_channel,
+                api_base_url=self.api_base_url,
+            )
+            return {single.name: single}
+        return load_profiles(self.environments_file)
+
+    def profile(self, name: str | None = None) -> EnvironmentProfile:
+        """The named environment, else RUNBOOK_ENV, else the first one."""
+        profiles = self.profiles()
+        chosen = name or self.environment or next(iter(profiles))
+        if chosen not in profiles:
+            raise UnknownEnvironment(
+                f"environment {chosen!r} is not known; known: {', '.join(profiles)}"
+            )
+        return profiles[chosen]
+
+
+def load_profiles(path: Path) -> dict[str, EnvironmentProfile]:
+    """The environments file: `[production]`, `[staging]`, ... each a profile."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise UnknownEnvironment(f"RUNBOOK_ENVIRONMENTS {str(path)!r}: {err}") from None
+    profiles: dict[str, EnvironmentProfile] = {}
+    for name, section in raw.items():
+        if not isinstance(section, dict):
+            raise UnknownEnvironment(f"RUNBOOK_ENVIRONMENTS: {name!r} is not a [section]")
+        try:
+            profiles[name] = EnvironmentProfile.model_validate({**section, "name": name})
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()
+            )
+            raise UnknownEnvironment(f"RUNBOOK_ENVIRONMENTS [{name}]: {problems}") from None
+    if not profiles:
+        raise UnknownEnvironment(f"RUNBOOK_ENVIRONMENTS {str(path)!r}: no environment")
+    return profiles
 
 
 @lru_cache

@@ -20,6 +20,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.acm import AcmActivities
 from activities.alarms import AlarmActivities, AlarmStarter
 from activities.approvals import ApprovalActivities, EscalationPolicy
+from activities.aws_access import AwsAccess
 from activities.cloudwatch import CloudWatchActivities
 from activities.ecs import EcsActivities
 from activities.elb import ElbActivities
@@ -37,12 +38,21 @@ from activities.redis_info import RedisActivities
 from activities.route53 import Route53Activities
 from activities.secrets import SecretsActivities
 from activities.spend import SpendActivities
-from settings import Settings, get_settings, temporal_client
+from activities.worker_mode import WorkerModeActivities
+from client.namespace import NamespaceNotReady, check_namespace
+from settings import (
+    EnvironmentProfile,
+    Settings,
+    UnknownEnvironment,
+    get_settings,
+    temporal_client,
+)
 from workflows.cert_expiry_check import CertExpiryCheck
 from workflows.incident_log import IncidentLogInterceptor
 from workflows.input_guard import InputGuardInterceptor
 from workflows.llm_spend_watch import LlmSpendWatch
-from workflows.registry import WORKFLOWS
+from workflows.registry import PROCEDURES, WORKFLOWS
+from workflows.worker_mode import WorkerModeInterceptor
 
 log = logging.getLogger("runbook.worker")
 
@@ -63,8 +73,9 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 )
 
 # Every worker and replayer runs the same interceptors: they add commands to histories.
-# The input guard first: a run with no input fails before anything else sees it.
-INTERCEPTORS = [InputGuardInterceptor(), IncidentLogInterceptor()]
+# The input guard first: a run with no input fails before anything else sees it; then the
+# worker's own rules (its environment, shadow mode); a refused run is no incident.
+INTERCEPTORS = [InputGuardInterceptor(), WorkerModeInterceptor(), IncidentLogInterceptor()]
 
 
 def migrate_incident_log(settings: Settings) -> None:
@@ -92,29 +103,42 @@ def escalation_policy(settings: Settings) -> EscalationPolicy:
     )
 
 
-def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
+def aws_access(settings: Settings, profile: EnvironmentProfile) -> AwsAccess:
+    """The environment's AWS roles: read for diagnosis, each procedure's mutate role only
+    inside its mutating activities (activities/aws_access.py)."""
+    return AwsAccess(
+        boto3.session.Session(),
+        AWS_CONFIG,
+        region=profile.aws_region,
+        read_role_arn=profile.read_role_arn,
+        mutate_role_arn=profile.mutate_role_arn,
+        procedures={p.workflow_type: p.name for p in PROCEDURES.values()},
+        read_only=settings.read_only,
+    )
+
+
+def build_activities(
+    settings: Settings, http: httpx.AsyncClient, profile: EnvironmentProfile
+) -> list[Any]:
     """Every activity of the procedures, each system's client built once."""
-    session = boto3.session.Session()
-
-    def aws(service: str) -> Any:
-        return session.client(service, config=AWS_CONFIG)  # type: ignore[call-overload]
-
-    ecs = EcsActivities(aws("ecs"))
-    acm = AcmActivities(aws("acm"))
+    aws = aws_access(settings, profile)
+    ecs = EcsActivities(aws)
+    acm = AcmActivities(aws)
     albs = [name.strip() for name in settings.alb_names.split(",") if name.strip()]
-    elb = ElbActivities(aws("elbv2"), albs)
-    route53 = Route53Activities(aws("route53"))
-    rds = RdsActivities(aws("rds"))
-    secrets = SecretsActivities(aws("secretsmanager"))
-    health = HealthActivities(settings.api_base_url, http)
-    prometheus = PrometheusActivities(settings.api_base_url, http)
+    elb = ElbActivities(aws, albs)
+    route53 = Route53Activities(aws)
+    rds = RdsActivities(aws)
+    secrets = SecretsActivities(aws)
+    api_base_url = profile.api_base_url or settings.api_base_url
+    health = HealthActivities(api_base_url, http)
+    prometheus = PrometheusActivities(api_base_url, http)
     kafka = KafkaActivities(settings.kafka_bootstrap_servers)
     postgres = PostgresActivities(settings.database_url)
     queries = QueryActivities(settings.database_url)
     llm = LlmActivities(
         redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=10),
         http,
-        settings.api_base_url,
+        api_base_url,
         settings.llm_spend_key_prefix,
         BudgetPolicy(minimum=settings.llm_budget_min, maximum=settings.llm_budget_max),
     )
@@ -127,6 +151,7 @@ def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
             Link(label="Grafana", url=settings.grafana_url),
         ],
         PagerDutyConfig(settings.pagerduty_routing_key, settings.pagerduty_events_url),
+        profile.slack_channel,
     )
     incidents = IncidentActivities(settings.runbook_database_url)
     approvals = ApprovalActivities(
@@ -135,7 +160,7 @@ def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
     return [
         *(acm.describe_certificates, acm.list_certificates, acm.request_certificate),
         acm.wait_issued,
-        CloudWatchActivities(aws("cloudwatch")).metric_statistics,
+        CloudWatchActivities(aws.client("cloudwatch")).metric_statistics,
         *(ecs.describe_services, ecs.describe_task_definition, ecs.list_revisions),
         *(ecs.list_tasks, ecs.scale_service, ecs.wait_running, ecs.force_new_deployment),
         *(ecs.wait_rollout, ecs.register_memory_revision, ecs.use_task_definition),
@@ -143,7 +168,7 @@ def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
         *(health.check, health.wait_healthy),
         *(kafka.consumer_lag, kafka.peek_dlq),
         *(llm.spend, llm.metrics, llm.budget_policy, llm.wait_budget_in_force),
-        LogsActivities(aws("logs")).recent_errors,
+        LogsActivities(aws.client("logs")).recent_errors,
         postgres.idle_in_transaction,
         *(queries.slow_queries, queries.connections),
         *(prometheus.scrape, prometheus.circuit_breakers, prometheus.error_rate),
@@ -154,15 +179,18 @@ def build_activities(settings: Settings, http: httpx.AsyncClient) -> list[Any]:
         *(notify.slack, notify.pagerduty),
         *(approvals.plan_escalation, approvals.verify),
         incidents.record,
+        WorkerModeActivities(profile.name, settings.read_only).mode,
     ]
 
 
-def schedule_activities(client: Client, settings: Settings, http: httpx.AsyncClient) -> list[Any]:
+def schedule_activities(
+    client: Client, settings: Settings, http: httpx.AsyncClient, profile: EnvironmentProfile
+) -> list[Any]:
     """The LLM spend watch: read spend and budget, start a runbook once."""
     spend = SpendActivities(
         redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=10),
         http,
-        settings.api_base_url,
+        profile.api_base_url or settings.api_base_url,
         settings.llm_spend_key_prefix,
         settings.llm_daily_budget,
     )
@@ -174,13 +202,16 @@ ACTIVITY_SLOTS = 100
 
 
 def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) -> Worker:
+    """The worker of one environment (RUNBOOK_ENV, else the first of the environments file)
+    on that environment's task queue."""
+    profile = settings.profile()
     return Worker(
         client,
-        task_queue=settings.task_queue,
+        task_queue=profile.task_queue,
         workflows=[*WORKFLOWS, LlmSpendWatch, CertExpiryCheck],
         activities=[
-            *build_activities(settings, http),
-            *schedule_activities(client, settings, http),
+            *build_activities(settings, http, profile),
+            *schedule_activities(client, settings, http, profile),
         ],
         # As many threads as activity slots: a sync activity handed to this worker starts at
         # once. One queued behind busy threads would not heartbeat, and a mutation would be
@@ -200,13 +231,23 @@ async def main() -> None:
     # httpx logs every request's full URL at INFO: the Slack webhook URL is a secret.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
+    try:
+        settings.profile()
+    except UnknownEnvironment as err:
+        raise SystemExit(f"worker: {err}") from None
     migrate_incident_log(settings)
     client = await temporal_client()
+    try:
+        await check_namespace(client)
+    except NamespaceNotReady as err:
+        raise SystemExit(f"worker: {err}") from None
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     async with httpx.AsyncClient() as http, build_worker(client, settings, http):
-        log.info("worker polling task queue %s", settings.task_queue)
+        profile = settings.profile()
+        mode = " in shadow mode (RUNBOOK_READ_ONLY)" if settings.read_only else ""
+        log.info("worker of %s polling task queue %s%s", profile.name, profile.task_queue, mode)
         await stop.wait()
         # Leaving the block shuts the worker down gracefully: running activities finish
         # or are cancelled, and Temporal hands the workflows to the next worker.

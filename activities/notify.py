@@ -108,8 +108,12 @@ class NotifyActivities:
         temporal_ui_url: str,
         dashboards: list[Link],
         pagerduty: PagerDutyConfig | None = None,
+        slack_channel: str | None = None,
     ) -> None:
         self._slack_url = slack_webhook_url
+        # The environment's channel; a Slack app's webhook posts to its own channel (give
+        # each environment's workers their own webhook), a legacy webhook takes this one.
+        self._channel = slack_channel
         self._pagerduty = pagerduty or PagerDutyConfig(routing_key=None)
         self._http = http
         self._ui_url = temporal_ui_url
@@ -134,10 +138,11 @@ class NotifyActivities:
     async def slack(self, note: Notification) -> NotifyResult:
         if not self._slack_url:
             return NotifyResult(delivered=False, detail="SLACK_WEBHOOK_URL is not configured")
+        payload = slack_blocks(self._with_links(note))
+        if self._channel:
+            payload["channel"] = self._channel
         try:
-            resp = await self._http.post(
-                self._slack_url, json=slack_blocks(self._with_links(note)), timeout=10
-            )
+            resp = await self._http.post(self._slack_url, json=payload, timeout=10)
         except httpx.HTTPError as err:
             # The message of an httpx error names the URL: keep only its type.
             raise ApplicationError(f"Slack webhook unreachable: {type(err).__name__}") from None

@@ -258,9 +258,8 @@ async def storm(
 async def count_started(address: str, tag: str, expected: int) -> tuple[int, int]:
     """Runs and distinct workflow ids of this storm in visibility, once the count settles."""
     client = await Client.connect(address)
-    query = (
-        f'WorkflowType = "DatabaseFailover" AND WorkflowId STARTS_WITH "db-failover/bench-{tag}-"'
-    )
+    prefix = f"db-failover/production/bench-{tag}-"
+    query = f'WorkflowType = "DatabaseFailover" AND WorkflowId STARTS_WITH "{prefix}"'
     last, stable_since = -1, time.monotonic()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -15,21 +15,40 @@ from client.decisions import make_signed
 from client.errors import BadInput
 from client.render import pending_row, render_status, run_link
 from client.runs import existing, query_status, start_procedure
+from settings import EnvironmentProfile, UnknownEnvironment, get_settings
 from workflows.models import SEVERITIES, DecisionAck, Signed
 from workflows.registry import PROCEDURES, Procedure
 
 
+def chosen_environment(args: argparse.Namespace) -> EnvironmentProfile:
+    try:
+        return get_settings().profile(getattr(args, "env", None))
+    except UnknownEnvironment as err:
+        raise BadInput(f"--env: {err}") from None
+
+
 def build_input(procedure: Procedure, args: argparse.Namespace) -> BaseModel:
-    values: dict[str, Any] = parse_sets(args.set)
+    """The input: the environment's resource names, then `--set`, then the options."""
+    given: dict[str, Any] = parse_sets(args.set)
     allowed = sorted(procedure.input_model.model_fields)
-    unknown = sorted(set(values) - set(allowed))
+    unknown = sorted(set(given) - set(allowed))
     if unknown:
         raise BadInput(
             f"--set {', '.join(unknown)}: unknown for {procedure.name}; "
             f"allowed: {', '.join(allowed)}"
         )
+    if "environment" in given:
+        raise BadInput("--set environment: the environment is chosen with --env")
+    profile = chosen_environment(args)
+    defaults = profile.input_defaults(procedure.name)
+    values = {k: v for k, v in defaults.items() if k in procedure.input_model.model_fields}
+    values.update(given)
     values.update(
-        severity=args.severity, dry_run=args.dry_run, requested_by=args.requested_by, trigger="cli"
+        severity=args.severity,
+        dry_run=args.dry_run,
+        requested_by=args.requested_by,
+        trigger="cli",
+        environment=profile.name,
     )
     try:
         return procedure.input_model.model_validate(values)
@@ -182,6 +201,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
         parser.add_argument("--dry-run", action="store_true")
         parser.add_argument("--requested-by", default=default_user())
+        parser.add_argument(
+            "--env",
+            metavar="ENVIRONMENT",
+            help="the environment to act in (default: RUNBOOK_ENV, else the first of "
+            "RUNBOOK_ENVIRONMENTS)",
+        )
         parser.add_argument("--json", action="store_true")
         parser.set_defaults(func=with_client(cmd_start, check_start_args))
     elif name == "approve":

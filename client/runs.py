@@ -43,11 +43,13 @@ async def query_status(handle: WorkflowHandle) -> RunbookStatus:
 
 
 async def start_procedure(client: Client, procedure: Procedure, inp: BaseModel) -> WorkflowHandle:
+    """On the task queue of the input's environment, whose workers hold its AWS roles."""
+    profile = get_settings().profile(getattr(inp, "environment", None))
     return await client.start_workflow(
         procedure.workflow_type,
         inp,
         id=procedure.workflow_id(inp),
-        task_queue=get_settings().task_queue,
+        task_queue=profile.task_queue,
         # A second start for the same resource joins the running workflow: never act twice.
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ValidationError
 
 from activities.alarms import AlarmOutcome, AlarmRecord, AlarmStart, AlarmStarter
 from intake.routes import AlarmRoute, find_resource
+from settings import EnvironmentProfile
 from workflows import registry
 from workflows.models import AlarmDelivery
 
@@ -53,12 +54,19 @@ class Alarm(BaseModel):
     reason: str = ""
     # When the alarm entered this state (StateChangeTime, startsAt).
     since: datetime
+    # Where it fired (CloudWatch: the alarm's ARN; Alertmanager: labels), and the
+    # environment when a label names it: the alarm is routed to that environment.
+    account: str | None = None
+    region: str | None = None
+    environment: str | None = None
 
 
 class Planned(BaseModel):
     alarm: Alarm
     procedure: str
     severity: str
+    environment: str
+    task_queue: str
     workflow_id: str
     workflow_type: str
     input: dict[str, object]
@@ -74,13 +82,56 @@ def shown(name: str) -> str:
     return repr(name[:80])
 
 
+def _fits(configured: str | None, given: str | None) -> bool:
+    return configured is None or given is None or configured == given
+
+
+def describe(profile: EnvironmentProfile) -> str:
+    where = "/".join(p for p in (profile.aws_account_id, profile.aws_region) if p)
+    return f"{profile.name} ({where})" if where else profile.name
+
+
 class Intake:
     def __init__(
-        self, starter: AlarmStarter, routes: dict[str, AlarmRoute], task_queue: str
+        self,
+        starter: AlarmStarter,
+        routes: dict[str, AlarmRoute],
+        environments: dict[str, EnvironmentProfile],
     ) -> None:
         self._starter = starter
         self._routes = routes
-        self._task_queue = task_queue
+        self._environments = environments
+
+    def environment(self, alarm: Alarm) -> EnvironmentProfile:
+        """The environment whose account and region the alarm comes from; refused when none
+        or several match (an alarm never acts on a guessed account)."""
+        known = ", ".join(describe(p) for p in self._environments.values())
+        if alarm.environment is not None:
+            if alarm.environment not in self._environments:
+                raise Rejected(
+                    422,
+                    f"alarm {shown(alarm.name)}: environment {shown(alarm.environment)} is not "
+                    f"known; known: {known}",
+                )
+            return self._environments[alarm.environment]
+        matching = [
+            p
+            for p in self._environments.values()
+            if _fits(p.aws_account_id, alarm.account) and _fits(p.aws_region, alarm.region)
+        ]
+        if len(matching) == 1:
+            return matching[0]
+        origin = f"account {alarm.account or '?'}, region {alarm.region or '?'}"
+        if not matching:
+            raise Rejected(
+                422, f"alarm {shown(alarm.name)}: {origin} is no known environment; known: {known}"
+            )
+        raise Rejected(
+            422,
+            f"alarm {shown(alarm.name)}: {origin} matches several environments "
+            f"({', '.join(p.name for p in matching)}): give each environment its aws_account_id "
+            "and aws_region, or label the alert with `environment`",
+        )
 
     def plan(self, alarm: Alarm) -> Planned:
         """Everything checked before anything is started; Rejected says what is wrong."""
@@ -95,11 +146,17 @@ class Intake:
                 f"procedure not installed: {route.procedure!r} (the route of alarm "
                 f"{shown(alarm.name)}) is not in this deployment's registry",
             )
+        profile = self.environment(alarm)
+        model_fields = procedure.input_model.model_fields
         values: dict[str, object] = {
-            "severity": route.severity,
-            "trigger": "alarm",
-            "requested_by": f"alarm:{alarm.name}"[:100],
+            k: v for k, v in profile.input_defaults(procedure.name).items() if k in model_fields
         }
+        values.update(
+            severity=route.severity,
+            trigger="alarm",
+            requested_by=f"alarm:{alarm.name}"[:100],
+            environment=profile.name,
+        )
         resource = find_resource(route, alarm.labels)
         if resource is not None:
             if not RESOURCE.fullmatch(resource):
@@ -116,6 +173,8 @@ class Intake:
             alarm=alarm,
             procedure=procedure.name,
             severity=route.severity,
+            environment=profile.name,
+            task_queue=profile.task_queue,
             workflow_id=procedure.workflow_id(inp),
             workflow_type=procedure.workflow_type,
             input=inp.model_dump(mode="json"),
@@ -138,7 +197,7 @@ class Intake:
             AlarmStart(
                 workflow_type=planned.workflow_type,
                 workflow_id=planned.workflow_id,
-                task_queue=self._task_queue,
+                task_queue=planned.task_queue,
                 input=planned.input,
                 delivery=delivery,
                 episode_started_at=alarm.since,

@@ -14,12 +14,12 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,6 +28,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from activities.alarms import AlarmOutcome, AlarmStarter
+from client.namespace import NamespaceNotReady, check_namespace
 from intake import payloads
 from intake.alarms import Intake, Planned, Rejected
 from intake.routes import describe_routes, load_routes
@@ -39,35 +40,49 @@ from intake.sns import (
     UrlPolicy,
     verify,
 )
-from settings import temporal_client
+from settings import Settings, temporal_client
 from workflows import registry
 
 log = logging.getLogger("runbook.webhook")
 
 MAX_BODY = 256 * 1024  # SNS's own message size limit
+# An SNS message signed longer ago than this is refused: a replay, not an alarm.
+SNS_MAX_AGE = timedelta(hours=1)
 
 
-class WebhookConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+class ConfigError(RuntimeError):
+    """The intake cannot start as configured; the message says what to set."""
+
+
+class WebhookConfig(Settings):
+    """The intake's own settings beside the worker's (environments, task queues)."""
 
     # Alertmanager's `http_config.authorization.credentials`; unset: Alertmanager refused.
     token: SecretStr | None = Field(None, alias="RUNBOOK_WEBHOOK_TOKEN")
     # Hosts the SNS signing certificate and SubscribeURL may come from (a regex, full match).
     sns_cert_host_pattern: str = Field(DEFAULT_CERT_HOST_PATTERN, alias="SNS_CERT_HOST_PATTERN")
-    # Comma-separated topic ARNs accepted; empty: any topic whose message verifies.
+    # Comma-separated topic ARNs accepted. Empty is refused at start, except on the local
+    # stack (RUNBOOK_LOCAL_STACK), where any topic whose message verifies is taken.
     sns_topic_arns: str = Field("", alias="SNS_TOPIC_ARNS")
     routes_file: Path | None = Field(None, alias="RUNBOOK_ALARM_ROUTES")
-    task_queue: str = Field("runbooks", alias="RUNBOOK_TASK_QUEUE")
+    local_stack: bool = Field(False, alias="RUNBOOK_LOCAL_STACK")
 
     def topics(self) -> set[str]:
         return {t.strip() for t in self.sns_topic_arns.split(",") if t.strip()}
+
+    def check(self) -> None:
+        if not self.topics() and not self.local_stack:
+            raise ConfigError(
+                "SNS_TOPIC_ARNS is empty: name the SNS topics whose alarms may start runbooks "
+                "(comma-separated ARNs); without it any topic a message verifies for is taken"
+            )
 
 
 class Webhook:
     def __init__(self, config: WebhookConfig, client: Client, http: httpx.AsyncClient) -> None:
         self.config = config
         self.routes = load_routes(config.routes_file)
-        self.intake = Intake(AlarmStarter(client), self.routes, config.task_queue)
+        self.intake = Intake(AlarmStarter(client), self.routes, config.profiles())
         self.policy = UrlPolicy(config.sns_cert_host_pattern)
         self.certs = CertificateStore(http, self.policy)
         self.http = http
@@ -87,12 +102,13 @@ class Webhook:
         topics = self.config.topics()
         if topics and message.topic_arn not in topics:
             raise Rejected(403, f"topic {message.topic_arn!r} is not one this webhook accepts")
+        check_age(message.timestamp)
         if message.type == "SubscriptionConfirmation":
             return await self._confirm(message)
         if message.type == "UnsubscribeConfirmation":
             log.warning("unsubscribed from %s", message.topic_arn)
             return JSONResponse({"unsubscribed": message.topic_arn})
-        alarm = payloads.cloudwatch_alarm(message.message)
+        alarm = payloads.cloudwatch_alarm(message.message, message.topic_arn)
         if alarm is None:
             return JSONResponse({"ignored": "INSUFFICIENT_DATA: no runbook for missing data"})
         outcome = await self._deliver(self.intake.plan(alarm))
@@ -161,6 +177,21 @@ class Webhook:
         return JSONResponse(describe_routes(self.routes, set(registry.PROCEDURES)))
 
 
+def check_age(timestamp: str) -> None:
+    """The signed Timestamp: a message older than an hour is a replay, not an alarm."""
+    try:
+        sent = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        raise Rejected(400, f"bad SNS Timestamp {timestamp[:40]!r}") from None
+    if sent.tzinfo is None:
+        sent = sent.replace(tzinfo=UTC)
+    age = datetime.now(UTC) - sent
+    if age > SNS_MAX_AGE:
+        raise Rejected(
+            403, f"SNS message signed {age.total_seconds() / 3600:.1f} h ago: older than an hour"
+        )
+
+
 async def read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY:
@@ -194,16 +225,22 @@ def refusing(handler: Callable[[], Handler]) -> Handler:
 
 def create_app(config: WebhookConfig | None = None, client: Client | None = None) -> Starlette:
     """`client`: a connected Temporal client (tests); default: the environment's."""
-    config = config or WebhookConfig()  # type: ignore[call-arg]  # from the environment
+    config = config or WebhookConfig()  # from the environment
+    config.check()
     holder: dict[str, Webhook] = {}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         temporal = client or await temporal_client()
+        try:
+            await check_namespace(temporal)
+        except NamespaceNotReady as err:
+            log.error("intake not started: %s", err)
+            raise
         async with httpx.AsyncClient() as http:
             holder["hook"] = Webhook(config, temporal, http)
             if not config.topics():
-                log.warning("SNS_TOPIC_ARNS is empty: any SNS topic's signed messages are taken")
+                log.warning("SNS_TOPIC_ARNS is empty (local stack): any SNS topic is taken")
             yield
 
     def method(name: str) -> Callable[[], Handler]:

@@ -34,6 +34,9 @@ class CloudWatchAlarm(BaseModel):
     reason: str = Field("", alias="NewStateReason")
     changed_at: datetime = Field(alias="StateChangeTime")
     trigger: Trigger | None = Field(None, alias="Trigger")
+    # arn:aws:cloudwatch:<region>:<account>:alarm:<name>: where the alarm fired.
+    alarm_arn: str | None = Field(None, alias="AlarmArn", max_length=2048)
+    account: str | None = Field(None, alias="AWSAccountId", pattern=r"^\d{12}$")
 
 
 class AlertmanagerAlert(BaseModel):
@@ -69,8 +72,17 @@ def json_object(raw: bytes, what: str) -> dict[str, Any]:
     return body
 
 
-def cloudwatch_alarm(message: str) -> Alarm | None:
-    """The alarm in an SNS `Message`; None for INSUFFICIENT_DATA (nothing to do)."""
+def arn_region_account(arn: str | None) -> tuple[str | None, str | None]:
+    """`arn:partition:service:region:account:...` -> (region, account), None where absent."""
+    parts = (arn or "").split(":")
+    if len(parts) < 6 or parts[0] != "arn":
+        return None, None
+    return parts[3] or None, parts[4] or None
+
+
+def cloudwatch_alarm(message: str, topic_arn: str | None = None) -> Alarm | None:
+    """The alarm in an SNS `Message`; None for INSUFFICIENT_DATA (nothing to do). Its region
+    and account come from the alarm's ARN, else from the topic that delivered it."""
     try:
         alarm = CloudWatchAlarm.model_validate(json_object(message.encode(), "SNS Message"))
     except ValidationError as err:
@@ -78,6 +90,8 @@ def cloudwatch_alarm(message: str) -> Alarm | None:
     if alarm.new_state == "INSUFFICIENT_DATA":
         return None
     dims = alarm.trigger.dimensions if alarm.trigger else []
+    region, account = arn_region_account(alarm.alarm_arn)
+    topic_region, topic_account = arn_region_account(topic_arn)
     return Alarm(
         source="cloudwatch",
         name=alarm.alarm_name,
@@ -85,6 +99,8 @@ def cloudwatch_alarm(message: str) -> Alarm | None:
         labels={d.name: d.value for d in dims},
         reason=alarm.reason,
         since=alarm.changed_at,
+        account=account or alarm.account or topic_account,
+        region=region or topic_region,
     )
 
 
@@ -98,15 +114,18 @@ def alertmanager_alarms(raw: bytes) -> list[Alarm]:
         name = alert.labels.get("alertname")
         if not name:
             raise Rejected(400, f"bad Alertmanager payload: alerts.{i}.labels.alertname is missing")
-        notes = alert.annotations
+        notes, labels = alert.annotations, alert.labels
         alarms.append(
             Alarm(
                 source="alertmanager",
                 name=name,
                 state="ALARM" if alert.status == "firing" else "OK",
-                labels=alert.labels,
+                labels=labels,
                 reason=notes.get("summary") or notes.get("description") or "",
                 since=alert.starts_at,
+                account=labels.get("aws_account_id") or labels.get("account_id"),
+                region=labels.get("aws_region") or labels.get("region"),
+                environment=labels.get("environment"),
             )
         )
     return alarms

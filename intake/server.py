@@ -8,11 +8,16 @@ DEFAULT_PORT = 8790
 def serve(host: str, port: int) -> None:
     import uvicorn
 
-    from intake.app import create_app
+    from intake.app import ConfigError, create_app
+    from settings import UnknownEnvironment
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        app = create_app()
+    except (ConfigError, UnknownEnvironment) as err:
+        raise SystemExit(f"intake: {err}") from None
     config = uvicorn.Config(
-        create_app(),
+        app,
         host=host,
         port=port,
         access_log=False,
@@ -22,4 +27,7 @@ def serve(host: str, port: int) -> None:
         # side that closes a kept-alive connection under a request.
         timeout_keep_alive=75,
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:  # the app's start failed (the namespace, say) and said why
+        raise SystemExit(1)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # runbook.md 5, step 2: ./scripts/rollback.sh production <previous_image_tag>
 #
-# Starts the `rollback` runbook (workflow Rollback, id rollback/<environment>) with the
-# image tag as its target, and follows it to the end: it waits for a person to approve
+# Starts the `rollback` runbook in that environment (`runbook start --env`: the environment's
+# cluster, account and task queue; workflow id rollback/<environment>) with the image tag as
+# its target, and follows it to the end: it waits for a person to approve
 # (`runbook approve rollback/<environment> --as NAME`), then for the rollouts and the health
 # checks. Extra arguments go to `runbook start` (e.g. --severity P0, --dry-run,
 # --set reason=failed-smoke-tests, --set services=api).
@@ -32,7 +33,7 @@ else
 fi
 
 workflow_id="rollback/$environment"
-"$runbook" start rollback --set "environment=$environment" --set "target=$tag" "$@"
+"$runbook" start rollback --env "$environment" --set "target=$tag" "$@"
 echo "Following $workflow_id until it ends; approve with:"
 echo "  $runbook approve $workflow_id --as NAME"
 

@@ -254,6 +254,7 @@ class RunbookWorkflow:
                 sa.PROCEDURE.value_set(self.procedure),
                 sa.RESOURCE.value_set(self._resource),
                 sa.SEVERITY.value_set(severity),
+                sa.ENVIRONMENT.value_set(self._input.environment),
                 sa.GATE.value_set("none"),
             ]
         )

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows import registry
 from workflows.base import READ_RETRY
 from workflows.cert_renewal import verdict
-from workflows.models import AlarmDelivery, Severity, Trigger
+from workflows.models import ENVIRONMENT_PATTERN, AlarmDelivery, Severity, Trigger
 
 ALARM = "cert-expiry-check"
 
@@ -41,6 +41,8 @@ class CertExpiryCheckInput(BaseModel):
     # Load balancer names; empty: the worker's configured ALB(s) (ALB_NAMES), `*`: all.
     load_balancers: list[str] = Field([], max_length=20)
     procedure: str = "cert-renewal"
+    # The environment the started runbook acts in (the schedule's own).
+    environment: str = Field("production", pattern=ENVIRONMENT_PATTERN)
     # Who asked: the schedule sends these (RunbookInput's fields).
     trigger: Trigger = "schedule"
     requested_by: str = Field("schedule:cert-expiry-check", min_length=1, max_length=100)
@@ -149,6 +151,7 @@ class CertExpiryCheck:
         target = procedure.input_model.model_validate(
             {
                 "domain": domain,
+                "environment": inp.environment,
                 "severity": severity_for(rows),
                 "trigger": inp.trigger,
                 "requested_by": inp.requested_by,

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import registry
 from workflows.base import READ_RETRY
-from workflows.models import AlarmDelivery, Severity
+from workflows.models import ENVIRONMENT_PATTERN, AlarmDelivery, Severity
 
 ALARM = "llm-spend-watch"
 
@@ -31,6 +31,8 @@ Action = Literal[
 class LlmSpendWatchInput(BaseModel):
     threshold: float = Field(default=0.9, gt=0, le=2)
     procedure: str = "llm-budget"
+    # The environment the started runbook acts in (the schedule's own).
+    environment: str = Field("production", pattern=ENVIRONMENT_PATTERN)
 
 
 class LlmSpendWatchResult(BaseModel):
@@ -91,6 +93,7 @@ class LlmSpendWatch:
         target = procedure.input_model.model_validate(
             {
                 "severity": severity_for(ratio),
+                "environment": inp.environment,
                 "trigger": "schedule",
                 "requested_by": f"schedule:{ALARM}",
             }

@@ -5,6 +5,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# An environment's name (settings.ENVIRONMENT_NAME; not imported: workflow code stays
+# free of the settings module).
+ENVIRONMENT_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 Severity = Literal["P0", "P1", "P2", "P3"]
 SEVERITIES: tuple[Severity, ...] = ("P0", "P1", "P2", "P3")
 Trigger = Literal["ui", "cli", "alarm", "schedule"]
@@ -20,6 +23,8 @@ class RunbookInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     severity: Severity = "P1"
+    # Where the run acts: a worker serves one environment and refuses runs for another.
+    environment: str = Field("production", pattern=ENVIRONMENT_PATTERN)
     dry_run: bool = False
     requested_by: str = Field("temporal-ui", min_length=1, max_length=100)
     trigger: Trigger = "ui"

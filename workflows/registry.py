@@ -30,7 +30,13 @@ class Procedure:
         return str(defn.name)
 
     def workflow_id(self, inp: BaseModel) -> str:
-        return f"{self.name}/{getattr(inp, self.resource_field)}"
+        """`<procedure>/<environment>/<resource>`: one run per resource at a time (rollback's
+        resource is the environment: `rollback/<environment>`)."""
+        environment = str(getattr(inp, "environment", "production"))
+        resource = str(getattr(inp, self.resource_field))
+        if self.resource_field == "environment":
+            return f"{self.name}/{environment}"
+        return f"{self.name}/{environment}/{resource}"
 
 
 PROCEDURES: dict[str, Procedure] = {

@@ -38,8 +38,6 @@ from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
 from workflows.models import Finding, RunbookInput, RunbookResult
 
-# environment -> ECS cluster (runbook.md knows one environment: production)
-ENVIRONMENTS = {"production": "prod-revenue-context"}
 PREVIOUS = "previous"
 # runbook.md 5, "When to Rollback": a short name or the runbook's words; else free text.
 REASONS = {
@@ -64,7 +62,8 @@ MUTATE_RETRY = RetryPolicy(
 
 
 class RollbackInput(RunbookInput):
-    environment: str = "production"
+    # The environment's ECS cluster (its profile's `cluster`; runbook.md's production one).
+    cluster: str = Field("prod-revenue-context", min_length=1, max_length=255)
     services: list[str] = Field(default_factory=lambda: list(RUNBOOK_SERVICES), min_length=1)
     # "previous": each service's previous stable revision; else an image tag, e.g. v1.4.2.
     target: str = PREVIOUS
@@ -77,13 +76,6 @@ class RollbackInput(RunbookInput):
     poll_seconds: float = Field(2.0, ge=0.2, le=60)
     verify_checks: int = Field(12, ge=1, le=120)
     verify_interval_seconds: int = Field(10, ge=1, le=600)
-
-    @field_validator("environment")
-    @classmethod
-    def _environment(cls, value: str) -> str:
-        if value not in ENVIRONMENTS:
-            raise ValueError(f"{value!r} is not known; allowed: {', '.join(ENVIRONMENTS)}")
-        return value
 
     @field_validator("services", mode="before")
     @classmethod
@@ -125,10 +117,6 @@ class RollbackInput(RunbookInput):
             raise ValueError(f"must not be blank; e.g. one of: {', '.join(REASONS)}")
         known = dict(REASONS) | {v.lower(): v for v in REASONS.values()}
         return known.get(value.strip().lower(), value.strip())
-
-    @property
-    def cluster(self) -> str:
-        return ENVIRONMENTS[self.environment]
 
 
 class ServiceState(BaseModel):

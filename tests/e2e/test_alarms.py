@@ -79,7 +79,7 @@ async def real_worker(
 async def test_alarm_starts_db_failover_once(
     dev_env: WorkflowEnvironment, real_worker: str
 ) -> None:
-    config = WebhookConfig(token=TOKEN, task_queue=real_worker)
+    config = WebhookConfig(token=TOKEN, task_queue=real_worker, local_stack=True)
     port = free_ports(("webhook",))["webhook"]
     server = uvicorn.Server(
         uvicorn.Config(
@@ -111,7 +111,7 @@ async def test_alarm_starts_db_failover_once(
             assert {r.status_code for r in replies} == {202}
             actions = sorted(r.json()["alerts"][0]["action"] for r in replies)
             assert actions.count("started") == 1
-            workflow_id = f"db-failover/{instance}"
+            workflow_id = f"db-failover/production/{instance}"
             assert replies[0].json()["workflow_ids"] == [workflow_id]
             handle = dev_env.client.get_workflow_handle(workflow_id)
             result = await handle.result()

@@ -129,7 +129,7 @@ async def test_renewal_by_cli_swaps_the_listener_once(
     )
     assert started.returncode == 0, started.stderr
     workflow_id = json.loads(started.stdout)["workflow_id"]
-    assert workflow_id == f"cert-renewal/{DOMAIN}"
+    assert workflow_id == f"cert-renewal/production/{DOMAIN}"
     status = await wait_for_gate(dev_env.client.get_workflow_handle(workflow_id))
     assert status.pending_gate, status
     assert "is ISSUED, valid until" in status.pending_gate.summary

@@ -78,7 +78,7 @@ async def test_failover_started_and_approved_by_cli(
     )
     assert started.returncode == 0, started.stderr
     workflow_id = json.loads(started.stdout)["workflow_id"]
-    assert workflow_id == "db-failover/prod-revenue-context-db"
+    assert workflow_id == "db-failover/production/prod-revenue-context-db"
 
     again = await cli(worker, "start", "db-failover", "--requested-by", "carol", "--json")
     assert json.loads(again.stdout)["run_id"] == json.loads(started.stdout)["run_id"]

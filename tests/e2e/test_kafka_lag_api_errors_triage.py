@@ -132,7 +132,7 @@ async def test_kafka_lag_scale_up_drains_the_lag(
     until(lambda: sandbox.get("/health/workers"), lambda r: r.status_code == 503)
 
     workflow_id = await start(worker, "kafka-lag", *FAST_LAG)
-    assert workflow_id == "kafka-lag/context_engine_group"
+    assert workflow_id == "kafka-lag/production/context_engine_group"
     gate = (await gate_open(dev_env, workflow_id)).pending_gate
     assert gate is not None and "Scale context-engine from 2 to" in gate.summary
     [param] = gate.params
@@ -177,7 +177,7 @@ async def test_api_errors_scale_up_brings_the_5xx_share_down(
     assert sandbox.get("/control/diagnosis").json()["error_share"] > 0.05
 
     workflow_id = await start(worker, "api-errors", *FAST_API)
-    assert workflow_id == "api-errors/api"
+    assert workflow_id == "api-errors/production/api"
     gate = (await gate_open(dev_env, workflow_id)).pending_gate
     assert gate is not None and gate.summary.startswith("Scale api from 2 to 5 tasks")
     await approve(worker, workflow_id)
@@ -213,7 +213,7 @@ async def test_triage_names_kafka_lag_and_changes_nothing(
     before = sandbox.get("/control/diagnosis").json()["running"]
 
     workflow_id = await start(worker, "triage", severity="P2")
-    assert workflow_id == "triage/prod-revenue-context"
+    assert workflow_id == "triage/production/prod-revenue-context"
     done = await cli(worker, "status", workflow_id, "--wait", "--json")
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)

@@ -126,7 +126,7 @@ async def test_llm_budget_raised_by_cli_keeps_other_keys_and_is_in_force(
     )
     assert started.returncode == 0, started.stderr
     workflow_id = json.loads(started.stdout)["workflow_id"]
-    assert workflow_id == "llm-budget/prod/revenue-context/config"
+    assert workflow_id == "llm-budget/production/prod/revenue-context/config"
     status = await wait_for_gate(worker, workflow_id)
     [spec] = status["pending_gate"]["params"]
     assert (spec["minimum"], spec["maximum"], spec["default"]) == (1, 500, 200)

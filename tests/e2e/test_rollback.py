@@ -91,4 +91,4 @@ async def test_rollback_script_updates_each_service_once_and_health_reports_the_
 
     refused = await script(worker, "qa", "v1.4.2")  # bad input: nothing is started
     _, err = await refused.communicate()
-    assert refused.returncode == 2 and "environment: Value error, 'qa' is not known" in err.decode()
+    assert refused.returncode == 2 and "--env: environment 'qa' is not known" in err.decode()

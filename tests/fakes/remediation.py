@@ -59,6 +59,7 @@ GATE_ACTIVITIES = {
     "approvals.plan_escalation",
     "approvals.verify",
     "incidents.record",
+    "worker.mode",
 }
 
 

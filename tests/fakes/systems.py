@@ -23,6 +23,7 @@ from activities.rds import (
     WaitAvailableRequest,
     WaitAvailableResult,
 )
+from activities.worker_mode import WorkerModeActivities
 
 
 @dataclass
@@ -41,6 +42,9 @@ class FakeSystems:
     incident_log_failures: int = 0
     # When set, the wait for the instance holds until the test releases it.
     release_wait: asyncio.Event | None = None
+    # The worker's own rules (the real activity: it only reports them).
+    environment: str = "production"
+    read_only: bool = False
 
     def activities(self) -> list[Any]:
         @activity.defn(name="rds.describe_instance")
@@ -128,4 +132,5 @@ class FakeSystems:
             record,
             approvals.plan_escalation,
             approvals.verify,
+            WorkerModeActivities(self.environment, self.read_only).mode,
         ]

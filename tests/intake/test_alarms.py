@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from intake.alarms import redact
-from intake.app import WebhookConfig, create_app
+from intake.app import ConfigError, WebhookConfig, create_app
 from intake.routes import DEFAULT_ROUTES, AlarmRoute, find_resource, load_routes
 from sandbox.sns_signer import SnsSigner, cloudwatch_alarm
 from tests.conftest import free_ports
@@ -229,7 +229,7 @@ async def test_signed_cloudwatch_alarm_starts_the_runbook(
     resp = await hook.sns(signer.notification(message, subject="ALARM: thing-hot", version=version))
     assert resp.status_code == 202, resp.text
     body = resp.json()
-    assert body["workflow_id"] == f"webhook-test/{thing}" and body["action"] == "started"
+    assert body["workflow_id"] == f"webhook-test/production/{thing}" and body["action"] == "started"
     assert body["procedure"] == "webhook-test" and body["severity"] == "P2"
     status = await hook.status(body["workflow_id"])
     assert status.severity == "P2" and status.resource == thing
@@ -267,20 +267,20 @@ async def test_ok_is_recorded_on_the_running_workflow_and_never_starts_one(
     assert (await hook.sns(thing_alarm(signer, "recovers"))).status_code == 202
     ok = await hook.sns(thing_alarm(signer, "recovers", "OK", reason="back under"))
     assert ok.status_code == 202 and ok.json()["action"] == "signalled"
-    lines = alarm_lines(await hook.status("webhook-test/recovers"))
+    lines = alarm_lines(await hook.status("webhook-test/production/recovers"))
     assert (
         "1x via cloudwatch" in lines["alarm thing-hot OK"]
         and "back under" in lines["alarm thing-hot OK"]
     )
     lone = await hook.sns(thing_alarm(signer, "never-alarmed", "OK"))
     assert lone.status_code == 202 and lone.json()["action"] == "not_running"
-    assert not await hook.exists("webhook-test/never-alarmed")
+    assert not await hook.exists("webhook-test/production/never-alarmed")
 
 
 async def test_insufficient_data_is_ignored(hook: Hook, signer: SnsSigner) -> None:
     resp = await hook.sns(thing_alarm(signer, "no-data", "INSUFFICIENT_DATA"))
     assert resp.status_code == 200 and "INSUFFICIENT_DATA" in resp.json()["ignored"]
-    assert not await hook.exists("webhook-test/no-data")
+    assert not await hook.exists("webhook-test/production/no-data")
 
 
 def tampered(signer: SnsSigner, thing: str) -> dict[str, Any]:
@@ -361,6 +361,12 @@ SNS_REJECTIONS: list[tuple[str, Any, int, str]] = [
         "is not a name",
     ),
     (
+        "signed more than an hour ago (a replay)",
+        lambda s, t: s.sign({**thing_alarm(s, t), "Timestamp": "2026-01-01T00:00:00.000Z"}),
+        403,
+        "h ago: older than an hour",
+    ),
+    (
         "route removed by the routes file",
         lambda s, t: s.notification(cloudwatch_alarm("api-error-rate-high", "ALARM")),
         422,
@@ -381,7 +387,13 @@ async def test_bad_sns_delivery_says_why_and_starts_nothing(
     resp = await hook.sns(make(signer, thing))
     assert resp.status_code == status, resp.text
     assert reason in resp.json()["error"]
-    assert not await hook.exists(f"webhook-test/{thing}")
+    assert not await hook.exists(f"webhook-test/production/{thing}")
+
+
+def test_an_empty_topic_list_is_refused_at_start_outside_the_local_stack() -> None:
+    with pytest.raises(ConfigError, match="SNS_TOPIC_ARNS is empty: name the SNS topics"):
+        create_app(WebhookConfig(sns_topic_arns=""))
+    create_app(WebhookConfig(sns_topic_arns="", local_stack=True))  # the sandbox's topic
 
 
 async def test_oversized_body_is_refused(hook: Hook) -> None:
@@ -396,11 +408,11 @@ async def test_alertmanager_firing_then_resolved(hook: Hook) -> None:
     resp = await hook.alertmanager(am_payload("am-thing"))
     assert resp.status_code == 202, resp.text
     body = resp.json()
-    assert body["workflow_ids"] == ["webhook-test/am-thing"]
+    assert body["workflow_ids"] == ["webhook-test/production/am-thing"]
     assert body["alerts"][0]["action"] == "started"
     resolved = await hook.alertmanager(am_payload("am-thing", "resolved"))
     assert resolved.status_code == 202 and resolved.json()["alerts"][0]["action"] == "signalled"
-    lines = alarm_lines(await hook.status("webhook-test/am-thing"))
+    lines = alarm_lines(await hook.status("webhook-test/production/am-thing"))
     assert "1x via alertmanager" in lines["alarm thing-hot ALARM"]
     assert "am-thing is hot" in lines["alarm thing-hot ALARM"]
     assert "1x via alertmanager" in lines["alarm thing-hot OK"]
@@ -446,7 +458,7 @@ async def test_bad_alertmanager_delivery_says_why_and_starts_nothing(
     assert reason in resp.json()["error"]
     if status == 401:
         assert resp.headers["www-authenticate"] == "Bearer"
-    assert not await hook.exists(f"webhook-test/{thing}")
+    assert not await hook.exists(f"webhook-test/production/{thing}")
 
 
 # ---- exactly once -----------------------------------------------------------------------------
@@ -465,8 +477,8 @@ async def test_a_storm_starts_one_workflow_and_counts_every_delivery(
     actions = [r.json()["action"] for r in replies[:25]]
     actions += [r.json()["alerts"][0]["action"] for r in replies[25:]]
     assert sorted(actions) == ["signalled"] * 49 + ["started"]
-    assert await hook.runs("webhook-test/stormy") == 1
-    lines = alarm_lines(await hook.status("webhook-test/stormy"))
+    assert await hook.runs("webhook-test/production/stormy") == 1
+    lines = alarm_lines(await hook.status("webhook-test/production/stormy"))
     # One timeline line for the alarm state, whichever source delivered it last.
     assert list(lines) == ["alarm thing-hot ALARM"]
     assert lines["alarm thing-hot ALARM"].startswith("50x via ")
@@ -478,16 +490,16 @@ async def test_an_episode_handled_by_an_ended_run_is_not_started_again(
     since = datetime.now(UTC) - timedelta(minutes=5)
     first = await hook.sns(thing_alarm(signer, "ended", changed_at=since))
     assert first.json()["action"] == "started"
-    handle = hook.client.get_workflow_handle("webhook-test/ended")
+    handle = hook.client.get_workflow_handle("webhook-test/production/ended")
     await handle.signal(ThingRunbook.finish)
     assert await handle.result() == "done"
     again = await hook.sns(thing_alarm(signer, "ended", changed_at=since))
     assert again.status_code == 202 and again.json()["action"] == "suppressed"
     assert "was handled by run" in again.json()["detail"]
-    assert await hook.runs("webhook-test/ended") == 1
+    assert await hook.runs("webhook-test/production/ended") == 1
     later = await hook.sns(thing_alarm(signer, "ended", changed_at=datetime.now(UTC)))
     assert later.status_code == 202 and later.json()["action"] == "started"
-    assert await hook.runs("webhook-test/ended", at_least=2) == 2
+    assert await hook.runs("webhook-test/production/ended", at_least=2) == 2
 
 
 async def test_no_secret_reaches_the_workflow_history(hook: Hook) -> None:
@@ -496,12 +508,12 @@ async def test_no_secret_reaches_the_workflow_history(hook: Hook) -> None:
         "login failed password=hunter2 with Authorization: Bearer sk-live-abcdef"
     )
     assert (await hook.alertmanager(payload)).status_code == 202
-    history = await hook.client.get_workflow_handle("webhook-test/leaky").fetch_history()
+    history = await hook.client.get_workflow_handle("webhook-test/production/leaky").fetch_history()
     text = history.to_json()
     assert "hunter2" not in text and "sk-live-abcdef" not in text and TOKEN not in text
     assert (
         "password=[redacted]"
-        in alarm_lines(await hook.status("webhook-test/leaky"))["alarm thing-hot ALARM"]
+        in alarm_lines(await hook.status("webhook-test/production/leaky"))["alarm thing-hot ALARM"]
     )
 
 

@@ -252,7 +252,7 @@ class Watch:
 
     @property
     def workflow_id(self) -> str:
-        return f"llm-budget/{self.resource}"
+        return f"llm-budget/production/{self.resource}"
 
 
 @pytest.fixture

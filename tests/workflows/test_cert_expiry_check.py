@@ -75,7 +75,7 @@ class Check:
         )
 
     async def status(self, role: str) -> RunbookStatus:
-        handle = self.client.get_workflow_handle(f"cert-renewal/{self.domains[role]}")
+        handle = self.client.get_workflow_handle(f"cert-renewal/production/{self.domains[role]}")
         return await handle.query("status", result_type=RunbookStatus)
 
 
@@ -123,7 +123,9 @@ async def check(
         yield found
         for role in ("expiring", "imported", "expired"):
             with contextlib.suppress(RPCError):  # not started if the test failed early
-                handle = dev_env.client.get_workflow_handle(f"cert-renewal/{domains[role]}")
+                handle = dev_env.client.get_workflow_handle(
+                    f"cert-renewal/production/{domains[role]}"
+                )
                 await handle.signal(RenewalStub.close)
 
 
@@ -142,7 +144,7 @@ async def test_one_renewal_per_domain_that_needs_one_and_never_a_second(check: C
     assert "ACM will not renew it (imported)" in rows[d["imported"]].reason
     assert rows[d["expired"]].verdict == "expired"
     assert first.unknown == [ACM + "deleted0-5"]
-    assert rows[d["expiring"]].workflow_id == f"cert-renewal/{d['expiring']}"
+    assert rows[d["expiring"]].workflow_id == f"cert-renewal/production/{d['expiring']}"
 
     expiring = await check.status("expiring")
     assert expiring.severity == "P2" and expiring.resource == d["expiring"]
