@@ -10,7 +10,7 @@ import time
 def cmd_stack(args: argparse.Namespace) -> int:
     from stack.local import StackError, local_stack
 
-    stack = local_stack()
+    stack = local_stack(iam=getattr(args, "iam", False))
     if args.action == "up":
         started = time.monotonic()
         try:
@@ -40,4 +40,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "stack":
         parser.add_argument("action", choices=("up", "down", "status"))
         parser.add_argument("--json", action="store_true")
+        parser.add_argument(
+            "--iam",
+            action="store_true",
+            help="up: moto enforces deploy/iam/'s policies and the worker holds only them",
+        )
         parser.set_defaults(func=cmd_stack)

@@ -25,6 +25,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds an RDS reboot or failover takes (default 8)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--iam",
+        action="store_true",
+        help="moto enforces deploy/iam/'s policies; the worker's keys: AWS_ACCESS_KEY_ID/SECRET",
+    )
     args = parser.parse_args(argv)
     if args.heal_delay < 0:
         parser.error("--heal-delay must be >= 0")
@@ -54,7 +59,19 @@ def main(argv: list[str] | None = None) -> int:
         aws = None
         if args.moto_port:
             db = sim.db_failover
-            aws = AwsSandbox(args.host, args.moto_port, sim.state, db.on_rebooted, db.in_incident)
+            worker_keys = (
+                (os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+                if args.iam
+                else None
+            )
+            aws = AwsSandbox(
+                args.host,
+                args.moto_port,
+                sim.state,
+                db.on_rebooted,
+                db.in_incident,
+                iam_worker_keys=worker_keys,
+            )
             aws.start()
         sim.start(aws)
         server = make_server(args.host, args.http_port, sim)

@@ -8,12 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.rds.models import rds_backends
 from moto.server import ThreadedMotoServer
 
 from sandbox.cloudwatch import RdsMetricsFeed
 from sandbox.ecs import EcsSim
+from sandbox.iam import ADMIN_KEYS, enforce
 from sandbox.rds_patch import OnRebooted, RebootPatch
 from sandbox.state import APP_DB_INSTANCE, DbInstanceSim, SandboxState
 
@@ -38,7 +40,12 @@ class AwsSandbox:
         on_rebooted: OnRebooted,
         in_incident: Callable[[str], bool],
         task_start_seconds: float = 2.0,
+        iam_worker_keys: tuple[str, str] | None = None,
     ) -> None:
+        """`iam_worker_keys`: moto enforces the shipped IAM policies (sandbox/iam.py); the
+        worker calls with these keys, the sandbox as its own admin."""
+        self._iam_worker_keys = iam_worker_keys
+        self._keys = ADMIN_KEYS if iam_worker_keys else ("testing", "testing")
         self.endpoint = f"http://{host}:{port}"
         self._host, self._port = host, port
         self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
@@ -54,12 +61,16 @@ class AwsSandbox:
             service,
             endpoint_url=self.endpoint,
             region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=self._keys[0],
+            aws_secret_access_key=self._keys[1],
+            # moto checks a signature over the body it sees: a gzipped PutMetricData fails.
+            config=Config(disable_request_compression=True),
         )
 
     def start(self) -> None:
         _ensure_free(self._host, self._port)
+        if self._iam_worker_keys:
+            enforce(DEFAULT_ACCOUNT_ID, REGION, self._iam_worker_keys)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self._server.start()
         self.patch.install()

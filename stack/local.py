@@ -25,7 +25,7 @@ from stack import processes
 from stack.probes import reachable, tcp_open
 from stack.processes import HOST, StackError, log_tail
 from stack.roster import ensure_local_roster, local_roster_files
-from stack.servers import PART, SERVER, SERVER_OF, SERVERS, passed
+from stack.servers import IAM_VAR, PART, SERVER, SERVER_OF, SERVERS, passed
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -63,11 +63,15 @@ class Stack:
         state_dir: Path,
         ports: Mapping[str, int] | None = None,
         environ: Mapping[str, str] | None = None,
+        iam: bool = False,
     ) -> None:
-        """`environ` is read for configuration and passed to children (default os.environ)."""
+        """`environ` is read for configuration and passed to children (default os.environ).
+        `iam`: moto enforces the shipped IAM policies (kept until `down`)."""
         self.state_dir = Path(state_dir).resolve()
         self._ports = dict(ports or {})
         self.environ = dict(os.environ if environ is None else environ)
+        if iam or (self.state_dir / "iam").exists():
+            self.environ[IAM_VAR] = "1"
         unknown = set(self._ports) - set(DEFAULT_PORTS)
         if unknown:
             raise ValueError(f"no port to set for {sorted(unknown)}; parts: {list(DEFAULT_PORTS)}")
@@ -79,6 +83,8 @@ class Stack:
         servers = self._servers_for(parts)
         for sub in ("logs", "pids"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        if self.environ.get(IAM_VAR):
+            (self.state_dir / "iam").touch()
         if not self.environ.get("RUNBOOK_ROSTER"):
             ensure_local_roster(self.state_dir)
         deadline = time.monotonic() + timeout
@@ -108,6 +114,7 @@ class Stack:
                 processes.wait_gone(pid)
             for server in wave:
                 self._pid_file(server.name).unlink(missing_ok=True)
+        (self.state_dir / "iam").unlink(missing_ok=True)
 
     def status(self) -> dict[str, PartStatus]:
         with ThreadPoolExecutor(max_workers=len(PARTS)) as pool:
@@ -116,7 +123,8 @@ class Stack:
 
     def client_env(self) -> dict[str, str]:
         """What clients need to reach every part; configured values of external parts pass."""
-        env = {"RUNBOOK_STATE_DIR": str(self.state_dir)}
+        # RUNBOOK_LOCAL_STACK: the intake may take SNS alarms from any topic (the sandbox's).
+        env = {"RUNBOOK_STATE_DIR": str(self.state_dir), "RUNBOOK_LOCAL_STACK": "1"}
         for part in PART.values():
             if part.var and (address := self.address(part.name)):
                 env[part.var] = address
@@ -265,6 +273,6 @@ def _port_var(part: str) -> str:
     return f"RUNBOOK_PORT_{part.upper().replace('-', '_')}"
 
 
-def local_stack() -> Stack:
+def local_stack(iam: bool = False) -> Stack:
     """The stack of this checkout's state dir (RUNBOOK_STATE_DIR, default `.runbook/`)."""
-    return Stack(get_settings().state_dir)
+    return Stack(get_settings().state_dir, iam=iam)

@@ -155,6 +155,12 @@ def launch_kafka(stack: StackView) -> Launch:
 
 # ----- the sandbox and moto (AWS) -------------------------------------------------------
 
+# `up --iam` (RUNBOOK_STACK_IAM): moto enforces deploy/iam/'s policies; the worker calls with
+# these local-only keys (sandbox/iam.py makes them a user that may only assume the roles).
+IAM_VAR = "RUNBOOK_STACK_IAM"
+IAM_WORKER_KEYS = ("AKIARUNBOOKWORKER001", "runbook-worker-local-only-secret")
+IAM_ROLES = "arn:aws:iam::123456789012:role/runbook-"
+
 
 def launch_sandbox(stack: StackView) -> Launch:
     moto_port = None if stack.external("aws") else stack.port("aws")
@@ -168,6 +174,7 @@ def launch_sandbox(stack: StackView) -> Launch:
     ports = {"sandbox": port}
     if moto_port is not None:
         argv += ["--moto-port", str(moto_port)]
+        argv += ["--iam"] if stack.environ.get(IAM_VAR) else []
         ports["aws"] = moto_port
     return Launch(argv, "sandbox", ports)
 
@@ -187,12 +194,17 @@ def sandbox_env(stack: StackView) -> dict[str, str]:
 
 def aws_env(stack: StackView) -> dict[str, str]:
     if not stack.external("aws"):
-        return {
+        env = {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
         }
+        if stack.environ.get(IAM_VAR):
+            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = IAM_WORKER_KEYS
+            env["RUNBOOK_AWS_READ_ROLE_ARN"] = IAM_ROLES + "read"
+            env["RUNBOOK_AWS_MUTATE_ROLE_ARN"] = IAM_ROLES + "mutate-{procedure}"
+        return env
     # Real credentials come from the user's own chain. boto3 reads only AWS_DEFAULT_REGION;
     # other SDKs and tools read AWS_REGION.
     environ = stack.environ
