@@ -136,7 +136,7 @@ def _refuse_if_denied(err: ClientError, who: str, target: str = "") -> None:
     if error.get("Code") in DENIED:
         on = f" ({target})" if target else ""
         raise ApplicationError(
-            f"AccessDenied for {who}{on}: {error.get('Message') or 'not allowed by its policy'}",
+            f"for {who}{on}: {error.get('Message') or 'not allowed by its policy'}",
             type="AccessDenied",
             non_retryable=True,
         ) from err
