@@ -7,7 +7,7 @@ from temporalio.client import Client
 from cli.common import emit, with_client
 from client.errors import BadInput
 from intake.schedules import BY_NAME, ScheduleRow, apply, rows, set_paused
-from settings import get_settings
+from settings import UnknownEnvironment, get_settings
 
 
 def render(found: list[ScheduleRow]) -> str:
@@ -25,22 +25,27 @@ def render(found: list[ScheduleRow]) -> str:
 
 
 async def cmd_schedules(client: Client, args: argparse.Namespace) -> int:
-    task_queue = get_settings().task_queue
+    profile = get_settings().profile(args.env)
     if args.action == "apply":
-        done = await apply(client, task_queue)
+        done = await apply(client, profile)
         emit(args, {"applied": done}, "\n".join(f"{k}: {v}" for k, v in done.items()))
         return 0
     if args.action in ("pause", "resume"):
         paused = args.action == "pause"
-        await set_paused(client, args.name, paused, args.note or f"{args.action}d by runbook CLI")
+        note = args.note or f"{args.action}d by runbook CLI"
+        await set_paused(client, args.name, profile.name, paused, note)
         emit(args, {"name": args.name, "paused": paused}, f"{args.name}: {args.action}d")
         return 0
-    found = await rows(client)
+    found = await rows(client, profile.name)
     emit(args, {"schedules": [r.model_dump(mode="json") for r in found]}, render(found))
     return 0
 
 
 def validate(args: argparse.Namespace) -> None:
+    try:
+        get_settings().profile(args.env)
+    except UnknownEnvironment as err:
+        raise BadInput(f"--env: {err}") from None
     if args.action in ("pause", "resume") and not args.name:
         raise BadInput(
             f"schedules {args.action}: NAME is required; schedules: {', '.join(BY_NAME)}"
@@ -56,5 +61,8 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         )
         parser.add_argument("name", nargs="?", help="the schedule (pause, resume)")
         parser.add_argument("--note", default="", help="why (pause, resume)")
+        parser.add_argument(
+            "--env", metavar="ENVIRONMENT", help="default: RUNBOOK_ENV, else the first"
+        )
         parser.add_argument("--json", action="store_true")
         parser.set_defaults(func=with_client(cmd_schedules, validate))

@@ -1,7 +1,8 @@
 """Temporal Schedules of the runbooks (`runbook schedules` shows and changes them).
 
 `apply` creates what is missing and updates what exists to these definitions, keeping a
-schedule's paused state and note: running it twice changes nothing.
+schedule's paused state and note: running it twice changes nothing. Each environment has its
+own schedules (id `<name>/<environment>`), on its task queue, starting its runbooks.
 """
 
 import importlib
@@ -32,22 +33,26 @@ from temporalio.service import RPCError, RPCStatusCode
 
 import workflows
 from client.errors import BadInput
+from settings import EnvironmentProfile
 from workflows.llm_spend_watch import LlmSpendWatchInput
 
 
 @dataclass(frozen=True)
 class ScheduleDef:
-    name: str  # the schedule id; the workflow id of each run is this plus the time
+    name: str  # with the environment, the schedule id; each run's id adds the time
     workflow_type: str
     summary: str
     spec: ScheduleSpec
     catchup: timedelta
-    make_input: Callable[[], Any]
+    make_input: Callable[[str], Any]  # the environment -> the workflow's input
 
 
-def _schedule_input(name: str) -> dict[str, str]:
-    # A runbook input (RunbookInput's fields); other models ignore what they do not have.
-    return {"trigger": "schedule", "requested_by": f"schedule:{name}"}
+def _schedule_input(name: str, environment: str) -> dict[str, str]:
+    return {"trigger": "schedule", "requested_by": f"schedule:{name}", "environment": environment}
+
+
+def schedule_id(definition: ScheduleDef, environment: str) -> str:
+    return f"{definition.name}/{environment}"
 
 
 SCHEDULES: tuple[ScheduleDef, ...] = (
@@ -60,7 +65,7 @@ SCHEDULES: tuple[ScheduleDef, ...] = (
             calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(6)], minute=[ScheduleRange(0)])]
         ),
         catchup=timedelta(hours=12),
-        make_input=lambda: _schedule_input("cert-expiry-check"),
+        make_input=lambda env: _schedule_input("cert-expiry-check", env),
     ),
     ScheduleDef(
         name="llm-spend-watch",
@@ -69,7 +74,7 @@ SCHEDULES: tuple[ScheduleDef, ...] = (
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=5))]),
         # A missed reading is stale: do not make up for downtime with a burst of them.
         catchup=timedelta(minutes=5),
-        make_input=lambda: LlmSpendWatchInput(),
+        make_input=lambda env: LlmSpendWatchInput(environment=env),
     ),
 )
 BY_NAME = {d.name: d for d in SCHEDULES}
@@ -77,6 +82,7 @@ BY_NAME = {d.name: d for d in SCHEDULES}
 
 class ScheduleRow(BaseModel):
     name: str
+    environment: str
     applied: bool
     workflow_type: str
     summary: str
@@ -87,13 +93,13 @@ class ScheduleRow(BaseModel):
     runs: int = 0
 
 
-def build(definition: ScheduleDef, task_queue: str, state: ScheduleState) -> Schedule:
+def build(definition: ScheduleDef, profile: EnvironmentProfile, state: ScheduleState) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
             definition.workflow_type,
-            definition.make_input(),
-            id=definition.name,
-            task_queue=task_queue,
+            definition.make_input(profile.name),
+            id=schedule_id(definition, profile.name),
+            task_queue=profile.task_queue,
             static_summary=definition.summary,
         ),
         spec=definition.spec,
@@ -134,14 +140,15 @@ def next_state(
     return replace(current)
 
 
-async def apply(client: Client, task_queue: str) -> dict[str, str]:
-    """Create or update every schedule; `{name: "created" | "updated"}`."""
+async def apply(client: Client, profile: EnvironmentProfile) -> dict[str, str]:
+    """Create or update every schedule of the environment; `{name: "created" | "updated"}`."""
     deployed = deployed_workflow_types()
     done: dict[str, str] = {}
     for definition in SCHEDULES:
-        schedule = build(definition, task_queue, initial_state(definition, deployed))
+        schedule = build(definition, profile, initial_state(definition, deployed))
+        sid = schedule_id(definition, profile.name)
         try:
-            await client.create_schedule(definition.name, schedule)
+            await client.create_schedule(sid, schedule)
             done[definition.name] = "created"
         except ScheduleAlreadyRunningError:
 
@@ -149,32 +156,35 @@ async def apply(client: Client, task_queue: str) -> dict[str, str]:
                 current: ScheduleUpdateInput, d: ScheduleDef = definition
             ) -> ScheduleUpdate:
                 state = next_state(current.description.schedule.state, d, deployed)
-                return ScheduleUpdate(schedule=build(d, task_queue, state))
+                return ScheduleUpdate(schedule=build(d, profile, state))
 
-            await client.get_schedule_handle(definition.name).update(keep_state)
+            await client.get_schedule_handle(sid).update(keep_state)
             done[definition.name] = "updated"
     return done
 
 
-async def describe(client: Client, definition: ScheduleDef) -> ScheduleDescription | None:
+async def describe(
+    client: Client, definition: ScheduleDef, environment: str
+) -> ScheduleDescription | None:
     try:
-        return await client.get_schedule_handle(definition.name).describe()
+        return await client.get_schedule_handle(schedule_id(definition, environment)).describe()
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
 
 
-async def rows(client: Client) -> list[ScheduleRow]:
+async def rows(client: Client, environment: str) -> list[ScheduleRow]:
     found = []
     for definition in SCHEDULES:
         row = ScheduleRow(
             name=definition.name,
+            environment=environment,
             applied=False,
             workflow_type=definition.workflow_type,
             summary=definition.summary,
         )
-        desc = await describe(client, definition)
+        desc = await describe(client, definition, environment)
         if desc is not None:
             info, state = desc.info, desc.schedule.state
             row.applied, row.paused, row.note = True, state.paused, state.note or ""
@@ -185,13 +195,13 @@ async def rows(client: Client) -> list[ScheduleRow]:
     return found
 
 
-async def set_paused(client: Client, name: str, paused: bool, note: str) -> None:
+async def set_paused(client: Client, name: str, environment: str, paused: bool, note: str) -> None:
     definition = BY_NAME.get(name)
     if definition is None:
         raise BadInput(f"NAME: no schedule {name!r}; schedules: {', '.join(BY_NAME)}")
-    if await describe(client, definition) is None:
-        raise BadInput(f"{name}: not applied yet; run `runbook schedules apply`")
-    handle = client.get_schedule_handle(name)
+    if await describe(client, definition, environment) is None:
+        raise BadInput(f"{name}: not applied in {environment} yet; run `runbook schedules apply`")
+    handle = client.get_schedule_handle(schedule_id(definition, environment))
     if paused:
         await handle.pause(note=note)
     else:

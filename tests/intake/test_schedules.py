@@ -31,6 +31,7 @@ from activities.alarms import AlarmActivities, AlarmStarter
 from activities.spend import SpendActivities, SpendReadRequest, budget_gauge
 from client.errors import BadInput
 from intake import schedules
+from settings import EnvironmentProfile
 from stack.local import Stack
 from tests.conftest import embedded_environ, free_ports, state_dir
 from workflows import registry
@@ -40,6 +41,7 @@ from workflows.models import RunbookInput, RunbookStatus
 from workflows.registry import Procedure
 
 pytestmark = pytest.mark.timeout(120)
+PRODUCTION = EnvironmentProfile(name="production", task_queue="runbooks")
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ async def clean(dev_env: WorkflowEnvironment) -> AsyncIterator[Client]:
     async def drop() -> None:
         for definition in schedules.SCHEDULES:
             with contextlib.suppress(RPCError):
-                await dev_env.client.get_schedule_handle(definition.name).delete()
+                await dev_env.client.get_schedule_handle(f"{definition.name}/production").delete()
 
     await drop()
     yield dev_env.client
@@ -60,29 +62,30 @@ async def clean(dev_env: WorkflowEnvironment) -> AsyncIterator[Client]:
 
 
 async def test_apply_twice_gives_the_same_schedules(clean: Client) -> None:
-    assert {r.name: r.applied for r in await schedules.rows(clean)} == {
+    assert {r.name: r.applied for r in await schedules.rows(clean, "production")} == {
         "cert-expiry-check": False,
         "llm-spend-watch": False,
     }
-    first = await schedules.apply(clean, "runbooks")
+    first = await schedules.apply(clean, PRODUCTION)
     assert first == {"cert-expiry-check": "created", "llm-spend-watch": "created"}
-    before = {r.name: r for r in await schedules.rows(clean)}
-    again = await schedules.apply(clean, "runbooks")
+    before = {r.name: r for r in await schedules.rows(clean, "production")}
+    again = await schedules.apply(clean, PRODUCTION)
     assert again == {"cert-expiry-check": "updated", "llm-spend-watch": "updated"}
-    after = {r.name: r for r in await schedules.rows(clean)}
+    after = {r.name: r for r in await schedules.rows(clean, "production")}
     assert after == before
     watch_row = after["llm-spend-watch"]
     assert watch_row.applied and not watch_row.paused and watch_row.next_run is not None
-    ours = [s.id async for s in await clean.list_schedules()]
-    assert sorted(set(ours) & set(schedules.BY_NAME)) == ["cert-expiry-check", "llm-spend-watch"]
+    ours = {s.id async for s in await clean.list_schedules()}
+    assert {"cert-expiry-check/production", "llm-spend-watch/production"} <= ours
 
-    cert = await clean.get_schedule_handle("cert-expiry-check").describe()
+    cert = await clean.get_schedule_handle("cert-expiry-check/production").describe()
     action = cert.schedule.action
     assert isinstance(action, ScheduleActionStartWorkflow)
     assert action.workflow == "CertExpiryCheck" and action.task_queue == "runbooks"
+    assert action.id == "cert-expiry-check/production"
     daily = cert.schedule.spec.calendars[0]
     assert (daily.hour[0].start, daily.minute[0].start) == (6, 0)
-    watch = await clean.get_schedule_handle("llm-spend-watch").describe()
+    watch = await clean.get_schedule_handle("llm-spend-watch/production").describe()
     assert isinstance(watch.schedule.action, ScheduleActionStartWorkflow)
     assert watch.schedule.action.workflow == "LlmSpendWatch"
     assert watch.schedule.spec.intervals == [
@@ -98,31 +101,31 @@ async def test_a_schedule_waits_paused_until_its_workflow_is_deployed(
     monkeypatch.setattr(
         schedules, "deployed_workflow_types", lambda: deployed - {"CertExpiryCheck"}
     )
-    await schedules.apply(clean, "runbooks")
-    row = {r.name: r for r in await schedules.rows(clean)}["cert-expiry-check"]
+    await schedules.apply(clean, PRODUCTION)
+    row = {r.name: r for r in await schedules.rows(clean, "production")}["cert-expiry-check"]
     assert row.paused and row.note == "paused until its workflow type is deployed: CertExpiryCheck"
     monkeypatch.setattr(
         schedules, "deployed_workflow_types", lambda: deployed | {"CertExpiryCheck"}
     )
-    await schedules.apply(clean, "runbooks")
-    row = {r.name: r for r in await schedules.rows(clean)}["cert-expiry-check"]
+    await schedules.apply(clean, PRODUCTION)
+    row = {r.name: r for r in await schedules.rows(clean, "production")}["cert-expiry-check"]
     assert not row.paused and row.next_run is not None
     assert (row.next_run.hour, row.next_run.minute) == (6, 0)
 
 
 async def test_pause_and_resume_survive_apply(clean: Client) -> None:
-    with pytest.raises(BadInput, match="not applied yet"):
-        await schedules.set_paused(clean, "llm-spend-watch", True, "x")
-    await schedules.apply(clean, "runbooks")
-    await schedules.set_paused(clean, "llm-spend-watch", True, "budget review")
-    await schedules.apply(clean, "runbooks")  # keeps the paused state and its note
-    row = {r.name: r for r in await schedules.rows(clean)}["llm-spend-watch"]
+    with pytest.raises(BadInput, match="not applied in production yet"):
+        await schedules.set_paused(clean, "llm-spend-watch", "production", True, "x")
+    await schedules.apply(clean, PRODUCTION)
+    await schedules.set_paused(clean, "llm-spend-watch", "production", True, "budget review")
+    await schedules.apply(clean, PRODUCTION)  # keeps the paused state and its note
+    row = {r.name: r for r in await schedules.rows(clean, "production")}["llm-spend-watch"]
     assert row.paused and row.note == "budget review"
-    await schedules.set_paused(clean, "llm-spend-watch", False, "resumed")
-    row = {r.name: r for r in await schedules.rows(clean)}["llm-spend-watch"]
+    await schedules.set_paused(clean, "llm-spend-watch", "production", False, "resumed")
+    row = {r.name: r for r in await schedules.rows(clean, "production")}["llm-spend-watch"]
     assert not row.paused
     with pytest.raises(BadInput, match="no schedule 'nope'"):
-        await schedules.set_paused(clean, "nope", True, "x")
+        await schedules.set_paused(clean, "nope", "production", True, "x")
 
 
 async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
