@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test reliability bench lint format stack-up stack-down stack-status clean
+.PHONY: install demo test reliability bench lint format lock stack-up stack-down stack-status clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+lock: install  ## the image's locked, hashed dependencies from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --no-header --quiet -o deploy/requirements.lock
 
 stack-up: install
 	$(BIN)/runbook stack up

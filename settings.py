@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
@@ -62,10 +63,11 @@ class Settings(BaseSettings):
     # Temporal
     task_queue: str = Field("runbooks", alias="RUNBOOK_TASK_QUEUE")
     temporal_ui_url: str = Field("http://127.0.0.1:8233", alias="TEMPORAL_UI_URL")
+    # The worker's Prometheus metrics (the SDK's: polls, slots, task latencies) on this port;
+    # unset: none. The image's health check reads it.
+    metrics_port: int | None = Field(None, ge=1, le=65535, alias="RUNBOOK_METRICS_PORT")
 
     # The Revenue Context Engine (runbook.md, "Quick Reference" and procedures)
-    db_instance_id: str = Field("prod-revenue-context-db", alias="RDS_INSTANCE_ID")
-    ecs_cluster: str = Field("prod-revenue-context", alias="ECS_CLUSTER")
     api_base_url: str = Field("https://api.prod.revenue-context.com", alias="API_BASE_URL")
     database_url: str = Field("postgresql://127.0.0.1:5432/revenue_context", alias="DATABASE_URL")
     redis_url: str = Field("redis://127.0.0.1:6379/0", alias="REDIS_URL")
@@ -180,9 +182,14 @@ def get_settings() -> Settings:
     return Settings()
 
 
-async def temporal_client() -> Client:
+async def temporal_client(metrics_port: int | None = None) -> Client:
     """Temporal through the SDK's environment configuration (TEMPORAL_ADDRESS, namespace, TLS,
-    API key), with the pydantic converter every client, worker and replayer shares."""
+    API key), with the pydantic converter every client, worker and replayer shares;
+    `metrics_port`: the SDK's Prometheus metrics served there (the worker's)."""
     config = ClientConfig.load_client_connect_config()
     config.setdefault("target_host", "localhost:7233")
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    runtime = None
+    if metrics_port:
+        prometheus = PrometheusConfig(bind_address=f"0.0.0.0:{metrics_port}")
+        runtime = Runtime(telemetry=TelemetryConfig(metrics=prometheus))
+    return await Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime)

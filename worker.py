@@ -236,7 +236,7 @@ async def main() -> None:
     except UnknownEnvironment as err:
         raise SystemExit(f"worker: {err}") from None
     migrate_incident_log(settings)
-    client = await temporal_client()
+    client = await temporal_client(settings.metrics_port)
     try:
         await check_namespace(client)
     except NamespaceNotReady as err:
