@@ -2,9 +2,12 @@
 one of the runbooks' search attributes is missing (instead of polling, then failing runs)."""
 
 import asyncio
+import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -75,3 +78,47 @@ async def test_the_intake_stops_at_missing_search_attributes(
     assert (
         "intake not started: Temporal namespace 'runbook-bare' lacks the search attributes" in err
     )
+
+
+def healthcheck() -> list[str]:
+    """The Dockerfile's HEALTHCHECK command."""
+    dockerfile = (PROJECT_DIR / "Dockerfile").read_text()
+    [command] = re.findall(r"^HEALTHCHECK .*?CMD (\[.*?\])$", dockerfile, re.MULTILINE | re.DOTALL)
+    return [sys.executable if arg == "python" else arg for arg in json.loads(command)]
+
+
+async def test_the_worker_serves_the_metrics_its_health_check_reads(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    port = free_ports(("webhook",))["webhook"]
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": "default",
+        "RUNBOOK_METRICS_PORT": str(port),
+        "RUNBOOK_TASK_QUEUE": f"metrics-{port}",
+    }
+    env.pop("RUNBOOK_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "worker.py"],
+        cwd=PROJECT_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # The image's own HEALTHCHECK command, pointed at this worker's port.
+        health = {**os.environ, "RUNBOOK_HEALTH_URL": f"http://127.0.0.1:{port}/metrics"}
+        deadline = time.monotonic() + 60
+        while True:
+            done = await asyncio.to_thread(
+                subprocess.run, healthcheck(), env=health, capture_output=True, timeout=30
+            )
+            if done.returncode == 0 or time.monotonic() > deadline:
+                break
+            assert proc.poll() is None, "the worker exited"
+            await asyncio.sleep(0.2)
+        assert done.returncode == 0, done.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
