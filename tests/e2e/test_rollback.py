@@ -4,16 +4,19 @@ updates that reached AWS."""
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import Counter
 from pathlib import Path
 
+import boto3
 import httpx
 import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from settings import Settings
 from tests.e2e.test_llm_budget_high_memory import (  # noqa: F401  (fixtures)
     as_approver,
     cli,
@@ -22,6 +25,8 @@ from tests.e2e.test_llm_budget_high_memory import (  # noqa: F401  (fixtures)
     worker,
 )
 from tests.reliability.harness import MotoRecorder
+from worker import build_worker
+from workflows import search_attributes as sa
 from workflows.models import RunbookStatus
 
 pytestmark = pytest.mark.timeout(240)
@@ -92,3 +97,73 @@ async def test_rollback_script_updates_each_service_once_and_health_reports_the_
     refused = await script(worker, "qa", "v1.4.2")  # bad input: nothing is started
     _, err = await refused.communicate()
     assert refused.returncode == 2 and "--env: environment 'qa' is not known" in err.decode()
+
+
+STAGING = "staging-revenue-context"
+ENVIRONMENTS = """
+[production]
+aws_region = "us-east-1"
+task_queue = "{queue}-production"
+
+[staging]
+aws_account_id = "123456789012"
+aws_region = "us-west-2"
+task_queue = "{queue}-staging"
+
+[staging.inputs]
+cluster = "{cluster}"
+"""
+
+
+def staging_cluster(aws_endpoint: str) -> None:
+    """Staging's services in moto, in staging's own region: revisions v1.4.0 to v1.4.2."""
+    ecs = boto3.client("ecs", endpoint_url=aws_endpoint, region_name="us-west-2")
+    ecs.create_cluster(clusterName=STAGING)
+    for service in SERVICES:
+        for image in ("v1.4.0", "v1.4.1", "v1.4.2"):
+            ecs.register_task_definition(
+                family=f"staging-{service}",
+                containerDefinitions=[
+                    {"name": service, "image": f"revenue-context/{service}:{image}", "memory": 512}
+                ],
+            )
+        with contextlib.suppress(ecs.exceptions.InvalidParameterException):  # a rerun
+            ecs.create_service(
+                cluster=STAGING,
+                serviceName=service,
+                taskDefinition=f"staging-{service}:3",
+                desiredCount=1,
+            )
+
+
+async def test_rollback_script_in_staging_plans_on_the_staging_cluster_and_queue(
+    dev_env: WorkflowEnvironment,
+    stack_env: dict[str, str],
+    aws_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """runbook.md's `./scripts/rollback.sh <environment> <tag>` for staging: the staging
+    worker (its own task queue and region) plans on the staging cluster; a dry run here."""
+    staging_cluster(aws_env["AWS_ENDPOINT_URL"])
+    queue = f"e2e-envs-{time.monotonic_ns()}"
+    environments = tmp_path / "environments.toml"
+    environments.write_text(ENVIRONMENTS.format(queue=queue, cluster=STAGING))
+    env = {**stack_env, "RUNBOOK_ENVIRONMENTS": str(environments), "RUNBOOK_ENV": "staging"}
+    settings = Settings.model_validate(env)
+    async with httpx.AsyncClient() as http, build_worker(dev_env.client, settings, http):
+        target = dev_env.client.service_client.config.target_host
+        cli_env = {**os.environ, **env, "TEMPORAL_ADDRESS": target}
+        cli_env.pop("RUNBOOK_ENV")  # the CLI's default would be production: the script says staging
+        following = await script(
+            cli_env, "staging", "v1.4.1", "--dry-run", "--requested-by", "alice"
+        )
+        out, err = await asyncio.wait_for(following.communicate(), timeout=120)
+        assert following.returncode == 0, out.decode() + err.decode()
+        handle = dev_env.client.get_workflow_handle("rollback/staging")
+        desc = await handle.describe()
+        status = await handle.query("status", result_type=RunbookStatus)
+    assert desc.task_queue == f"{queue}-staging"
+    assert desc.typed_search_attributes.get(sa.ENVIRONMENT) == "staging"
+    assert status.outcome == "dry_run"
+    plan = next(s for s in status.timeline if s.name == "plan").detail
+    assert "staging-api:3 (v1.4.2) -> staging-api:2 (v1.4.1)" in plan, plan
