@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from sandbox.iam import ADMIN_KEYS
 from settings import Settings
-from stack.core import Stack
+from stack.local import Stack
 from stack.roster import local_key
 from tests.conftest import embedded_environ, free_ports, state_dir
 from tests.fakes.approvers import signed
