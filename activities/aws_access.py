@@ -64,18 +64,22 @@ class AwsAccess:
         self._mutate_role = mutate_role_arn
         self._procedures = dict(procedures or {})
         self.read_only = read_only
+        # Clients are thread-safe, sessions are not: every client is made under the lock.
+        self._lock = threading.RLock()  # a read client made may fetch its role: re-entered
+        self._clients: dict[tuple[str, str], Any] = {}
         self._reader = self._assuming(read_role_arn) if read_role_arn else self._base
-        self._clients: dict[str, Any] = {}
-        self._lock = threading.Lock()
 
     def client(self, service: str) -> Any:
-        """The read client of a service (built once; boto3 clients are thread-safe)."""
+        """The read client of a service (built once)."""
+        return self._cached("read", service, self._reader)
+
+    def _cached(self, who: str, service: str, session: boto3.session.Session) -> Any:
         with self._lock:
-            if service not in self._clients:
-                self._clients[service] = self._reader.client(  # type: ignore[call-overload]
+            if (who, service) not in self._clients:
+                self._clients[who, service] = session.client(  # type: ignore[call-overload]
                     service, region_name=self._region, config=self._config
                 )
-            return self._clients[service]
+            return self._clients[who, service]
 
     def mutating(self, service: str) -> Any:
         """A client for the mutating call of the running activity."""
@@ -87,23 +91,25 @@ class AwsAccess:
                 non_retryable=True,
             )
         if not self._mutate_role:
-            return _Refusing(self.client(service), "the worker's own identity")
+            own = self._cached("own", service, self._base)
+            return _Refusing(own, "the worker's own identity")
         workflow_type, workflow_id = info.workflow_type or "", info.workflow_id or ""
         procedure = self._procedures.get(workflow_type, workflow_type)
         role = self._mutate_role.replace("{procedure}", procedure)
         creds = self._assume(role, session_name(workflow_id), MUTATE_SESSION_SECONDS)
-        raw = self._base.client(  # type: ignore[call-overload]
-            service,
-            region_name=self._region,
-            config=self._config,
-            aws_access_key_id=creds["AccessKeyId"],
-            aws_secret_access_key=creds["SecretAccessKey"],
-            aws_session_token=creds["SessionToken"],
-        )
+        with self._lock:
+            raw = self._base.client(  # type: ignore[call-overload]
+                service,
+                region_name=self._region,
+                config=self._config,
+                aws_access_key_id=creds["AccessKeyId"],
+                aws_secret_access_key=creds["SecretAccessKey"],
+                aws_session_token=creds["SessionToken"],
+            )
         return _Refusing(raw, f"role {role}")
 
     def _assume(self, role_arn: str, name: str, seconds: int) -> dict[str, Any]:
-        sts = self._base.client("sts", region_name=self._region, config=self._config)  # type: ignore[call-overload]
+        sts = self._cached("own", "sts", self._base)
         try:
             answer = sts.assume_role(
                 RoleArn=role_arn, RoleSessionName=name, DurationSeconds=seconds
