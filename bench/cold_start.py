@@ -5,7 +5,8 @@
 1. `runbook stack up` as a person runs it (the console script, its own process), each time
    in a new empty state dir (RUNBOOK_STATE_DIR) on free ports (RUNBOOK_PORT_*): PostgreSQL's
    initdb, every server, the worker and the webhook, until the command returns (it returns
-   when every part answers its own protocol and the worker polls). Then `runbook stack down`.
+   when every part answers its own protocol and the worker polls). Then `runbook stack up`
+   again on the running stack (it starts nothing), and `runbook stack down`.
 2. With a stack up, `python worker.py` alone on a task queue of its own, from the process
    start until the Temporal server lists it as a poller of that queue
    (DescribeTaskQueue), then SIGTERM. Also the import time of `worker` alone.
@@ -42,6 +43,7 @@ from bench.common import (
 from settings import temporal_client
 
 STACK_TARGET = 15.0
+WARM_UP_TARGET = 5.0  # a second `stack up` finds every part up and starts nothing
 WORKER_TARGET = 3.0
 
 
@@ -50,17 +52,22 @@ def runbook() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
 
 
-def stack_up_once() -> float:
+def timed_up(env: dict[str, str]) -> float:
+    started = time.monotonic()
+    up = subprocess.run([*runbook(), "stack", "up"], env=env, capture_output=True, text=True)
+    took = time.monotonic() - started
+    if up.returncode != 0:
+        raise RuntimeError(f"runbook stack up failed: {up.stdout[-800:]}{up.stderr[-800:]}")
+    return took
+
+
+def stack_up_once() -> tuple[float, float]:
+    """The cold `stack up` in an empty state dir, then a second one on the running stack."""
     state = new_state_dir("cold")
     env = embedded_environ({"RUNBOOK_STATE_DIR": str(state)})
     env |= {f"RUNBOOK_PORT_{p.upper().replace('-', '_')}": str(n) for p, n in free_ports().items()}
     try:
-        started = time.monotonic()
-        up = subprocess.run([*runbook(), "stack", "up"], env=env, capture_output=True, text=True)
-        took = time.monotonic() - started
-        if up.returncode != 0:
-            raise RuntimeError(f"runbook stack up failed: {up.stdout[-800:]}{up.stderr[-800:]}")
-        return took
+        return timed_up(env), timed_up(env)
     finally:
         subprocess.run([*runbook(), "stack", "down"], env=env, capture_output=True)
         shutil.rmtree(state, ignore_errors=True)
@@ -121,9 +128,10 @@ def main() -> int:
     report = Report("cold start")
     started = time.monotonic()
 
-    ups = [stack_up_once() for _ in range(args.stack_runs)]
-    for i, took in enumerate(ups):
-        print(f"  runbook stack up #{i + 1}: {took:.1f}s", flush=True)
+    runs = [stack_up_once() for _ in range(args.stack_runs)]
+    ups = [cold for cold, _ in runs]
+    for i, (cold, warm) in enumerate(runs):
+        print(f"  runbook stack up #{i + 1}: {cold:.1f}s; again on it: {warm:.1f}s", flush=True)
     if ups:
         report.add(
             "`runbook stack up` (empty state dir) until ready, p50", percentile(ups, 50), "s"
@@ -133,6 +141,12 @@ def main() -> int:
             max(ups),
             "s",
             below=STACK_TARGET,
+        )
+        report.add(
+            "`runbook stack up` again on the running stack, max",
+            max(warm for _, warm in runs),
+            "s",
+            below=WARM_UP_TARGET,
         )
 
     if args.worker_runs:
