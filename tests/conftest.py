@@ -1,18 +1,26 @@
 """Real servers for the tests: one embedded stack (PostgreSQL, Valkey, Kafka, sandbox + moto)
-for the session, on free ports in a fresh state dir. Workflow tests use the SDK's
-WorkflowEnvironment (tests/temporal_env.py), not the stack's Temporal."""
+for the session, on free ports in a fresh state dir; the alarm webhook in the test's event
+loop. Workflow tests use the SDK's WorkflowEnvironment (tests/temporal_env.py), not the
+stack's Temporal."""
 
+import asyncio
 import os
 import random
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+from temporalio.client import Client
 
+from intake.app import WebhookConfig, create_app
 from stack.local import DEFAULT_PORTS, EXTERNAL_VARS, Stack
 
 pytest_plugins = ["tests.temporal_env"]
@@ -25,6 +33,23 @@ AWS_VARS = (
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules that need no shared stack run first, the reliability suite (a stack of its
+    own, package-scoped) next, the users of the session's stack last. An idle stack costs
+    about half a core here (the sandbox's simulated traffic and the broker serving it), so
+    each stack runs only beside its own tests. Modules stay whole, in their order."""
+
+    def rank(item: pytest.Item) -> int:
+        names = getattr(item, "fixturenames", ())
+        return 2 if "stack" in names else 1 if "reliability" in names else 0
+
+    by_module: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.partition("::")[0]
+        by_module[module] = max(by_module.get(module, 0), rank(item))
+    items.sort(key=lambda item: by_module[item.nodeid.partition("::")[0]])
 
 
 def free_ports(names: tuple[str, ...] = tuple(DEFAULT_PORTS)) -> dict[str, int]:
@@ -132,3 +157,48 @@ def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
         client.post("/control/reset").raise_for_status()
         yield client
         client.post("/control/reset")
+
+
+@asynccontextmanager
+async def serving_webhook(config: WebhookConfig, client: Client) -> AsyncIterator[str]:
+    """The alarm webhook (intake.app) over real HTTP, by uvicorn in this event loop (so the
+    test can patch what it sees); yields its base URL."""
+    port = free_ports(("webhook",))["webhook"]
+    # Keep-alive longer than any pause in a test: a client must not reuse a connection the
+    # server has just closed.
+    options = {"host": "127.0.0.1", "port": port, "log_level": "error", "timeout_keep_alive": 75}
+    server = uvicorn.Server(uvicorn.Config(create_app(config, client), **options))  # type: ignore[arg-type]
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), "the webhook did not start"
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@contextmanager
+def serving_http(answer: Callable[[str], tuple[int, bytes]]) -> Iterator[str]:
+    """A small HTTP server in a thread for what a test stands in for: each GET's path goes
+    to `answer`, which gives the status and body. Yields the base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body = answer(self.path)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

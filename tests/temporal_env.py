@@ -1,22 +1,33 @@
-"""Temporal servers for tests: the time-skipping test server and the dev server, from pip."""
+"""Temporal servers for tests (the time-skipping test server and the dev server, from pip),
+and what workflow-logic tests share: a worker on a queue of its own, a start, a wait."""
 
 import asyncio
+import contextlib
+import inspect
 import os
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import pydantic
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import Worker
 
+from worker import INTERCEPTORS
 from workflows import search_attributes
-from workflows.models import RunbookStatus
+from workflows.models import RunbookInput, RunbookStatus
+from workflows.registry import PROCEDURES
 
 
 def venv_binary(name: str) -> str:
@@ -29,10 +40,11 @@ def venv_binary(name: str) -> str:
 
 
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping test server with the runbooks' search attributes. A module whose test
-    skips hours or days takes one of its own (`private_ts_env`, about 0.2 s to start): the
-    session's shared server skips time only while no workflow task is outstanding, and runs
-    other tests left waiting (their workers gone) can hold it."""
+    """A time-skipping test server with the runbooks' search attributes (about 0.2 s to
+    start). It skips time only while no workflow task is outstanding: a run another test left
+    waiting at a gate (its worker gone) holds it once its timer fires, and every later sleep
+    takes real time. So each module has its own (`ts_env`), and a test that must be alone
+    takes `private_ts_env`."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=venv_binary("temporal-test-server"),
@@ -54,7 +66,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 private_ts_env = time_skipping_env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     async for env in time_skipping_env():
         yield env
@@ -95,5 +107,84 @@ async def until(
         await asyncio.sleep(0.05)
 
 
+async def eventually(
+    check: Callable[[], Any], what: str, timeout: float = 60, interval: float = 0.1
+) -> Any:
+    """Call `check` (plain or async) until it returns something truthy, and return that: for
+    systems that are eventually consistent, or an event the test waits for. A deadline to
+    fail by, never a measure of speed; errors on the way count as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
 def gate_open(status: RunbookStatus) -> bool:
     return status.pending_gate is not None
+
+
+@asynccontextmanager
+async def running(
+    env: WorkflowEnvironment,
+    workflows: Sequence[type],
+    activities: Sequence[Callable[..., Any]] = (),
+    *,
+    queue: str | None = None,
+    **options: Any,
+) -> AsyncIterator[str]:
+    """A worker with the production interceptors on a task queue of its own (or `queue`);
+    yields the queue. `options` go to the Worker (e.g. a workflow runner)."""
+    queue = queue or f"test-{uuid.uuid4()}"
+    options = {
+        "interceptors": INTERCEPTORS,
+        "activity_executor": ThreadPoolExecutor(4),
+        "workflow_failure_exception_types": [pydantic.ValidationError],  # as worker.py has it
+    } | options
+    async with Worker(
+        env.client, task_queue=queue, workflows=workflows, activities=activities, **options
+    ):
+        yield queue
+
+
+async def start(env: WorkflowEnvironment, queue: str, inp: RunbookInput) -> WorkflowHandle:
+    """Start the procedure `inp` is the input of, with an id of its own shaped as the real
+    ones (<procedure>/<environment>/<resource>)."""
+    [procedure] = [p for p in PROCEDURES.values() if type(inp) is p.input_model]
+    environment = getattr(inp, "environment", "production")
+    return await env.client.start_workflow(
+        procedure.workflow.run,  # type: ignore[attr-defined]
+        inp,
+        id=f"{procedure.name}/{environment}/{uuid.uuid4()}",
+        task_queue=queue,
+    )
+
+
+def wait_until(
+    check: Callable[[], Any], what: str = "a condition", timeout: float = 60, interval: float = 0.1
+) -> Any:
+    """`eventually` for sync tests."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            if value := check():
+                return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+async def execute(env: WorkflowEnvironment, queue: str, inp: RunbookInput) -> Any:
+    """Start the procedure and wait for its result."""
+    return await (await start(env, queue, inp)).result()
+
+
+def run_activity(fn: Callable[..., Any], arg: Any) -> Any:
+    """A sync activity in the SDK's ActivityEnvironment (it heartbeats and can be cancelled)."""
+    return ActivityEnvironment().run(fn, arg)

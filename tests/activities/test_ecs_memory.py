@@ -4,9 +4,7 @@ import boto3
 import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 
-from activities.aws_access import AwsAccess
 from activities.cloudwatch import CloudWatchActivities, MetricRequest
 from activities.ecs import EcsActivities, ServicesRequest, TasksRequest
 from activities.ecs_rollout import (
@@ -15,22 +13,7 @@ from activities.ecs_rollout import (
     WaitRolloutRequest,
 )
 from activities.fargate import memory_refusal, valid_memory
-from tests.sandbox.test_sandbox import wait_until
-
-
-@pytest.fixture
-def sandbox(sandbox: httpx.Client) -> httpx.Client:
-    sandbox.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
-    return sandbox
-
-
-@pytest.fixture
-def ecs(aws_env: dict[str, str]) -> EcsActivities:
-    return EcsActivities(AwsAccess())
-
-
-def run(fn, arg):  # type: ignore[no-untyped-def]
-    return ActivityEnvironment().run(fn, arg)
+from tests.temporal_env import run_activity, wait_until
 
 
 def test_fargate_pairs() -> None:
@@ -46,8 +29,8 @@ def test_memory_revision_registered_once_then_rolled_out(
     sandbox: httpx.Client, ecs: EcsActivities
 ) -> None:
     ask = RegisterMemoryRequest(task_definition="prod-api:3", memory=4096)
-    first = run(ecs.register_memory_revision, ask)
-    retry = run(ecs.register_memory_revision, ask)  # a retry registers nothing new
+    first = run_activity(ecs.register_memory_revision, ask)
+    retry = run_activity(ecs.register_memory_revision, ask)  # a retry registers nothing new
     assert first.task_definition.memory == 4096
     assert first.task_definition.images == {"api": "revenue-context/api:v1.4.2"}
     assert first.task_definition.cpu == 1024
@@ -59,9 +42,9 @@ def test_memory_revision_registered_once_then_rolled_out(
         assert copy["taskDefinition"][key] == described["taskDefinition"][key]
 
     use = UseTaskDefinitionRequest(service="api", task_definition=first.task_definition.arn)
-    changed = run(ecs.use_task_definition, use)
-    again = run(ecs.use_task_definition, use)
-    done = run(
+    changed = run_activity(ecs.use_task_definition, use)
+    again = run_activity(ecs.use_task_definition, use)
+    done = run_activity(
         ecs.wait_rollout,
         WaitRolloutRequest(
             service="api", task_definition=first.task_definition.arn, poll_seconds=0.2
@@ -69,7 +52,7 @@ def test_memory_revision_registered_once_then_rolled_out(
     )
     assert changed.changed and not again.changed
     assert done.rollout_state == "COMPLETED" and done.running_count == done.desired_count
-    [api] = run(ecs.describe_services, ServicesRequest(services=["api"])).services
+    [api] = run_activity(ecs.describe_services, ServicesRequest(services=["api"])).services
     assert api.task_definition == first.task_definition.arn
     # The sandbox sees a completed deployment on its next poll (every POLL_SECONDS).
     memory = lambda: sandbox.get("/control/remediation").json()["services"]["api"]["memory"]  # noqa: E731
@@ -78,7 +61,7 @@ def test_memory_revision_registered_once_then_rolled_out(
 
 def test_invalid_fargate_memory_is_refused(sandbox: httpx.Client, ecs: EcsActivities) -> None:
     with pytest.raises(ApplicationError) as err:
-        run(
+        run_activity(
             ecs.register_memory_revision,
             RegisterMemoryRequest(task_definition="prod-api:3", memory=3000),
         )
@@ -97,10 +80,10 @@ def test_incident_shows_oom_kills_and_memory_near_the_limit(
         minutes=60,
         statistics=["Average", "Maximum"],
     )
-    calm = run(cw.metric_statistics, ask)
+    calm = run_activity(cw.metric_statistics, ask)
     sandbox.post("/control/incidents/high-memory").raise_for_status()
-    high = run(cw.metric_statistics, ask)
-    tasks = run(ecs.list_tasks, TasksRequest(service="api"))
+    high = run_activity(cw.metric_statistics, ask)
+    tasks = run_activity(ecs.list_tasks, TasksRequest(service="api"))
     oom = [t for t in tasks.tasks if t.stopped_reason and "OutOfMemory" in t.stopped_reason]
     assert calm.latest["Average"] < 1500 and high.peak["Maximum"] > 1900
     assert len(oom) == 3 and all(t.containers[0].exit_code == 137 for t in oom)

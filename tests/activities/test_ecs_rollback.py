@@ -16,7 +16,7 @@ from activities.ecs_rollout import (
     image_tag,
 )
 from activities.health import HealthActivities, HealthRequest
-from tests.activities.test_ecs_memory import ecs, run, sandbox  # noqa: F401  (fixtures)
+from tests.temporal_env import run_activity
 
 
 def family_revisions() -> list[str]:
@@ -27,8 +27,8 @@ def family_revisions() -> list[str]:
 
 
 async def test_bad_deploy_rolled_back_changes_what_health_reports(
-    sandbox: httpx.Client,  # noqa: F811
-    ecs: EcsActivities,  # noqa: F811
+    sandbox: httpx.Client,
+    ecs: EcsActivities,
     sandbox_url: str,
 ) -> None:
     assert sandbox.get("/health").json() == {"status": "ok", "version": "v1.4.2"}
@@ -40,12 +40,12 @@ async def test_bad_deploy_rolled_back_changes_what_health_reports(
     assert bad.status_code == 503 and bad.json()["version"] == "v1.5.0"
     assert "v1.5.0 fails its smoke tests" in bad.json()["error"]
 
-    [api] = run(ecs.describe_services, ServicesRequest(services=["api"])).services
+    [api] = run_activity(ecs.describe_services, ServicesRequest(services=["api"])).services
     assert api.task_definition
-    current = run(
+    current = run_activity(
         ecs.describe_task_definition, TaskDefinitionRequest(task_definition=api.task_definition)
     )
-    revisions = run(ecs.list_revisions, RevisionsRequest(family="prod-api", max_items=20))
+    revisions = run_activity(ecs.list_revisions, RevisionsRequest(family="prod-api", max_items=20))
     assert image_tag(current.images["api"]) == "v1.5.0"
     assert revisions.revisions[0].revision >= current.revision  # newest first
     good = next(
@@ -55,9 +55,12 @@ async def test_bad_deploy_rolled_back_changes_what_health_reports(
     )
 
     use = UseTaskDefinitionRequest(service="api", task_definition=good.arn)
-    first, again = run(ecs.use_task_definition, use), run(ecs.use_task_definition, use)
+    first, again = (
+        run_activity(ecs.use_task_definition, use),
+        run_activity(ecs.use_task_definition, use),
+    )
     assert first.changed and not again.changed  # a retry sends no second update
-    done = run(
+    done = run_activity(
         ecs.wait_rollout,
         WaitRolloutRequest(service="api", task_definition=good.arn, poll_seconds=0.2),
     )

@@ -2,7 +2,6 @@
 what the workflow records (the end-to-end test checks a real run's record)."""
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,14 +9,14 @@ import psycopg
 import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities import incidents
 from activities.incidents import IncidentActivities, IncidentRecord, IncidentStep
 from tests.fakes.approvers import signed, write_roster
 from tests.fakes.systems import FakeSystems
-from worker import INTERCEPTORS
+from tests.temporal_env import gate_open, running, start, until
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
+from workflows.models import RunbookStatus
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -130,26 +129,12 @@ def test_a_database_that_is_down_is_a_retryable_failure() -> None:
 # ---- what the workflow records ---------------------------------------------------------
 
 
-async def run_failover(env: WorkflowEnvironment, fakes: FakeSystems, approve: bool = True):  # type: ignore[no-untyped-def]
-    queue = f"incidents-{uuid.uuid4()}"
-    async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[DatabaseFailover],
-        activities=fakes.activities(),
-        activity_executor=ThreadPoolExecutor(4),
-        interceptors=INTERCEPTORS,
-    ):
-        handle = await env.client.start_workflow(
-            DatabaseFailover.run,
-            DbFailoverInput(requested_by="alice", trigger="alarm"),
-            id=f"db-failover/{uuid.uuid4()}",
-            task_queue=queue,
-        )
-        for _ in range(100):
-            status = await handle.query(DatabaseFailover.status)
-            if status.pending_gate:
-                break
+async def run_failover(env: WorkflowEnvironment, fakes: FakeSystems) -> RunbookStatus:
+    """A failover from an alarm, approved by bob; its status at the end."""
+    async with running(env, [DatabaseFailover], fakes.activities()) as queue:
+        inp = DbFailoverInput(requested_by="alice", trigger="alarm")
+        handle = await start(env, queue, inp)
+        await until(handle, gate_open)
         await handle.execute_update(DatabaseFailover.approve, await signed(handle, "bob"))
         try:
             await handle.result()
@@ -174,7 +159,8 @@ async def test_a_completed_run_is_recorded_with_approvers_and_times(
 async def test_a_database_that_is_down_does_not_stop_the_remediation(
     ts_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
-    fakes = FakeSystems(write_roster(tmp_path), incident_log_failures=3)
+    # The first try and the first retry fail: the retry policy waits (5 s) and tries again.
+    fakes = FakeSystems(write_roster(tmp_path), incident_log_failures=2)
     status = await run_failover(ts_env, fakes)
     log_steps = [(s.outcome, s.detail) for s in status.timeline if s.name == "incident log"]
     assert log_steps[0][0] == "failed" and "retrying until it is back" in log_steps[0][1]

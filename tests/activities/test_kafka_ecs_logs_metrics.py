@@ -1,6 +1,7 @@
 """The kafka-lag / api-errors / triage activities against real parts: the Kafka broker, Valkey,
 PostgreSQL, moto (ECS, Logs, CloudWatch) and the sandbox's consumers, logs and /metrics."""
 
+import contextlib
 import threading
 import time
 
@@ -11,7 +12,6 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.aws_access import AwsAccess
 from activities.ecs import (
     EcsActivities,
     ScaleRequest,
@@ -19,9 +19,14 @@ from activities.ecs import (
     TasksRequest,
     WaitRunningRequest,
 )
-from activities.kafka import DlqPeekRequest, KafkaActivities, LagRequest
+from activities.kafka import DlqPeekRequest, KafkaActivities, LagRequest, LagResult
 from activities.logs import LogErrorsRequest, LogsActivities
-from activities.postgres_queries import ConnectionsRequest, QueryActivities, SlowQueriesRequest
+from activities.postgres_queries import (
+    ConnectionsRequest,
+    ConnectionSummary,
+    QueryActivities,
+    SlowQueriesRequest,
+)
 from activities.prometheus import (
     BreakersRequest,
     ErrorRateRequest,
@@ -29,51 +34,41 @@ from activities.prometheus import (
     ScrapeRequest,
 )
 from activities.redis_info import RedisActivities, RedisStatsRequest
+from tests.temporal_env import run_activity, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 FAST_KAFKA = {"produce_per_second": 200, "per_worker_per_second": 60, "backlog": 1200}
 
 
-@pytest.fixture
-def sandbox(sandbox: httpx.Client) -> httpx.Client:
-    sandbox.post("/control/ecs", json={"task_start_seconds": 0.3}).raise_for_status()
-    return sandbox
-
-
-@pytest.fixture
-def ecs(aws_env: dict[str, str]) -> EcsActivities:
-    return EcsActivities(AwsAccess())
-
-
-def run(fn, arg):  # type: ignore[no-untyped-def]
-    return ActivityEnvironment().run(fn, arg)
-
-
 def test_ecs_services_are_seeded_and_scaling_is_idempotent_and_capped(
     sandbox: httpx.Client, ecs: EcsActivities
 ) -> None:
-    seeded = run(ecs.describe_services, ServicesRequest())
+    seeded = run_activity(ecs.describe_services, ServicesRequest())
     counts = {s.name: (s.running_count, s.desired_count) for s in seeded.services}
     assert counts == {"api": (2, 2), "context-engine": (2, 2), "orchestration-engine": (1, 1)}
     assert seeded.services[0].task_definition.endswith("task-definition/prod-api:3")  # type: ignore[union-attr]
 
     ask = ScaleRequest(service="context-engine", desired_count=4, max_count=6)
-    first = run(ecs.scale_service, ask)
-    pending = run(ecs.describe_services, ServicesRequest(services=["context-engine"])).services[0]
-    again = run(ecs.scale_service, ask)  # a retry
-    down = run(ecs.scale_service, ask.model_copy(update={"desired_count": 1}))
+    first = run_activity(ecs.scale_service, ask)
+    pending = run_activity(
+        ecs.describe_services, ServicesRequest(services=["context-engine"])
+    ).services[0]
+    again = run_activity(ecs.scale_service, ask)  # a retry
+    down = run_activity(ecs.scale_service, ask.model_copy(update={"desired_count": 1}))
     assert first.changed and (first.previous_desired, first.desired_count) == (2, 4)
     # New tasks take a while to run (a loaded machine may already see some of them running).
     assert pending.running_count + pending.pending_count == 4 and pending.running_count >= 2
     assert not again.changed and not down.changed and "not scaling down" in down.reason
-    done = run(ecs.wait_running, WaitRunningRequest(service="context-engine", poll_seconds=0.1))
+    done = run_activity(
+        ecs.wait_running, WaitRunningRequest(service="context-engine", poll_seconds=0.1)
+    )
     assert done.running_count == 4 and done.desired_count == 4
 
     with pytest.raises(ApplicationError) as capped:
-        run(ecs.scale_service, ask.model_copy(update={"desired_count": 7}))
+        run_activity(ecs.scale_service, ask.model_copy(update={"desired_count": 7}))
     assert capped.value.non_retryable and "allowed: 0 to 6" in str(capped.value)
     with pytest.raises(ApplicationError) as unknown:
-        run(ecs.scale_service, ask.model_copy(update={"service": "nope"}))
+        run_activity(ecs.scale_service, ask.model_copy(update={"service": "nope"}))
     assert unknown.value.non_retryable and "api, context-engine" in str(unknown.value)
 
 
@@ -81,7 +76,7 @@ def test_api_incident_shows_unhealthy_and_oom_killed_tasks(
     sandbox: httpx.Client, ecs: EcsActivities
 ) -> None:
     sandbox.post("/control/incidents/api-errors").raise_for_status()
-    tasks = run(ecs.list_tasks, TasksRequest(service="api"))
+    tasks = run_activity(ecs.list_tasks, TasksRequest(service="api"))
     running = [t for t in tasks.tasks if t.last_status == "RUNNING"]
     stopped = [t for t in tasks.tasks if t.last_status == "STOPPED"]
     assert len(running) == 2 and [t.health_status for t in running].count("UNHEALTHY") == 1
@@ -89,29 +84,34 @@ def test_api_incident_shows_unhealthy_and_oom_killed_tasks(
         "OutOfMemoryError" in (t.stopped_reason or "") for t in stopped
     )
     assert stopped[0].containers[0].exit_code == 137
-    other = run(ecs.list_tasks, TasksRequest(service="context-engine"))
+    other = run_activity(ecs.list_tasks, TasksRequest(service="context-engine"))
     assert len(other.tasks) == 2  # filtered by service
 
 
 def test_consumer_lag_grows_then_drains_when_context_engine_scales(
     sandbox: httpx.Client, ecs: EcsActivities, kafka_bootstrap: str
 ) -> None:
+    """Directions, not figures: how fast the sandbox's workers consume depends on the
+    machine, but 2 of them fall behind what arrives and 5 catch up."""
     kafka = KafkaActivities(kafka_bootstrap)
     ask = LagRequest(topics=["signals.raw"], sample_seconds=1.5)
     sandbox.post("/control/incidents/kafka-lag", json=FAST_KAFKA).raise_for_status()
-    behind = run(kafka.consumer_lag, ask)
+    behind = run_activity(kafka.consumer_lag, ask)
     assert len(behind.partitions) == 6 and behind.total_lag > 1000
-    assert behind.produce_rate and behind.produce_rate > 150
-    assert behind.consume_rate and 80 < behind.consume_rate < 160  # 2 workers x 60/s
-    assert behind.lag_rate and behind.lag_rate > 0
+    assert behind.produce_rate and behind.consume_rate is not None
+    assert behind.consume_rate < behind.produce_rate and behind.lag_rate and behind.lag_rate > 0
     assert sandbox.get("/health/workers").status_code == 503
 
-    run(ecs.scale_service, ScaleRequest(service="context-engine", desired_count=5))
-    run(ecs.wait_running, WaitRunningRequest(service="context-engine", poll_seconds=0.1))
-    time.sleep(1.0)  # the workers rebalance
-    draining = run(kafka.consumer_lag, ask)
-    assert draining.consume_rate and draining.consume_rate > 200  # 5 workers
-    assert draining.lag_rate and draining.lag_rate < 0
+    run_activity(ecs.scale_service, ScaleRequest(service="context-engine", desired_count=5))
+    run_activity(ecs.wait_running, WaitRunningRequest(service="context-engine", poll_seconds=0.1))
+
+    def falling() -> LagResult | None:
+        lag = run_activity(kafka.consumer_lag, ask)
+        return lag if lag.lag_rate is not None and lag.lag_rate < 0 else None
+
+    draining = wait_until(falling, "the lag to fall once the new workers joined the group")
+    assert draining.consume_rate and draining.produce_rate
+    assert draining.consume_rate > draining.produce_rate
 
 
 def test_dlq_peek_reads_from_the_beginning_without_committing(
@@ -121,8 +121,8 @@ def test_dlq_peek_reads_from_the_beginning_without_committing(
     sandbox.post(
         "/control/incidents/kafka-lag", json={**FAST_KAFKA, "backlog": 0}
     ).raise_for_status()
-    first = run(kafka.peek_dlq, DlqPeekRequest(payload_chars=50))
-    second = run(kafka.peek_dlq, DlqPeekRequest(payload_chars=50))
+    first = run_activity(kafka.peek_dlq, DlqPeekRequest(payload_chars=50))
+    second = run_activity(kafka.peek_dlq, DlqPeekRequest(payload_chars=50))
     assert first.total_messages >= 25 and len(first.messages) == 10
     assert (
         [m.offset for m in first.messages] == list(range(10)) == [m.offset for m in second.messages]
@@ -136,7 +136,7 @@ def test_dlq_peek_reads_from_the_beginning_without_committing(
         LagRequest(group="runbook-dlq-peek", topics=["signals.raw.dlq"], sample_seconds=0)
     )
     assert all(offset is None for offset in committed.values())
-    missing = run(kafka.peek_dlq, DlqPeekRequest(topic="no.such.topic"))
+    missing = run_activity(kafka.peek_dlq, DlqPeekRequest(topic="no.such.topic"))
     assert not missing.exists and missing.messages == []
 
 
@@ -144,8 +144,9 @@ def test_broker_down_is_an_error_not_a_hang() -> None:
     kafka = KafkaActivities("127.0.0.1:9")
     started = time.monotonic()
     with pytest.raises(ApplicationError) as err:
-        run(kafka.consumer_lag, LagRequest(topics=[], sample_seconds=0, timeout_seconds=2))
-    assert "Kafka" in str(err.value) and time.monotonic() - started < 15
+        run_activity(kafka.consumer_lag, LagRequest(topics=[], sample_seconds=0, timeout_seconds=2))
+    # Well within the client's own 60 s default: the request's 2 s bound is what ended it.
+    assert "Kafka" in str(err.value) and time.monotonic() - started < 45
 
 
 def test_recent_errors_count_error_and_critical_lines(
@@ -153,14 +154,16 @@ def test_recent_errors_count_error_and_critical_lines(
 ) -> None:
     logs = LogsActivities(boto3.client("logs"))
     ask = LogErrorsRequest(log_group="/ecs/production/api", terms=["ERROR", "CRITICAL"])
-    quiet = run(logs.recent_errors, ask)
+    quiet = run_activity(logs.recent_errors, ask)
     sandbox.post("/control/incidents/api-errors").raise_for_status()
-    loud = run(logs.recent_errors, ask)
+    loud = run_activity(logs.recent_errors, ask)
     assert loud.by_term["ERROR"] > quiet.by_term["ERROR"] and loud.by_term["CRITICAL"] > 0
     assert loud.samples and any("OutOfMemoryError" in m for m in loud.top_messages)
     assert all(("ERROR" in s.message or "CRITICAL" in s.message) for s in loud.samples)
     with pytest.raises(ApplicationError) as missing:
-        run(logs.recent_errors, ask.model_copy(update={"log_group": "/ecs/production/nope"}))
+        run_activity(
+            logs.recent_errors, ask.model_copy(update={"log_group": "/ecs/production/nope"})
+        )
     assert missing.value.non_retryable and "/ecs/production/nope" in str(missing.value)
 
 
@@ -171,11 +174,11 @@ def test_redis_info_stats_report_hit_rate(redis_url: str) -> None:
     client.set("triage:probe", "1")
     client.get("triage:probe")
     client.get("triage:missing")
-    stats = run(RedisActivities(redis_url).info_stats, RedisStatsRequest())
+    stats = run_activity(RedisActivities(redis_url).info_stats, RedisStatsRequest())
     assert stats.keyspace_hits >= 1 and stats.keyspace_misses >= 1
     assert stats.hit_rate is not None and 0 < stats.hit_rate < 1
     with pytest.raises(ApplicationError) as down:
-        run(
+        run_activity(
             RedisActivities("redis://127.0.0.1:9/0").info_stats,
             RedisStatsRequest(timeout_seconds=1),
         )
@@ -203,19 +206,37 @@ def test_slow_queries_and_long_running_queries(sandbox: httpx.Client, database_u
     sandbox.post(
         "/control/incidents/kafka-lag", json={**FAST_KAFKA, "backlog": 0}
     ).raise_for_status()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_sleep(0.3)")  # a slow statement that completed
 
-    def sleeper() -> None:
-        with psycopg.connect(database_url, application_name="triage-test") as conn:
-            conn.execute("SELECT pg_sleep(1.5)")
+    long_running = ConnectionsRequest(long_running_seconds=0.5)
+
+    def sleeper() -> None:  # one that runs until the test has seen it, then is cancelled
+        with (
+            contextlib.suppress(psycopg.errors.QueryCanceled),
+            psycopg.connect(database_url, application_name="triage-test") as conn,
+        ):
+            conn.execute("SELECT pg_sleep(120)")
 
     thread = threading.Thread(target=sleeper)
     thread.start()
-    time.sleep(0.8)
-    conns = run(queries.connections, ConnectionsRequest(long_running_seconds=0.5))
-    thread.join()
-    slow = run(queries.slow_queries, SlowQueriesRequest(limit=10))
+    try:
+
+        def seen() -> ConnectionSummary | None:
+            conns = run_activity(queries.connections, long_running)
+            mine = [q for q in conns.long_running if q.application_name == "triage-test"]
+            return conns if mine else None
+
+        conns = wait_until(seen, "the running query among the long-running ones")
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'triage-test'"
+            )
+        thread.join()
+    slow = run_activity(queries.slow_queries, SlowQueriesRequest(limit=10))
     assert conns.total >= 2 and conns.by_state.get("active", 0) >= 1
-    assert any(q.application_name == "triage-test" for q in conns.long_running)
     assert slow.available and len(slow.queries) <= 10
     assert any("pg_sleep" in q.query for q in slow.queries)
     means = [q.mean_exec_time_ms for q in slow.queries]

@@ -10,6 +10,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import keepalive
 from activities.keepalive import heartbeating
+from tests.temporal_env import wait_until
 
 
 @activity.defn(name="test.slow_call")
@@ -29,16 +30,26 @@ def failing_call(seconds: float) -> str:
 def test_beats_while_the_call_runs_and_stops_after(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(keepalive, "BEAT_SECONDS", 0.02)
     beats: list[float] = []
+    beaten = threading.Event()
+
+    def on_beat(*_: object) -> None:
+        beats.append(time.monotonic())
+        if len(beats) >= 5:
+            beaten.set()
+
+    @activity.defn(name="test.call_until_beaten")
+    @heartbeating
+    def call_until_beaten() -> str:
+        assert beaten.wait(30), "no heartbeats while the call ran"
+        return "done"
+
     env = ActivityEnvironment()
-    env.on_heartbeat = lambda *_: beats.append(time.monotonic())
-    assert env.run(slow_call, 0.3) == "done"
-    assert len(beats) >= 5, beats
+    env.on_heartbeat = on_beat
+    assert env.run(call_until_beaten) == "done"
     with pytest.raises(ValueError, match="AWS said no"):
         env.run(failing_call, 0.1)
-    after = len(beats)
-    time.sleep(0.1)
-    assert len(beats) == after  # no beat once the call is over
-    assert not [t for t in threading.enumerate() if t.name == "heartbeat"]
+    # Once the call is over its side thread ends: no beat can follow.
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name == "heartbeat"])
 
 
 def test_outside_an_activity_it_only_calls() -> None:

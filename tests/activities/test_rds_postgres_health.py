@@ -1,7 +1,5 @@
 """The db-failover activities against real parts: the sandbox's moto, PostgreSQL, HTTP."""
 
-import time
-
 import boto3
 import httpx
 import psycopg
@@ -13,13 +11,18 @@ from activities.aws_access import AwsAccess
 from activities.cloudwatch import CloudWatchActivities, MetricRequest
 from activities.health import HealthActivities, HealthRequest, WaitHealthyRequest
 from activities.notify import Link, Notification, NotifyActivities
-from activities.postgres import IdleInTransactionRequest, PostgresActivities
+from activities.postgres import (
+    IdleInTransactionRequest,
+    IdleInTransactionResult,
+    PostgresActivities,
+)
 from activities.rds import (
     DbInstanceRequest,
     FailoverRequest,
     RdsActivities,
     WaitAvailableRequest,
 )
+from tests.temporal_env import run_activity, wait_until
 
 DB = "prod-revenue-context-db"
 
@@ -35,14 +38,10 @@ def rds(aws_env: dict[str, str]) -> RdsActivities:
     return RdsActivities(AwsAccess())
 
 
-def run(fn, arg):  # type: ignore[no-untyped-def]
-    return ActivityEnvironment().run(fn, arg)
-
-
 def test_describe_reports_status_multi_az_and_zones(
     sandbox: httpx.Client, rds: RdsActivities
 ) -> None:
-    db = run(rds.describe_instance, DbInstanceRequest(db_instance_id=DB))
+    db = run_activity(rds.describe_instance, DbInstanceRequest(db_instance_id=DB))
     assert (db.status, db.multi_az, db.availability_zone) == ("available", True, "us-east-1a")
 
 
@@ -50,7 +49,7 @@ def test_unknown_instance_is_a_non_retryable_error(
     sandbox: httpx.Client, rds: RdsActivities
 ) -> None:
     with pytest.raises(ApplicationError) as err:
-        run(rds.describe_instance, DbInstanceRequest(db_instance_id="no-such-db"))
+        run_activity(rds.describe_instance, DbInstanceRequest(db_instance_id="no-such-db"))
     assert err.value.non_retryable and "no-such-db" in str(err.value)
 
 
@@ -58,19 +57,19 @@ def test_failover_happens_once_however_often_it_is_asked(
     sandbox: httpx.Client, rds: RdsActivities
 ) -> None:
     ask = FailoverRequest(db_instance_id=DB, expected_primary_az="us-east-1a")
-    first = run(rds.force_failover, ask)
+    first = run_activity(rds.force_failover, ask)
     assert first.rebooted and first.status == "rebooting"
-    second = run(rds.force_failover, ask)  # a retry while the instance reboots
+    second = run_activity(rds.force_failover, ask)  # a retry while the instance reboots
     assert not second.rebooted and "already rebooting" in second.reason
 
-    done = run(
+    done = run_activity(
         rds.wait_available,
         WaitAvailableRequest(db_instance_id=DB, previous_primary_az="us-east-1a", poll_seconds=0.2),
     )
     assert done.status == "available" and done.availability_zone == "us-east-1b"
     assert done.polls > 1  # it really waited through `rebooting`
 
-    third = run(rds.force_failover, ask)  # a retry after the failover completed
+    third = run_activity(rds.force_failover, ask)  # a retry after the failover completed
     assert not third.rebooted and "already moved" in third.reason
     assert sandbox.get("/control/state").json()["failover_count"] == 1
 
@@ -79,7 +78,7 @@ def test_failover_of_a_single_az_instance_is_refused(
     sandbox: httpx.Client, rds: RdsActivities
 ) -> None:
     with pytest.raises(ApplicationError) as err:
-        run(
+        run_activity(
             rds.force_failover,
             FailoverRequest(db_instance_id="staging-revenue-context-db", expected_primary_az=None),
         )
@@ -92,9 +91,9 @@ def test_metric_statistics_rise_with_the_incident(sandbox: httpx.Client, aws_env
     ask = MetricRequest(
         metric_name="DatabaseConnections", dimensions={"DBInstanceIdentifier": DB}, minutes=10
     )
-    before = run(cw.metric_statistics, ask)
+    before = run_activity(cw.metric_statistics, ask)
     sandbox.post("/control/incidents/db-failover").raise_for_status()
-    during = run(cw.metric_statistics, ask)
+    during = run_activity(cw.metric_statistics, ask)
     assert before.datapoints and before.latest["Average"] < 100
     assert during.latest["Average"] > 400
 
@@ -121,14 +120,19 @@ async def test_health_check_sees_the_incident_and_the_recovery(
 
 def test_idle_in_transaction_counts_open_transactions(database_url: str) -> None:
     pg = PostgresActivities(database_url)
-    before = run(pg.idle_in_transaction, IdleInTransactionRequest()).count
+
+    def idle(count: int) -> IdleInTransactionResult | None:
+        """The reading once the server's activity view shows `count` (a backend's state
+        and its exit reach the view a moment after the client sees them)."""
+        found = run_activity(pg.idle_in_transaction, IdleInTransactionRequest())
+        return found if found.count == count else None
+
+    before = run_activity(pg.idle_in_transaction, IdleInTransactionRequest()).count
     with psycopg.connect(database_url) as leak:
         leak.execute("SELECT 1")  # psycopg opens a transaction and leaves it open
-        time.sleep(0.2)
-        during = run(pg.idle_in_transaction, IdleInTransactionRequest())
-    after = run(pg.idle_in_transaction, IdleInTransactionRequest()).count
-    assert during.count == before + 1 and during.oldest_seconds is not None
-    assert after == before
+        during = wait_until(lambda: idle(before + 1), "the open transaction to show")
+    assert during.oldest_seconds is not None
+    wait_until(lambda: idle(before), "the closed connection to leave")
 
 
 async def test_slack_message_is_block_kit_with_links(

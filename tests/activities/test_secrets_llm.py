@@ -23,6 +23,7 @@ from activities.llm import (
     WaitBudgetRequest,
 )
 from activities.secrets import SecretNumberRequest, SecretsActivities, SetSecretNumberRequest
+from tests.temporal_env import run_activity
 
 SECRET = "prod/revenue-context/config"
 KEY = "LLM_DAILY_BUDGET"
@@ -31,10 +32,6 @@ KEY = "LLM_DAILY_BUDGET"
 @pytest.fixture
 def secrets(aws_env: dict[str, str]) -> SecretsActivities:
     return SecretsActivities(AwsAccess())
-
-
-def run(fn, arg):  # type: ignore[no-untyped-def]
-    return ActivityEnvironment().run(fn, arg)
 
 
 def token() -> str:
@@ -46,12 +43,12 @@ def test_budget_change_keeps_every_other_key_and_happens_once(
 ) -> None:
     sm = boto3.client("secretsmanager")
     before = json.loads(sm.get_secret_value(SecretId=SECRET)["SecretString"])
-    read = run(secrets.read_number, SecretNumberRequest(secret_id=SECRET, key=KEY))
+    read = run_activity(secrets.read_number, SecretNumberRequest(secret_id=SECRET, key=KEY))
     assert (read.value, read.key_count) == (100.0, len(before))
 
     ask = SetSecretNumberRequest(secret_id=SECRET, key=KEY, value=200, client_request_token=token())
-    first = run(secrets.set_number, ask)
-    retry = run(secrets.set_number, ask)  # the same step again, e.g. after a lost answer
+    first = run_activity(secrets.set_number, ask)
+    retry = run_activity(secrets.set_number, ask)  # the same step again, e.g. after a lost answer
 
     after = json.loads(sm.get_secret_value(SecretId=SECRET)["SecretString"])
     assert after == {**before, KEY: "200.0"}  # every other key kept, the type too
@@ -72,9 +69,9 @@ def test_unknown_secret_or_key_is_refused_naming_the_field(
     sandbox: httpx.Client, secrets: SecretsActivities
 ) -> None:
     with pytest.raises(ApplicationError) as no_secret:
-        run(secrets.read_number, SecretNumberRequest(secret_id="prod/nope", key=KEY))
+        run_activity(secrets.read_number, SecretNumberRequest(secret_id="prod/nope", key=KEY))
     with pytest.raises(ApplicationError) as no_key:
-        run(secrets.read_number, SecretNumberRequest(secret_id=SECRET, key="LLM_BUDGET"))
+        run_activity(secrets.read_number, SecretNumberRequest(secret_id=SECRET, key="LLM_BUDGET"))
     assert no_secret.value.non_retryable and "secret_id" in str(no_secret.value)
     assert no_key.value.non_retryable and "key: " in str(no_key.value)
     assert "sk-" not in str(no_key.value)
@@ -91,9 +88,9 @@ async def test_spend_metrics_and_call_rate_show_the_incident(
         minutes=60,
         statistics=["Sum"],
     )
-    calm = run(cw.metric_statistics, rate_ask)
+    calm = run_activity(cw.metric_statistics, rate_ask)
     sandbox.post("/control/incidents/llm-budget").raise_for_status()
-    burst = run(cw.metric_statistics, rate_ask)
+    burst = run_activity(cw.metric_statistics, rate_ask)
     client = redis.asyncio.Redis.from_url(redis_url)
     async with httpx.AsyncClient() as http:
         llm = LlmActivities(
@@ -116,9 +113,9 @@ async def test_raised_budget_is_in_force_only_after_a_new_deployment(
     sandbox: httpx.Client, sandbox_url: str, redis_url: str, secrets: SecretsActivities
 ) -> None:
     ecs = EcsActivities(AwsAccess())
-    [api] = run(ecs.describe_services, ServicesRequest(services=["api"])).services
+    [api] = run_activity(ecs.describe_services, ServicesRequest(services=["api"])).services
     seen = api.deployments[0].id
-    run(
+    run_activity(
         secrets.set_number,
         SetSecretNumberRequest(secret_id=SECRET, key=KEY, value=250, client_request_token=token()),
     )
@@ -129,13 +126,13 @@ async def test_raised_budget_is_in_force_only_after_a_new_deployment(
         )
         env = ActivityEnvironment()
         still = await env.run(llm.metrics, LlmMetricsRequest())
-        started = run(
+        started = run_activity(
             ecs.force_new_deployment, ForceDeploymentRequest(service="api", seen_deployment_id=seen)
         )
-        again = run(
+        again = run_activity(
             ecs.force_new_deployment, ForceDeploymentRequest(service="api", seen_deployment_id=seen)
         )
-        done = run(
+        done = run_activity(
             ecs.wait_rollout,
             WaitRolloutRequest(
                 service="api", deployment_id=started.deployment_id, poll_seconds=0.2

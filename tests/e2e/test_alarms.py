@@ -5,20 +5,18 @@ import asyncio
 import json
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-import uvicorn
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from intake.app import WebhookConfig, create_app
-from settings import Settings
+from intake.app import WebhookConfig
 from stack.local import Stack
-from tests.conftest import embedded_environ, free_ports, state_dir
-from worker import build_worker
+from tests.conftest import embedded_environ, free_ports, serving_webhook, state_dir
+from tests.temporal_env import eventually
 from workflows.models import RunbookStatus
 
 pytestmark = pytest.mark.timeout(180)
@@ -66,33 +64,10 @@ def test_an_external_webhook_is_not_started(tmp_path: object) -> None:
         shutil.rmtree(small.state_dir, ignore_errors=True)
 
 
-@pytest.fixture
-async def real_worker(
-    dev_env: WorkflowEnvironment, stack_env: dict[str, str], aws_env: dict[str, str]
-) -> AsyncIterator[str]:
-    queue = f"webhook-e2e-{time.monotonic_ns()}"
-    settings = Settings.model_validate({**stack_env, "RUNBOOK_TASK_QUEUE": queue})
-    async with httpx.AsyncClient() as http, build_worker(dev_env.client, settings, http):
-        yield queue
-
-
 async def test_alarm_starts_db_failover_once(
-    dev_env: WorkflowEnvironment, real_worker: str
+    dev_env: WorkflowEnvironment, worker: dict[str, str]
 ) -> None:
-    config = WebhookConfig(token=TOKEN, task_queue=real_worker, local_stack=True)
-    port = free_ports(("webhook",))["webhook"]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config, dev_env.client),
-            host="127.0.0.1",
-            port=port,
-            log_level="error",
-            timeout_keep_alive=75,
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    config = WebhookConfig(token=TOKEN, task_queue=worker["RUNBOOK_TASK_QUEUE"], local_stack=True)
     instance = f"no-such-db-{time.monotonic_ns()}"
     since = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
     alert = {
@@ -103,38 +78,37 @@ async def test_alarm_starts_db_failover_once(
     }
     payload = json.dumps({"version": "4", "status": "firing", "alerts": [alert]}).encode()
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=90) as http:
-            replies = await asyncio.gather(
-                *(http.post("/alertmanager", content=payload, headers=headers) for _ in range(10))
+    async with (
+        serving_webhook(config, dev_env.client) as url,
+        httpx.AsyncClient(base_url=url, timeout=90) as http,
+    ):
+        replies = await asyncio.gather(
+            *(http.post("/alertmanager", content=payload, headers=headers) for _ in range(10))
+        )
+        assert {r.status_code for r in replies} == {202}
+        actions = sorted(r.json()["alerts"][0]["action"] for r in replies)
+        assert actions.count("started") == 1
+        workflow_id = f"db-failover/production/{instance}"
+        assert replies[0].json()["workflow_ids"] == [workflow_id]
+        handle = dev_env.client.get_workflow_handle(workflow_id)
+        result = await handle.result()
+        # The sandbox does not know the instance: the runbook refuses, nothing is changed.
+        assert result["outcome"] == "refused" and result["severity"] == "P1"
+        status = await handle.query("status", result_type=RunbookStatus)
+        started = next(s for s in status.timeline if s.name == "started")
+        assert "by alarm:db-cpu-high via alarm" in started.detail
+        line = next(s for s in status.timeline if s.name == "alarm db-cpu-high ALARM")
+        recorded = len([a for a in actions if a in ("started", "signalled")])
+        assert line.detail.startswith(f"{recorded}x via alertmanager")
+        assert "CPU 97%" in line.detail
+        again = await http.post("/alertmanager", content=payload, headers=headers)
+        assert again.json()["alerts"][0]["action"] == "suppressed"
+        desc = await handle.describe()
+        assert desc.status == WorkflowExecutionStatus.COMPLETED
+
+        async def runs() -> int:
+            return len(
+                [wf async for wf in dev_env.client.list_workflows(f'WorkflowId = "{workflow_id}"')]
             )
-            assert {r.status_code for r in replies} == {202}
-            actions = sorted(r.json()["alerts"][0]["action"] for r in replies)
-            assert actions.count("started") == 1
-            workflow_id = f"db-failover/production/{instance}"
-            assert replies[0].json()["workflow_ids"] == [workflow_id]
-            handle = dev_env.client.get_workflow_handle(workflow_id)
-            result = await handle.result()
-            # The sandbox does not know the instance: the runbook refuses, nothing is changed.
-            assert result["outcome"] == "refused" and result["severity"] == "P1"
-            status = await handle.query("status", result_type=RunbookStatus)
-            started = next(s for s in status.timeline if s.name == "started")
-            assert "by alarm:db-cpu-high via alarm" in started.detail
-            line = next(s for s in status.timeline if s.name == "alarm db-cpu-high ALARM")
-            recorded = len([a for a in actions if a in ("started", "signalled")])
-            assert line.detail.startswith(f"{recorded}x via alertmanager")
-            assert "CPU 97%" in line.detail
-            again = await http.post("/alertmanager", content=payload, headers=headers)
-            assert again.json()["alerts"][0]["action"] == "suppressed"
-            desc = await handle.describe()
-            assert desc.status == WorkflowExecutionStatus.COMPLETED
-            query = f'WorkflowId = "{workflow_id}"'
-            for _ in range(100):  # visibility is eventually consistent
-                runs = [wf async for wf in dev_env.client.list_workflows(query)]
-                if runs:
-                    break
-                await asyncio.sleep(0.05)
-            assert len(runs) == 1
-    finally:
-        server.should_exit = True
-        await serving
+
+        assert await eventually(runs, "the run in visibility") == 1  # eventually consistent

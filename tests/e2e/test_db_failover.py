@@ -1,68 +1,29 @@
-"""End to end on the Temporal dev server: the real worker and activities, the sandbox, the CLI."""
+"""db-failover end to end on the Temporal dev server: the real worker and activities, the
+sandbox, the CLI; bad input from the UI; an unanswered gate escalating."""
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
-from settings import Settings
-from stack.roster import local_key
-from tests.temporal_env import keep_history
-from worker import INTERCEPTORS, build_worker
-from workflows.registry import WORKFLOWS
+from tests.e2e.conftest import ROUTING_KEY, as_approver, cli, replay_and_keep
 
 pytestmark = pytest.mark.timeout(240)
-ROUTING_KEY = "pd-routing-key-that-must-stay-secret"
 
 
 @pytest.fixture
-async def worker(
-    dev_env: WorkflowEnvironment,
-    stack_env: dict[str, str],
-    aws_env: dict[str, str],
-) -> AsyncIterator[dict[str, str]]:
-    """A real worker in this process; returns the environment the CLI needs to reach it."""
-    env = {**stack_env, "RUNBOOK_TASK_QUEUE": f"e2e-{time.monotonic_ns()}"}
-    settings = Settings.model_validate({**env, "PAGERDUTY_ROUTING_KEY": ROUTING_KEY})
-    async with httpx.AsyncClient() as http, build_worker(dev_env.client, settings, http):
-        target = dev_env.client.service_client.config.target_host
-        yield {**os.environ, **env, "TEMPORAL_ADDRESS": target}
-
-
-def as_approver(env: dict[str, str], name: str) -> dict[str, str]:
-    """The CLI environment of a person: their own key, from the stack's local roster."""
-    return {**env, "RUNBOOK_APPROVER_KEY": local_key(Path(env["RUNBOOK_STATE_DIR"]), name)}
-
-
-async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI in its own process; in a thread, so the worker in this event loop runs on."""
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def sandbox(sandbox: httpx.Client) -> httpx.Client:
+    sandbox.post("/control/heal-delay", json={"seconds": 2}).raise_for_status()
+    return sandbox
 
 
 async def test_failover_started_and_approved_by_cli(
-    worker: dict[str, str], sandbox_url: str, dev_env: WorkflowEnvironment
+    worker: dict[str, str], sandbox: httpx.Client, dev_env: WorkflowEnvironment
 ) -> None:
-    sandbox = httpx.Client(base_url=sandbox_url, timeout=10)
-    sandbox.post("/control/reset").raise_for_status()
-    sandbox.post("/control/heal-delay", json={"seconds": 2}).raise_for_status()
     sandbox.post("/control/incidents/db-failover").raise_for_status()
     assert sandbox.get("/health/detailed").status_code == 503
 
@@ -115,9 +76,7 @@ async def test_failover_started_and_approved_by_cli(
     assert closed.returncode == 2 and "no approval gate is open" in closed.stderr
 
     await check_incident_log(worker, status["run_id"], status["timeline"])
-    handle = dev_env.client.get_workflow_handle(workflow_id)
-    await replay(await handle.fetch_history())
-    await keep_history(handle, "db_failover_e2e_approved")
+    await replay_and_keep(dev_env.client, workflow_id, "db_failover_e2e_approved")
 
 
 async def check_incident_log(env: dict[str, str], run_id: str, timeline: list) -> None:
@@ -137,10 +96,8 @@ async def check_incident_log(env: dict[str, str], run_id: str, timeline: list) -
 
 
 async def test_an_unanswered_gate_escalates_and_each_level_is_notified(
-    worker: dict[str, str], sandbox_url: str, dev_env: WorkflowEnvironment
+    worker: dict[str, str], sandbox: httpx.Client, dev_env: WorkflowEnvironment
 ) -> None:
-    sandbox = httpx.Client(base_url=sandbox_url, timeout=10)
-    sandbox.post("/control/reset").raise_for_status()
     started = await cli(
         worker,
         "start",
@@ -189,13 +146,6 @@ async def test_bad_input_from_the_ui_fails_the_run_naming_the_field(
 async def test_cli_refuses_unknown_workflow(worker: dict[str, str]) -> None:
     result = await cli(worker, "status", "db-failover/no-such-db")
     assert result.returncode == 2 and "no workflow with id" in result.stderr
-
-
-async def replay(history: WorkflowHistory) -> None:
-    replayer = Replayer(
-        workflows=WORKFLOWS, interceptors=INTERCEPTORS, data_converter=pydantic_data_converter
-    )
-    await replayer.replay_workflow(history)
 
 
 async def wait_until(env: dict[str, str], key: str, timeout: float = 30) -> list[dict]:

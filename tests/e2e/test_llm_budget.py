@@ -1,83 +1,19 @@
-"""End to end on the Temporal dev server for llm-budget, high-memory, rollback and
-cert-renewal: the real worker and activities, the sandbox (moto, Valkey), the CLI."""
+"""llm-budget end to end on the Temporal dev server: the real worker and activities, the
+sandbox (moto's Secrets Manager and ECS, Valkey, /metrics), the CLI."""
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import boto3
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
-from settings import Settings
-from stack.roster import local_key
-from tests.temporal_env import keep_history
-from worker import INTERCEPTORS, build_worker
-from workflows.registry import WORKFLOWS
+from tests.e2e.conftest import as_approver, cli, gate_open, replay_and_keep
 
 pytestmark = pytest.mark.timeout(240)
 SECRET = "prod/revenue-context/config"
-
-
-@pytest.fixture
-async def worker(
-    dev_env: WorkflowEnvironment,
-    stack_env: dict[str, str],
-    aws_env: dict[str, str],
-) -> AsyncIterator[dict[str, str]]:
-    """A real worker in this process; returns the environment the CLI needs to reach it."""
-    env = {
-        **stack_env,
-        "RUNBOOK_TASK_QUEUE": f"e2e-{time.monotonic_ns()}",
-        "LLM_BUDGET_MAX": "500",
-    }
-    settings = Settings.model_validate(env)
-    async with httpx.AsyncClient() as http, build_worker(dev_env.client, settings, http):
-        target = dev_env.client.service_client.config.target_host
-        yield {**os.environ, **env, "TEMPORAL_ADDRESS": target}
-
-
-@pytest.fixture
-def sandbox(sandbox: httpx.Client) -> httpx.Client:
-    sandbox.post("/control/ecs", json={"task_start_seconds": 0.5}).raise_for_status()
-    return sandbox
-
-
-def as_approver(env: dict[str, str], name: str) -> dict[str, str]:
-    return {**env, "RUNBOOK_APPROVER_KEY": local_key(Path(env["RUNBOOK_STATE_DIR"]), name)}
-
-
-async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI in its own process; in a thread, so the worker in this event loop runs on."""
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-async def wait_for_gate(env: dict[str, str], workflow_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = await cli(env, "status", workflow_id, "--json")
-        status = json.loads(out.stdout) if out.returncode == 0 else {}
-        if status.get("pending_gate") or status.get("phase") in ("done", "failed"):
-            return status
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{workflow_id}: no gate within {timeout}s")
 
 
 def gauges(sandbox: httpx.Client) -> dict[str, float]:
@@ -86,17 +22,6 @@ def gauges(sandbox: httpx.Client) -> dict[str, float]:
         for family in text_string_to_metric_families(sandbox.get("/metrics").text)
         for s in family.samples
     }
-
-
-async def replay_and_keep(dev_env: WorkflowEnvironment, workflow_id: str, name: str) -> str:
-    handle = dev_env.client.get_workflow_handle(workflow_id)
-    history = await handle.fetch_history()
-    replayer = Replayer(
-        workflows=WORKFLOWS, interceptors=INTERCEPTORS, data_converter=pydantic_data_converter
-    )
-    await replayer.replay_workflow(history)
-    await keep_history(handle, name)
-    return history.to_json()
 
 
 def secret_values() -> dict[str, Any]:
@@ -127,9 +52,10 @@ async def test_llm_budget_raised_by_cli_keeps_other_keys_and_is_in_force(
     assert started.returncode == 0, started.stderr
     workflow_id = json.loads(started.stdout)["workflow_id"]
     assert workflow_id == "llm-budget/production/prod/revenue-context/config"
-    status = await wait_for_gate(worker, workflow_id)
-    [spec] = status["pending_gate"]["params"]
-    assert (spec["minimum"], spec["maximum"], spec["default"]) == (1, 500, 200)
+    gate = (await gate_open(dev_env.client, workflow_id)).pending_gate
+    assert gate is not None
+    [spec] = gate.params
+    assert (spec.minimum, spec.maximum, spec.default) == (1, 500, 200)
 
     too_much = await cli(
         as_approver(worker, "bob"),
@@ -163,7 +89,7 @@ async def test_llm_budget_raised_by_cli_keeps_other_keys_and_is_in_force(
     assert steps["rollout api"]["detail"].startswith("COMPLETED")
     assert steps["watch spend"]["outcome"] == "ok"
 
-    history = await replay_and_keep(dev_env, workflow_id, "llm_budget_e2e_raised")
+    history = await replay_and_keep(dev_env.client, workflow_id, "llm_budget_e2e_raised")
     leaked = [k for k, v in before.items() if k != "LLM_DAILY_BUDGET" and v in history]
     assert not leaked, f"secret values in the history: {leaked}"
     assert not [k for k, v in before.items() if k != "LLM_DAILY_BUDGET" and v in done.stdout]

@@ -12,18 +12,10 @@ from pathlib import Path
 import boto3
 import httpx
 import pytest
-from temporalio.client import WorkflowHandle
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from settings import Settings
-from tests.e2e.test_llm_budget_high_memory import (  # noqa: F401  (fixtures)
-    as_approver,
-    cli,
-    replay_and_keep,
-    sandbox,
-    worker,
-)
+from tests.e2e.conftest import as_approver, cli, gate_open, replay_and_keep
 from tests.reliability.harness import MotoRecorder
 from worker import build_worker
 from workflows import search_attributes as sa
@@ -32,18 +24,6 @@ from workflows.models import RunbookStatus
 pytestmark = pytest.mark.timeout(240)
 SERVICES = ("api", "context-engine", "orchestration-engine")
 SCRIPT = Path(__file__).parents[2] / "scripts" / "rollback.sh"
-
-
-async def gate_of(handle: WorkflowHandle, timeout: float = 90) -> RunbookStatus:
-    """The status once the gate is open (asked of Temporal here: a CLI process a poll
-    would cost a second each on a busy machine)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(RPCError):
-            status = await handle.query("status", result_type=RunbookStatus)
-            if status.pending_gate or status.phase == "done" or time.monotonic() > deadline:
-                return status
-        await asyncio.sleep(0.2)
 
 
 async def script(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
@@ -57,8 +37,8 @@ async def script(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
 
 
 async def test_rollback_script_updates_each_service_once_and_health_reports_the_target(
-    worker: dict[str, str],  # noqa: F811
-    sandbox: httpx.Client,  # noqa: F811
+    worker: dict[str, str],
+    sandbox: httpx.Client,
     dev_env: WorkflowEnvironment,
     aws_endpoint: str,
 ) -> None:
@@ -76,14 +56,14 @@ async def test_rollback_script_updates_each_service_once_and_health_reports_the_
             *("--set", "poll_seconds=0.5", "--set", "verify_interval_seconds=1"),
         )
         handle = dev_env.client.get_workflow_handle("rollback/production")
-        gate = (await gate_of(handle)).pending_gate
+        gate = (await gate_open(dev_env.client, handle.id)).pending_gate
         assert gate and "api: prod-api:" in gate.summary and "(v1.5.0) -> prod-api:" in gate.summary
         approved = await cli(as_approver(worker, "bob"), "approve", handle.id, "--as", "bob")
         assert approved.returncode == 0, approved.stderr
         out, err = await asyncio.wait_for(following.communicate(), timeout=180)
         updates = [c for c in recorder.calls() if c.action == "UpdateService"]
     finally:
-        httpx.post(f"{aws_endpoint}/moto-api/recorder/stop-recording")
+        recorder.stop()
     assert following.returncode == 0, out.decode() + err.decode()
     assert "outcome: completed" in out.decode()
     assert Counter(c.params["service"] for c in updates) == dict.fromkeys(SERVICES, 1)
@@ -92,7 +72,7 @@ async def test_rollback_script_updates_each_service_once_and_health_reports_the_
     steps = {s.name: s for s in (await handle.query("status", result_type=RunbookStatus)).timeline}
     assert all(steps[f"rollout {s}"].detail.split()[1] == "COMPLETED," for s in SERVICES)
     assert steps["verify health"].outcome == "ok"
-    await replay_and_keep(dev_env, handle.id, "rollback_e2e_completed")
+    await replay_and_keep(dev_env.client, handle.id, "rollback_e2e_completed")
 
     refused = await script(worker, "qa", "v1.4.2")  # bad input: nothing is started
     _, err = await refused.communicate()

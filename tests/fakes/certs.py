@@ -1,6 +1,6 @@
 """Fake ACM, ELBv2 and Route 53 activities for the cert-renewal and expiry-check workflow
 tests: same names and models as the real ones, which have their own tests against the
-sandbox's moto (tests/test_cert_activities.py)."""
+sandbox's moto (tests/activities/test_acm_elb_route53.py)."""
 
 import asyncio
 from dataclasses import dataclass, field
@@ -28,7 +28,7 @@ from activities.elb import (
     SetCertificateResult,
 )
 from activities.route53 import HostedZone, RecordChange, RecordRequest, ZoneRequest
-from tests.fakes.remediation import GateSupport
+from tests.fakes.systems import FakeSystems
 
 DOMAIN = "api.prod.revenue-context.com"
 ALB = "prod-revenue-context-alb"
@@ -81,7 +81,7 @@ def listener(name: str, port: int, certificate_arn: str, alb: str = ALB) -> Http
 class FakeCerts:
     """One ALB listener serving an imported certificate 20 days from expiry, by default."""
 
-    gate: GateSupport | None = None
+    gate: FakeSystems | None = None
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     certificates: list[Certificate] = field(default_factory=list)
     listeners: list[HttpsListener] = field(
@@ -90,8 +90,9 @@ class FakeCerts:
     zone: HostedZone | None = field(
         default_factory=lambda: HostedZone(id="Z0SANDBOX", name="revenue-context.com.")
     )
-    # When set, the wait for ISSUED holds until the test sets it.
+    # When set, the wait for ISSUED holds (counting its polls) until the test sets it.
     issued: asyncio.Event | None = None
+    pending_polls: int = 0
     # ACM's final status when it will never issue (the wait fails with it).
     never_issued: str | None = None
     # Every attempt of the wait fails (a retryable error): the run's bound must end it.
@@ -183,6 +184,7 @@ class FakeCerts:
                 raise ApplicationError("ThrottlingException: Rate exceeded")
             if self.issued is not None:
                 while not self.issued.is_set():
+                    self.pending_polls += 1
                     activity.heartbeat({"status": "PENDING_VALIDATION"})
                     await asyncio.sleep(0.05)
             found = self.by_arn(req.arn)
@@ -225,4 +227,4 @@ class FakeCerts:
             wait_issued,
             set_certificate,
         ]
-        return fakes + (self.gate.activities() if self.gate else [])
+        return fakes + (self.gate.gate_activities() if self.gate else [])

@@ -1,7 +1,8 @@
-"""Fake activities for the kafka-lag, api-errors and triage workflow tests: same names and
-models as the real ones (tested against the broker, Valkey, PostgreSQL and moto), scripted
-answers, recorded calls. The shared ones (notify, approvals, incident log) come from
-tests.fakes.FakeSystems."""
+"""Fake activities for the kafka-lag, api-errors and triage workflow tests: consumer lag and
+the DLQ, ECS tasks and scaling, logs, slow queries, Redis, the service's /metrics and health.
+Same names and models as the real ones (tested against the broker, Valkey, PostgreSQL and
+moto in tests/activities/test_kafka_ecs_logs_metrics.py), scripted answers, recorded calls.
+The gate's (Slack, PagerDuty, approvals, incident log) come from FakeSystems."""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from temporalio import activity
-from temporalio.activity import _Definition
 from temporalio.exceptions import ApplicationError
 
 from activities.cloudwatch import MetricRequest, MetricSummary
@@ -52,12 +52,6 @@ from activities.redis_info import RedisStats, RedisStatsRequest
 from tests.fakes.systems import FakeSystems
 
 
-def _name(fn: Any) -> str:
-    defn = _Definition.from_callable(fn)
-    assert defn and defn.name
-    return defn.name
-
-
 def lag_result(
     total: int, rate: float | None = None, produce: float = 40, consume: float = 30
 ) -> LagResult:
@@ -82,8 +76,8 @@ def lag_result(
 
 
 @dataclass
-class FakeDiagnosis:
-    base: FakeSystems
+class FakeLagAndErrors:
+    gate: FakeSystems
     # Lag answers in order (the last one repeats); None: the broker is down.
     lags: list[LagResult | None] = field(default_factory=lambda: [lag_result(3000, 10.0)])
     desired: dict[str, int] = field(default_factory=lambda: {"api": 2, "context-engine": 2})
@@ -101,10 +95,7 @@ class FakeDiagnosis:
         return items.pop(0) if len(items) > 1 else items[0]
 
     def activities(self) -> list[Any]:
-        mine = self._mine()
-        names = {_name(a) for a in mine}
-        shared = [a for a in self.base.activities() if _name(a) not in names]
-        return [*shared, *mine]
+        return [*self._mine(), *self.gate.gate_activities()]
 
     def _service(self, name: str) -> EcsService:
         want = self.desired.get(name, 1)

@@ -1,7 +1,7 @@
 """Fake activities for the Rollback workflow-logic tests: ECS with task-definition families
 and a `/health` that reports the image `api` runs. The real activities have their tests
-against the sandbox's moto (tests/test_rollback_activities.py) and end to end
-(tests/test_e2e_rollback.py)."""
+against the sandbox's moto (tests/activities/test_ecs_rollback.py) and end to end
+(tests/e2e/test_rollback.py)."""
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +9,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.ecs import Deployment, EcsService, ServicesRequest, ServicesResult
+from activities.ecs import ServicesRequest, ServicesResult
 from activities.ecs_rollout import (
     RevisionsRequest,
     RevisionsResult,
@@ -22,7 +22,8 @@ from activities.ecs_rollout import (
     revision_number,
 )
 from activities.health import HealthRequest, HealthResult
-from tests.fakes.remediation import GateSupport
+from tests.fakes.ecs import rollout_completed, service
+from tests.fakes.systems import FakeSystems
 
 SERVICES = ("api", "context-engine", "orchestration-engine")
 # Revision n of every family runs TAGS[n - 1]; the last one is the bad deploy.
@@ -46,7 +47,7 @@ def td(service: str, revision: int) -> TaskDefinitionInfo:
 
 @dataclass
 class FakeRollback:
-    gate: GateSupport
+    gate: FakeSystems
     # service -> the revision it runs now
     current: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVICES, 4))
     fail_rollout: set[str] = field(default_factory=set)
@@ -59,28 +60,7 @@ class FakeRollback:
         @activity.defn(name="ecs.describe_services")
         async def describe_services(req: ServicesRequest) -> ServicesResult:
             self.calls.append(f"describe {req.services[0]}")
-            services = []
-            for name in req.services:
-                arn = td(name, self.current[name]).arn
-                deployment = Deployment(
-                    id="ecs-svc/1",
-                    status="PRIMARY",
-                    task_definition=arn,
-                    desired_count=2,
-                    running_count=2,
-                    rollout_state="COMPLETED",
-                )
-                services.append(
-                    EcsService(
-                        name=name,
-                        status="ACTIVE",
-                        desired_count=2,
-                        running_count=2,
-                        pending_count=0,
-                        task_definition=arn,
-                        deployments=[deployment],
-                    )
-                )
+            services = [service(n, task_def=td(n, self.current[n]).arn) for n in req.services]
             return ServicesResult(cluster=req.cluster, services=services)
 
         @activity.defn(name="ecs.describe_task_definition")
@@ -90,8 +70,8 @@ class FakeRollback:
 
         @activity.defn(name="ecs.list_revisions")
         async def list_revisions(req: RevisionsRequest) -> RevisionsResult:
-            service = req.family.removeprefix("prod-")
-            newest = [td(service, n) for n in range(len(TAGS), 0, -1)]
+            name = req.family.removeprefix("prod-")
+            newest = [td(name, n) for n in range(len(TAGS), 0, -1)]
             return RevisionsResult(family=req.family, revisions=newest[: req.max_items])
 
         @activity.defn(name="ecs.use_task_definition")
@@ -122,16 +102,7 @@ class FakeRollback:
                     type="RolloutFailed",
                     non_retryable=True,
                 )
-            return RolloutResult(
-                service=req.service,
-                deployment_id="ecs-svc/2",
-                task_definition=req.task_definition,
-                rollout_state="COMPLETED",
-                running_count=2,
-                desired_count=2,
-                waited_seconds=30,
-                polls=15,
-            )
+            return rollout_completed(req, "ecs-svc/2")
 
         @activity.defn(name="health.check")
         async def health(req: HealthRequest) -> HealthResult:
@@ -155,5 +126,5 @@ class FakeRollback:
             use,
             wait_rollout,
             health,
-            *self.gate.activities(),
+            *self.gate.gate_activities(),
         ]

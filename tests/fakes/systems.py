@@ -1,12 +1,18 @@
 """Fake activities for workflow-logic tests: same names and models as the real ones (which
-have their own tests against moto, PostgreSQL and the sandbox), with recorded calls."""
+have their own tests against moto, PostgreSQL and the sandbox), with recorded calls.
+
+FakeSystems holds what db-failover talks to (RDS, CloudWatch, the service's health,
+PostgreSQL) and what every gate talks to (Slack, PagerDuty, the approvals activities, the
+incident log). The other procedures' fakes take it for their gate (`gate_activities`)."""
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from temporalio import activity
+from temporalio.activity import _Definition
 from temporalio.exceptions import ApplicationError
 
 from activities.approvals import ApprovalActivities, EscalationPolicy
@@ -24,6 +30,21 @@ from activities.rds import (
     WaitAvailableResult,
 )
 from activities.worker_mode import WorkerModeActivities
+
+GATE_ACTIVITIES = {
+    "notify.slack",
+    "notify.pagerduty",
+    "approvals.plan_escalation",
+    "approvals.verify",
+    "incidents.record",
+    "worker.mode",
+}
+
+
+def activity_name(fn: Callable[..., Any]) -> str:
+    defn = _Definition.from_callable(fn)
+    assert defn and defn.name
+    return defn.name
 
 
 @dataclass
@@ -134,3 +155,8 @@ class FakeSystems:
             approvals.verify,
             WorkerModeActivities(self.environment, self.read_only).mode,
         ]
+
+    def gate_activities(self) -> list[Any]:
+        """Slack, PagerDuty, the approvals activities, the incident log and the worker's mode
+        (every run asks it first) only."""
+        return [a for a in self.activities() if activity_name(a) in GATE_ACTIVITIES]

@@ -3,63 +3,33 @@ with a certificate this test serves, Alertmanager payloads, every rejection, ded
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from temporalio import workflow
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from intake.alarms import redact
 from intake.app import ConfigError, WebhookConfig, create_app
 from intake.routes import DEFAULT_ROUTES, AlarmRoute, find_resource, load_routes
 from sandbox.sns_signer import SnsSigner, cloudwatch_alarm
-from tests.conftest import free_ports
+from tests.conftest import serving_http, serving_webhook
+from tests.fakes.stub_runbook import STUB_WORKER, StubRunbook, stub_procedure
+from tests.temporal_env import eventually, running
 from workflows import registry
-from workflows.base import RunbookWorkflow
-from workflows.models import RunbookInput, RunbookStatus
-from workflows.registry import Procedure
+from workflows.models import RunbookStatus
 
 pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "am-token-4f1c9e"  # the test's bearer token: must never reach a workflow
 TOPIC = "arn:aws:sns:us-east-1:123456789012:runbook-alarms"
-
-
-class ThingInput(RunbookInput):
-    thing: str = "default-thing"
-
-
-@workflow.defn(name="WebhookTestRunbook")
-class ThingRunbook(RunbookWorkflow):
-    """Stands for any procedure: runs until told to finish, keeps the alarm timeline."""
-
-    procedure = "webhook-test"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._done = False
-
-    @workflow.run
-    async def run(self, inp: ThingInput) -> str:
-        self.begin(inp, inp.thing)
-        await workflow.wait_condition(lambda: self._done)
-        return "done"
-
-    @workflow.signal
-    def finish(self) -> None:
-        self._done = True
 
 
 ROUTES = {
@@ -81,26 +51,14 @@ class CertServer:
 
 @pytest.fixture(scope="module")
 def cert_server() -> Iterator[CertServer]:
-    port = free_ports(("cert",))["cert"]
-    served = CertServer(base=f"http://127.0.0.1:{port}")
+    served = CertServer(base="")
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            served.hits.append(self.path)
-            body = served.pem if self.path.endswith(".pem") else b"<ConfirmSubscriptionResponse/>"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str) -> tuple[int, bytes]:
+        served.hits.append(path)
+        return 200, served.pem if path.endswith(".pem") else b"<ConfirmSubscriptionResponse/>"
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield served
-    server.shutdown()
-    server.server_close()
+    with serving_http(answer) as served.base:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -137,12 +95,13 @@ class Hook:
     async def runs(self, workflow_id: str, at_least: int = 1) -> int:
         """Runs with this id in visibility (eventually consistent: wait for `at_least`)."""
         query = f'WorkflowId = "{workflow_id}"'
-        for _ in range(100):
-            found = [wf async for wf in self.client.list_workflows(query)]
-            if len(found) >= at_least:
-                return len(found)
-            await asyncio.sleep(0.05)
-        return len(found)
+
+        async def listed() -> int:
+            count = len([wf async for wf in self.client.list_workflows(query)])
+            return count if count >= at_least else 0
+
+        found: int = await eventually(listed, f"{at_least} runs of {workflow_id}")
+        return found
 
     async def exists(self, workflow_id: str) -> bool:
         try:
@@ -167,34 +126,15 @@ async def hook(
         routes_file=routes,
         task_queue=queue,
     )
-    port = free_ports(("webhook",))["webhook"]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config, dev_env.client),
-            host="127.0.0.1",
-            port=port,
-            log_level="error",
-            timeout_keep_alive=75,
-        )
-    )
-    procedure = Procedure("webhook-test", ThingRunbook, ThingInput, "thing")
+    procedure = stub_procedure("webhook-test", "thing", default="default-thing")
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(registry.PROCEDURES, "webhook-test", procedure)
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
         async with (
-            Worker(
-                dev_env.client,
-                task_queue=queue,
-                workflows=[ThingRunbook],
-                workflow_runner=UnsandboxedWorkflowRunner(),
-            ),
+            serving_webhook(config, dev_env.client) as url,
+            running(dev_env, [StubRunbook], queue=queue, **STUB_WORKER),
             httpx.AsyncClient(timeout=30) as http,
         ):
-            yield Hook(f"http://127.0.0.1:{port}", dev_env.client, http)
-        server.should_exit = True
-        await serving
+            yield Hook(url, dev_env.client, http)
 
 
 def thing_alarm(signer: SnsSigner, thing: str, state: str = "ALARM", **kw: Any) -> dict[str, Any]:
@@ -491,7 +431,7 @@ async def test_an_episode_handled_by_an_ended_run_is_not_started_again(
     first = await hook.sns(thing_alarm(signer, "ended", changed_at=since))
     assert first.json()["action"] == "started"
     handle = hook.client.get_workflow_handle("webhook-test/production/ended")
-    await handle.signal(ThingRunbook.finish)
+    await handle.signal(StubRunbook.finish)
     assert await handle.result() == "done"
     again = await hook.sns(thing_alarm(signer, "ended", changed_at=since))
     assert again.status_code == 202 and again.json()["action"] == "suppressed"

@@ -1,44 +1,36 @@
 """Schedules on the Temporal dev server (the time-skipping server has none): apply is
 idempotent, pause/resume, the CLI; and the LLM spend watch on real Valkey."""
 
-import asyncio
 import contextlib
 import json
 import os
-import shutil
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio
-from pydantic import ConfigDict, create_model
-from temporalio import workflow
 from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleIntervalSpec
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Worker
 
 from activities.alarms import AlarmActivities, AlarmStarter
 from activities.spend import SpendActivities, SpendReadRequest, budget_gauge
 from client.errors import BadInput
 from intake import schedules
 from settings import EnvironmentProfile
-from stack.local import Stack
-from tests.conftest import embedded_environ, free_ports, state_dir
+from tests.conftest import serving_http
+from tests.e2e.conftest import cli
+from tests.fakes.stub_runbook import STUB_WORKER, StubRunbook, stub_procedure
+from tests.temporal_env import running
 from workflows import registry
-from workflows.base import RunbookWorkflow
 from workflows.llm_spend_watch import LlmSpendWatch, LlmSpendWatchInput, LlmSpendWatchResult
-from workflows.models import RunbookInput, RunbookStatus
-from workflows.registry import Procedure
+from workflows.models import RunbookStatus
 
 pytestmark = pytest.mark.timeout(120)
 PRODUCTION = EnvironmentProfile(name="production", task_queue="runbooks")
@@ -128,13 +120,6 @@ async def test_pause_and_resume_survive_apply(clean: Client) -> None:
         await schedules.set_paused(clean, "nope", "production", True, "x")
 
 
-async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    runbook = str(Path(sys.executable).parent / "runbook")
-    return await asyncio.to_thread(
-        subprocess.run, [runbook, *args], env=env, capture_output=True, text=True, timeout=60
-    )
-
-
 async def test_schedules_cli(clean: Client, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
     target = dev_env.client.service_client.config.target_host
     env = {**os.environ, "TEMPORAL_ADDRESS": target, "RUNBOOK_STATE_DIR": str(tmp_path)}
@@ -161,33 +146,6 @@ async def test_schedules_cli(clean: Client, dev_env: WorkflowEnvironment, tmp_pa
 # ---- the LLM spend watch ----------------------------------------------------------------------
 
 
-class StubInput(RunbookInput):
-    """Takes the test's own resource field (real inputs refuse unknown fields)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-
-@workflow.defn(name="SpendTestRunbook")
-class BudgetRunbook(RunbookWorkflow):
-    """Stands for llm-budget: runs until told to finish, keeps the alarm timeline."""
-
-    procedure = "llm-budget"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._done = False
-
-    @workflow.run
-    async def run(self, inp: StubInput) -> str:
-        self.begin(inp, "global")
-        await workflow.wait_condition(lambda: self._done)
-        return "done"
-
-    @workflow.signal
-    def finish(self) -> None:
-        self._done = True
-
-
 @dataclass
 class Metrics:
     text: str = ""
@@ -195,38 +153,12 @@ class Metrics:
 
 @pytest.fixture(scope="module")
 def metrics() -> Iterator[tuple[Metrics, str]]:
+    """The service's /metrics, serving what the test sets."""
     served = Metrics()
-    port = free_ports(("metrics",))["metrics"]
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = served.text.encode()
-            self.send_response(200 if self.path == "/metrics" else 404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield served, f"http://127.0.0.1:{port}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[str]:
-    """Only Valkey, from the embedded stack's launcher."""
-    path = state_dir("runbook-test-spend-")
-    small = Stack(path, ports=free_ports(), environ=embedded_environ())
-    try:
-        small.up(["redis"])
-        yield small.client_env()["REDIS_URL"]
-    finally:
-        small.down()
-        shutil.rmtree(path, ignore_errors=True)
+    with serving_http(
+        lambda path: (200 if path == "/metrics" else 404, served.text.encode())
+    ) as url:
+        yield served, url
 
 
 @dataclass
@@ -261,7 +193,7 @@ class Watch:
 @pytest.fixture
 async def watch(
     dev_env: WorkflowEnvironment,
-    valkey: str,
+    redis_url: str,
     metrics: tuple[Metrics, str],
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
@@ -269,19 +201,17 @@ async def watch(
     served, base = metrics
     queue = f"spend-{time.monotonic_ns()}"
     resource = f"budget-{request.node.name[-24:]}-{time.monotonic_ns()}"
-    model = create_model("BudgetInput", __base__=RunbookInput, scope=(str, resource))
-    monkeypatch.setitem(
-        registry.PROCEDURES, "llm-budget", Procedure("llm-budget", BudgetRunbook, model, "scope")
-    )
-    client = redis.asyncio.Redis.from_url(valkey)
+    procedure = stub_procedure("llm-budget", "scope", default=resource)
+    monkeypatch.setitem(registry.PROCEDURES, "llm-budget", procedure)
+    client = redis.asyncio.Redis.from_url(redis_url)
     async with httpx.AsyncClient() as http:
         spend = SpendActivities(client, http, base, f"test:{queue}:", configured_budget=None)
-        async with Worker(
-            dev_env.client,
-            task_queue=queue,
-            workflows=[LlmSpendWatch, BudgetRunbook],
-            activities=[spend.read, AlarmActivities(AlarmStarter(dev_env.client)).start_once],
-            workflow_runner=UnsandboxedWorkflowRunner(),  # sees the registry patched above
+        async with running(
+            dev_env,
+            [LlmSpendWatch, StubRunbook],
+            [spend.read, AlarmActivities(AlarmStarter(dev_env.client)).start_once],
+            queue=queue,
+            **STUB_WORKER,
         ):
             yield Watch(dev_env.client, queue, f"test:{queue}:", resource, client, served)
     await client.aclose()
@@ -310,14 +240,14 @@ async def test_at_90_percent_it_starts_llm_budget_once(watch: Watch) -> None:
     started = next(s for s in status.timeline if s.name == "started")
     assert "schedule:llm-spend-watch via schedule" in started.detail
 
-    await handle.signal(BudgetRunbook.finish)
+    await handle.signal(StubRunbook.finish)
     await handle.result()
     later = await watch.run()  # the same day: that run handled it
     assert later.action == "suppressed" and "was handled by run" in later.detail
 
 
 async def test_spent_budget_is_p1_and_config_is_the_fallback(
-    watch: Watch, valkey: str, metrics: tuple[Metrics, str], dev_env: WorkflowEnvironment
+    watch: Watch, redis_url: str, metrics: tuple[Metrics, str], dev_env: WorkflowEnvironment
 ) -> None:
     await watch.set_spend(60, None)  # /metrics without the gauge
     assert (await watch.run()).action == "no_budget"
@@ -345,10 +275,10 @@ async def test_without_llm_budget_installed_it_only_reports(
 
 
 async def test_the_watch_passes_the_workflow_sandbox(
-    dev_env: WorkflowEnvironment, valkey: str, metrics: tuple[Metrics, str]
+    dev_env: WorkflowEnvironment, redis_url: str, metrics: tuple[Metrics, str]
 ) -> None:
     metrics[0].text = "llm_budget_daily 100\n"
-    client = redis.asyncio.Redis.from_url(valkey)
+    client = redis.asyncio.Redis.from_url(redis_url)
     queue = f"spend-sandboxed-{time.monotonic_ns()}"
     async with httpx.AsyncClient() as http:
         spend = SpendActivities(client, http, metrics[1], f"test:{queue}:", None)

@@ -15,7 +15,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 
 from activities.approvals import load_table
@@ -49,6 +51,16 @@ class Reliability:
 
     def recorder(self) -> MotoRecorder:
         return MotoRecorder(self.aws_url)
+
+    def aws(self, service: str) -> Any:
+        """A boto3 client on this stack's moto, as the test (not a worker) calls it."""
+        return boto3.client(
+            service,
+            endpoint_url=self.aws_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
     def approver_keys(self) -> dict[str, str]:
         return load_table(local_roster_files(self.state)[1], "keys")
@@ -89,7 +101,7 @@ class Reliability:
         return spawned
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def reliability() -> Iterator[Reliability]:
     path = state_dir("runbook-reliability-")
     ports = free_ports()

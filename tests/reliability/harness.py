@@ -13,14 +13,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -28,7 +31,6 @@ from settings import PROJECT_DIR
 from tests.temporal_env import venv_binary
 from workflows.search_attributes import DEV_SERVER_ARGS
 
-T = TypeVar("T")
 HOST = "127.0.0.1"
 # A workflow task left by a killed worker is handed to the next one after this long.
 WORKFLOW_TASK_TIMEOUT = "2s"
@@ -86,7 +88,13 @@ def _connects(address: str) -> bool:
     """In a thread of its own: the caller may be inside an event loop."""
 
     async def probe() -> None:
-        await asyncio.wait_for(Client.connect(address), timeout=2)
+        client = await asyncio.wait_for(Client.connect(address), timeout=2)
+        # A restarted server answers before it knows its namespace again (a start then
+        # fails with NamespaceNotFound): wait for a call that needs the namespace.
+        await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(namespace="default", task_queue=TaskQueue(name="probe")),
+            timeout=timedelta(seconds=2),
+        )
 
     with ThreadPoolExecutor(max_workers=1) as one:
         try:
@@ -148,6 +156,8 @@ class WorkerProcess:
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
+        if self.alive and not self.go_file.exists():
+            self.kill()  # spawned ahead, never polled: nothing to shut down gracefully
         if self.alive:
             self.proc.terminate()
             try:
@@ -176,6 +186,9 @@ class MotoRecorder:
     def restart(self) -> None:
         self._http.post("/moto-api/recorder/reset-recording").raise_for_status()
         self._http.post("/moto-api/recorder/start-recording").raise_for_status()
+
+    def stop(self) -> None:
+        self._http.post("/moto-api/recorder/stop-recording")
 
     def calls(self, access_key: str | None = None) -> list[AwsCall]:
         text = self._http.get("/moto-api/recorder/download-recording").text
@@ -213,18 +226,6 @@ def parse_call(entry: dict[str, Any]) -> AwsCall:
         return AwsCall("ChangeResourceRecordSets", {"path": path}, access_key)
     form = {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
     return AwsCall(form.pop("Action", ""), form, access_key)
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60) -> T:
-    """Poll until `check` returns something truthy (the systems are eventually consistent)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(Exception):
-            if value := await check():
-                return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @dataclass

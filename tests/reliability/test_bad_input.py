@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from temporalio.api.common.v1 import Payload
@@ -20,7 +19,8 @@ from temporalio.service import RPCError
 
 from activities.approvals import SignedDecision, sign
 from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_name
-from tests.reliability.harness import MotoRecorder, WorkerProcess, eventually, run_cli
+from tests.reliability.harness import MotoRecorder, WorkerProcess, run_cli
+from tests.temporal_env import eventually
 from workflows.models import RunbookResult, RunbookStatus
 
 pytestmark = pytest.mark.timeout(300)
@@ -139,13 +139,7 @@ class Fixture:
 
 
 def llm_secret(rel: Reliability) -> str:
-    sm = boto3.client(
-        "secretsmanager",
-        endpoint_url=rel.aws_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sm = rel.aws("secretsmanager")
     return str(sm.get_secret_value(SecretId=LLM_SECRET)["SecretString"])
 
 

@@ -16,7 +16,8 @@ from temporalio.client import Client
 
 from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_name
 from tests.reliability.crash_chain import CrashChain
-from tests.reliability.harness import eventually, run_cli
+from tests.reliability.harness import run_cli
+from tests.temporal_env import eventually
 from workflows.models import AlarmDelivery, RunbookResult, RunbookStatus
 
 pytestmark = pytest.mark.timeout(900)

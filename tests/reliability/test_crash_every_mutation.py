@@ -1,4 +1,5 @@
-"""Crashes in the other mutating procedures: llm-budget, high-memory, kafka-lag, api-errors.
+"""Crashes at every mutation of the procedures other than db-failover: llm-budget,
+high-memory, kafka-lag, api-errors, rollback, cert-renewal.
 
 Each run's worker is killed by SIGKILL as each mutating step is scheduled, inside it after
 AWS answered, and as the step after it is scheduled; a new worker carries on. What every
@@ -6,10 +7,11 @@ procedure shares (diagnosis fan-out, the gate, notifications, the incident log, 
 crash-tested step by step with db-failover (test_crash.py); here the first worker of each
 chain runs up to the gate and the approval and dies as the first mutation is scheduled.
 
-The four chains run at once, each on its own task queue, so the test takes about as long
+The six chains run at once, each on its own task queue, so the test takes about as long
 as the longest chain: llm-budget redeploys `api` while api-errors scales it (scaling does
 not replace ECS's deployment), high-memory changes `orchestration-engine`, kafka-lag scales
-`context-engine`. Counted at moto's recorder: every mutation reached AWS once."""
+`context-engine` (rollback waits for it: both change that service). Counted at moto's
+recorder: every mutation reached AWS once."""
 
 import asyncio
 import json
@@ -17,14 +19,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
+from tests.e2e.test_kafka_lag_api_errors_triage import KAFKA_INCIDENT
 from tests.fakes.approvers import signed
 from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_name
 from tests.reliability.crash_chain import CrashChain
-from tests.reliability.harness import AwsCall, eventually
+from tests.reliability.harness import AwsCall
+from tests.temporal_env import eventually
 from workflows.models import RunbookResult, RunbookStatus
 from workflows.registry import PROCEDURES
 
@@ -33,14 +36,6 @@ pytestmark = pytest.mark.timeout(600)
 SECRET = "prod/revenue-context/config"
 GOOD_TAG = "v1.4.2"  # the sandbox's seed; its bad deploy is v1.5.0
 BUDGET_KEY = "LLM_DAILY_BUDGET"
-# As in tests/test_e2e_diagnosis.py: 2 workers consume 120/s of 150/s, the lag grows.
-KAFKA_INCIDENT = {
-    "produce_per_second": 150,
-    "per_worker_per_second": 60,
-    "backlog": 1500,
-    "dlq_messages": 2,
-    "lag_threshold": 500,
-}
 
 
 @dataclass
@@ -190,7 +185,7 @@ def steps(result: RunbookResult) -> dict[str, str]:
     return {s.name: f"{s.outcome}: {s.detail}" for s in result.timeline}
 
 
-async def test_remediations_survive_a_crash_before_inside_and_after_each_mutation(
+async def test_every_mutation_survives_a_crash_before_inside_and_after_it(
     reliability: Reliability,
 ) -> None:
     rel = reliability
@@ -204,13 +199,7 @@ async def test_remediations_survive_a_crash_before_inside_and_after_each_mutatio
     bad_deploy = {"services": ["context-engine"]}
     sandbox.post("/control/incidents/rollback", json=bad_deploy).raise_for_status()
     assert sandbox.get("/health").status_code == 503
-    sm = boto3.client(
-        "secretsmanager",
-        endpoint_url=rel.aws_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sm = rel.aws("secretsmanager")
 
     def versions() -> set[str]:
         return {v["VersionId"] for v in sm.list_secret_version_ids(SecretId=SECRET)["Versions"]}

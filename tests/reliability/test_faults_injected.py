@@ -32,8 +32,9 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from tests.fakes.approvers import signed
 from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_name
 from tests.reliability.fault_proxy import FaultProxy, Request, Rule
-from tests.reliability.harness import WorkerProcess, eventually
-from tests.reliability.test_crash_remediation import KAFKA_INCIDENT, count, steps
+from tests.reliability.harness import WorkerProcess
+from tests.reliability.test_crash_every_mutation import KAFKA_INCIDENT, count, steps
+from tests.temporal_env import eventually
 from workflows.models import RunbookResult, RunbookStatus
 from workflows.registry import PROCEDURES
 

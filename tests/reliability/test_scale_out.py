@@ -14,7 +14,8 @@ from temporalio.client import WorkflowHandle
 
 from tests.fakes.approvers import signed
 from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_name
-from tests.reliability.harness import KILLED, eventually
+from tests.reliability.harness import KILLED
+from tests.temporal_env import eventually
 from workflows.db_failover import DbFailoverInput
 from workflows.models import RunbookResult, RunbookStatus
 from workflows.registry import PROCEDURES

@@ -10,12 +10,12 @@ did all that already, and the scan also sees the crash, fault and bad-input runs
 import json
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
 
 from tests.reliability.conftest import Reliability, queue_name
-from tests.reliability.harness import eventually, run_cli
+from tests.reliability.harness import run_cli
+from tests.temporal_env import eventually
 from workflows.models import RunbookResult, RunbookStatus
 
 pytestmark = pytest.mark.timeout(300)
@@ -36,13 +36,7 @@ def hits(secrets: dict[str, str], texts: dict[str, str]) -> list[tuple[str, str]
 
 def llm_secret_values(rel: Reliability) -> dict[str, str]:
     """The config secret's values other than the budget (the only key a runbook changes)."""
-    sm = boto3.client(
-        "secretsmanager",
-        endpoint_url=rel.aws_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sm = rel.aws("secretsmanager")
     data = json.loads(sm.get_secret_value(SecretId=LLM_SECRET)["SecretString"])
     return {
         f"{LLM_SECRET} {key}": str(value)

@@ -1,8 +1,8 @@
 """CertExpiryCheck on the Temporal dev server (it starts workflows by signal-with-start): one
 renewal per expiring, expired or ineligible domain, none for a healthy one, and never a
 second one while a renewal runs. The listeners and certificates are fakes (the real
-activities are tested against moto in tests/test_cert_activities.py); the renewal is a stub
-that runs until told to finish (the real one is tested in test_cert_renewal_workflow.py)."""
+activities are tested against moto in tests/activities/test_acm_elb_route53.py); the renewal
+is a stub that runs until told to finish (the real one: tests/workflows/test_cert_renewal.py)."""
 
 import contextlib
 import time
@@ -10,53 +10,23 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from pydantic import ConfigDict
-from temporalio import workflow
 from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.alarms import AlarmActivities, AlarmStarter
 from tests.fakes.certs import ACM, FakeCerts, cert, listener
+from tests.fakes.stub_runbook import STUB_WORKER, StubRunbook, stub_procedure
+from tests.temporal_env import running
 from workflows import registry
-from workflows.base import RunbookWorkflow
 from workflows.cert_expiry_check import (
     CertExpiryCheck,
     CertExpiryCheckInput,
     CertExpiryCheckResult,
 )
-from workflows.models import RunbookInput, RunbookStatus
-from workflows.registry import Procedure
+from workflows.models import RunbookStatus
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class StubInput(RunbookInput):
-    model_config = ConfigDict(extra="ignore")
-
-    domain: str
-
-
-@workflow.defn(name="CertRenewalStub")
-class RenewalStub(RunbookWorkflow):
-    """Stands for cert-renewal: runs until told to finish, keeps the alarm timeline."""
-
-    procedure = "cert-renewal"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._done = False
-
-    @workflow.run
-    async def run(self, inp: StubInput) -> str:
-        self.begin(inp, inp.domain)
-        await workflow.wait_condition(lambda: self._done)
-        return "done"
-
-    @workflow.signal
-    def close(self) -> None:
-        self._done = True
 
 
 @dataclass
@@ -106,27 +76,20 @@ async def check(
     monkeypatch.setitem(
         registry.PROCEDURES,
         "cert-renewal",
-        Procedure("cert-renewal", RenewalStub, StubInput, "domain"),
+        stub_procedure("cert-renewal", "domain"),
     )
     queue = f"cert-check-{stamp}"
-    async with Worker(
-        dev_env.client,
-        task_queue=queue,
-        workflows=[CertExpiryCheck, RenewalStub],
-        activities=[
-            *fakes.activities(),
-            AlarmActivities(AlarmStarter(dev_env.client)).start_once,
-        ],
-        workflow_runner=UnsandboxedWorkflowRunner(),  # sees the registry patched above
+    activities = [*fakes.activities(), AlarmActivities(AlarmStarter(dev_env.client)).start_once]
+    async with running(
+        dev_env, [CertExpiryCheck, StubRunbook], activities, queue=queue, **STUB_WORKER
     ):
         found = Check(dev_env.client, queue, fakes, domains)
         yield found
         for role in ("expiring", "imported", "expired"):
             with contextlib.suppress(RPCError):  # not started if the test failed early
-                handle = dev_env.client.get_workflow_handle(
-                    f"cert-renewal/production/{domains[role]}"
-                )
-                await handle.signal(RenewalStub.close)
+                workflow_id = f"cert-renewal/production/{domains[role]}"
+                handle = dev_env.client.get_workflow_handle(workflow_id)
+                await handle.signal(StubRunbook.finish)
 
 
 async def test_one_renewal_per_domain_that_needs_one_and_never_a_second(check: Check) -> None:

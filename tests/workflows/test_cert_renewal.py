@@ -1,66 +1,49 @@
 """CertificateRenewal workflow logic on a time-skipping test server, with fake activities
-(the real ones run against the sandbox's moto in tests/test_cert_activities.py)."""
+(the real ones run against the sandbox's moto in tests/activities/test_acm_elb_route53.py)."""
 
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pydantic
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from tests.fakes.approvers import signed, write_roster
+from tests.fakes.approvers import signed
 from tests.fakes.certs import ACM, DOMAIN, FakeCerts, cert, listener
-from tests.fakes.remediation import GateSupport
-from tests.temporal_env import gate_open, keep_history, private_ts_env, until
-from worker import INTERCEPTORS
+from tests.fakes.systems import FakeSystems
+from tests.temporal_env import (
+    eventually,
+    execute,
+    gate_open,
+    keep_history,
+    running,
+    start,
+    until,
+)
 from workflows.cert_renewal import CertificateRenewal, CertRenewalInput
 from workflows.models import RunbookResult
 
 pytestmark = pytest.mark.timeout(120)
-ts_env = pytest.fixture(scope="module", name="ts_env")(private_ts_env)
 NEW = ACM + "renewed2-0002"
 
 
 @pytest.fixture
-async def fakes(tmp_path: Path, ts_env: WorkflowEnvironment) -> FakeCerts:
+async def fakes(roster: tuple[Path, Path], ts_env: WorkflowEnvironment) -> FakeCerts:
     # Certificates dated by the server's clock, which time skipping moves on.
     now = await ts_env.get_current_time()
-    return FakeCerts(GateSupport(write_roster(tmp_path)), now=now)
+    return FakeCerts(FakeSystems(roster), now=now)
 
 
-@asynccontextmanager
-async def running(env: WorkflowEnvironment, fakes: FakeCerts) -> AsyncIterator[str]:
-    queue = f"test-{uuid.uuid4()}"
-    async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[CertificateRenewal],
-        activities=fakes.activities(),
-        activity_executor=ThreadPoolExecutor(4),
-        interceptors=INTERCEPTORS,
-        workflow_failure_exception_types=[pydantic.ValidationError],
-    ):
-        yield queue
-
-
-async def start(client: Client, queue: str, **fields: Any) -> WorkflowHandle:
-    inp = CertRenewalInput(requested_by="alice", severity="P2", **fields)
-    return await client.start_workflow(
-        CertificateRenewal.run, inp, id=f"cert-renewal/{uuid.uuid4()}", task_queue=queue
-    )
+def renewal_input(**fields: Any) -> CertRenewalInput:
+    return CertRenewalInput(requested_by="alice", severity="P2", **fields)
 
 
 async def test_renewed_after_approval(ts_env: WorkflowEnvironment, fakes: FakeCerts) -> None:
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue)
+    async with running(ts_env, [CertificateRenewal], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, renewal_input())
         status = await until(handle, gate_open)
         gate = status.pending_gate
         assert gate is not None
@@ -90,8 +73,8 @@ async def test_renewed_after_approval(ts_env: WorkflowEnvironment, fakes: FakeCe
 
 
 async def test_rejected_changes_no_listener(ts_env: WorkflowEnvironment, fakes: FakeCerts) -> None:
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue)
+    async with running(ts_env, [CertificateRenewal], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, renewal_input())
         await until(handle, gate_open)
         await handle.execute_update("reject", await signed(handle, "bob", approve=False))
         result: RunbookResult = await handle.result()
@@ -104,10 +87,10 @@ async def test_a_certificate_not_yet_issued_keeps_the_run_waiting(
     ts_env: WorkflowEnvironment, fakes: FakeCerts
 ) -> None:
     fakes.issued = asyncio.Event()
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue, poll_seconds=5)
-        status = await until(handle, lambda s: s.phase == "awaiting certificate")
-        await asyncio.sleep(0.5)
+    async with running(ts_env, [CertificateRenewal], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, renewal_input(poll_seconds=5))
+        await until(handle, lambda s: s.phase == "awaiting certificate")
+        await eventually(lambda: fakes.pending_polls >= 5, "ACM to be asked a few times")
         status = await handle.query(CertificateRenewal.status)
         assert status.phase == "awaiting certificate" and status.pending_gate is None
         waiting = status.timeline[-1]
@@ -133,8 +116,8 @@ async def test_a_certificate_never_issued_fails_and_notifies(
     fakes.never_issued = never_issued
     # No answer from ACM, attempt after attempt: the 1-hour bound ends the wait.
     fakes.wait_fails = never_issued is None
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue, issue_timeout_hours=1)
+    async with running(ts_env, [CertificateRenewal], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, renewal_input(issue_timeout_hours=1))
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
     assert expected in str(failed.value.cause)
@@ -146,8 +129,8 @@ async def test_a_certificate_never_issued_fails_and_notifies(
 async def test_dry_run_plans_without_changing(
     ts_env: WorkflowEnvironment, fakes: FakeCerts
 ) -> None:
-    async with running(ts_env, fakes) as queue:
-        result: RunbookResult = await (await start(ts_env.client, queue, dry_run=True)).result()
+    async with running(ts_env, [CertificateRenewal], fakes.activities()) as queue:
+        result: RunbookResult = await execute(ts_env, queue, renewal_input(dry_run=True))
     assert result.outcome == "dry_run"
     assert result.plan[0].startswith(f"Request a certificate for {DOMAIN} from ACM")
     assert "request_certificate" not in fakes.calls and not fakes.swaps
@@ -159,8 +142,8 @@ async def test_an_issued_certificate_in_acm_is_reused(
     fakes.certificates.append(
         cert("spare003-0003", 300, now=fakes.now)
     )  # e.g. left by a rejected run
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue)
+    async with running(ts_env, [CertificateRenewal], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, renewal_input())
         status = await until(handle, gate_open)
         assert status.pending_gate and "ACM already holds spare003" in status.pending_gate.summary
         await handle.execute_update("approve", await signed(handle, "bob"))
@@ -190,8 +173,8 @@ async def test_nothing_is_requested_when_there_is_nothing_to_do(
         fakes.listeners = [listener("https", 443, ACM + "other005-0005")]
     else:
         fakes.zone = None
-    async with running(ts_env, fakes) as queue:
-        result: RunbookResult = await (await start(ts_env.client, queue)).result()
+    async with running(ts_env, [CertificateRenewal], fakes.activities()) as queue:
+        result: RunbookResult = await execute(ts_env, queue, renewal_input())
     assert result.outcome == outcome and expected in result.summary, result.summary
     assert "request_certificate" not in fakes.calls and not fakes.swaps
 
@@ -200,8 +183,8 @@ async def test_listener_not_updated_fails_loudly(
     ts_env: WorkflowEnvironment, fakes: FakeCerts
 ) -> None:
     fakes.stuck = True
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue, verify_checks=2)
+    async with running(ts_env, [CertificateRenewal], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, renewal_input(verify_checks=2))
         await until(handle, gate_open)
         await handle.execute_update("approve", await signed(handle, "bob"))
         with pytest.raises(WorkflowFailureError) as failed:
@@ -223,7 +206,7 @@ async def test_listener_not_updated_fails_loudly(
 async def test_bad_input_is_refused_naming_the_field(
     ts_env: WorkflowEnvironment, fakes: FakeCerts, bad: dict[str, Any], field: str
 ) -> None:
-    async with running(ts_env, fakes) as queue:
+    async with running(ts_env, [CertificateRenewal], fakes.activities()) as queue:
         handle = await ts_env.client.start_workflow(
             "CertificateRenewal", bad, id=f"cert-renewal/bad-{uuid.uuid4()}", task_queue=queue
         )

@@ -2,65 +2,37 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import (
-    Client,
     WorkflowFailureError,
-    WorkflowHandle,
     WorkflowUpdateFailedError,
 )
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from tests.fakes.approvers import signed, write_roster
+from tests.fakes.approvers import signed
 from tests.fakes.systems import FakeSystems
-from tests.temporal_env import gate_open, keep_history, until
-from worker import INTERCEPTORS
+from tests.temporal_env import execute, gate_open, keep_history, running, start, until
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
 from workflows.models import AlarmDelivery, Approval, RunbookResult
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def roster(tmp_path: Path) -> tuple[Path, Path]:
-    return write_roster(tmp_path)
-
-
-@asynccontextmanager
-async def running(env: WorkflowEnvironment, fakes: FakeSystems) -> AsyncIterator[str]:
-    queue = f"test-{uuid.uuid4()}"
-    async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[DatabaseFailover],
-        activities=fakes.activities(),
-        activity_executor=ThreadPoolExecutor(4),
-        interceptors=INTERCEPTORS,
-    ):
-        yield queue
-
-
-async def start(client: Client, queue: str, **fields: object) -> WorkflowHandle:
-    inp = DbFailoverInput(requested_by="alice", **fields)  # type: ignore[arg-type]
-    return await client.start_workflow(
-        DatabaseFailover.run, inp, id=f"db-failover/{uuid.uuid4()}", task_queue=queue
-    )
+def failover_input(**fields: Any) -> DbFailoverInput:
+    return DbFailoverInput(requested_by="alice", **fields)
 
 
 async def test_approved_by_update_fails_over_once_and_notifies(
     ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
 ) -> None:
     fakes = FakeSystems(roster)
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue)
+    async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, failover_input())
         status = await until(handle, gate_open)
         assert status.pending_gate and "us-east-1a -> us-east-1b" in status.pending_gate.plan[0]
         ack = await handle.execute_update(DatabaseFailover.approve, await signed(handle, "bob"))
@@ -81,8 +53,8 @@ async def test_rejection_ends_cleanly_and_changes_nothing(
     ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
 ) -> None:
     fakes = FakeSystems(roster)
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue)
+    async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, failover_input())
         await until(handle, gate_open)
         await handle.execute_update(
             DatabaseFailover.reject,
@@ -99,8 +71,8 @@ async def test_dry_run_returns_the_plan_and_changes_nothing(
     ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
 ) -> None:
     fakes = FakeSystems(roster)
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue, dry_run=True)
+    async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, failover_input(dry_run=True))
         result: RunbookResult = await handle.result()
         await keep_history(handle, "db_failover_dry_run")
     assert result.outcome == "dry_run"
@@ -121,8 +93,8 @@ async def test_gate_escalates_along_the_path_then_ends_not_approved(
     ts_env: WorkflowEnvironment, roster: tuple[Path, Path], severity: str, path: list[str]
 ) -> None:
     fakes = FakeSystems(roster)
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue, severity=severity)
+    async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, failover_input(severity=severity))
         result: RunbookResult = await handle.result()  # skips every level's response time
         await keep_history(handle, f"db_failover_gate_timed_out_{severity}")
     assert result.outcome == "not_approved" and "nothing was changed" in result.summary
@@ -142,8 +114,8 @@ async def test_failing_action_is_notified_and_fails_the_run(
     ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
 ) -> None:
     fakes = FakeSystems(roster, failover_error="RDS said no")
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue)
+    async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, failover_input())
         await until(handle, gate_open)
         await handle.execute_update(DatabaseFailover.approve, await signed(handle, "bob"))
         with pytest.raises(WorkflowFailureError) as failed:
@@ -162,8 +134,8 @@ async def test_not_multi_az_is_refused_without_a_gate(
     ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
 ) -> None:
     fakes = FakeSystems(roster, multi_az=False)
-    async with running(ts_env, fakes) as queue:
-        result: RunbookResult = await (await start(ts_env.client, queue)).result()
+    async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
+        result: RunbookResult = await execute(ts_env, queue, failover_input())
     assert result.outcome == "refused" and "not Multi-AZ" in result.summary
     assert "force_failover" not in fakes.calls
 
@@ -173,8 +145,8 @@ async def test_invalid_decisions_are_refused(
 ) -> None:
     # On the dev server: the time-skipping server loses track of rejected updates.
     fakes = FakeSystems(roster, release_wait=asyncio.Event())
-    async with running(dev_env, fakes) as queue:
-        handle = await start(dev_env.client, queue)
+    async with running(dev_env, [DatabaseFailover], fakes.activities()) as queue:
+        handle = await start(dev_env, queue, failover_input())
         await until(handle, gate_open)
         with pytest.raises(WorkflowUpdateFailedError) as self_approval:
             await handle.execute_update(DatabaseFailover.approve, await signed(handle, "alice"))
@@ -204,7 +176,7 @@ async def test_started_with_empty_input_uses_the_runbook_defaults(
     ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
 ) -> None:
     fakes = FakeSystems(roster)
-    async with running(ts_env, fakes) as queue:
+    async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
         handle = await ts_env.client.start_workflow(
             "DatabaseFailover", {}, id=f"db-failover/{uuid.uuid4()}", task_queue=queue
         )
@@ -217,8 +189,8 @@ async def test_alarm_storm_is_one_timeline_line_with_count(
     ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
 ) -> None:
     fakes = FakeSystems(roster)
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue)
+    async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, failover_input())
         await until(handle, gate_open)
         now = datetime.now(UTC)
         for _ in range(5):

@@ -1,18 +1,18 @@
 """The approval gate every procedure uses: escalation, four eyes, authenticated approvers,
-approval parameters. Workflow tests on the dev server (Updates), activity tests direct."""
+approval parameters. Workflow tests on the dev server (Updates; a worker restart on a
+time-skipping server of its own), activity tests direct."""
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import UnsandboxedWorkflowRunner
 
 from activities.approvals import (
     ApprovalActivities,
@@ -24,7 +24,7 @@ from activities.approvals import (
 )
 from tests.fakes.approvers import key_of, signed, write_roster
 from tests.fakes.systems import FakeSystems
-from worker import INTERCEPTORS
+from tests.temporal_env import private_ts_env, running, until
 from workflows.gate import GatedRunbook
 from workflows.models import DecisionAck, GateResult, ParamSpec, RunbookInput, RunbookStatus
 
@@ -45,24 +45,26 @@ class GateProbe(GatedRunbook):
         return await self.gate("probe", "probe the gate", ["nothing"], params=[BUDGET])
 
 
-@pytest.fixture
-def roster(tmp_path: Path) -> tuple[Path, Path]:
-    return write_roster(tmp_path)
+# Its clock moves on while no worker runs (a time-skipping server of the test's own).
+own_ts_env = pytest.fixture(name="own_ts_env")(private_ts_env)
+
+
+def probe_worker(env: WorkflowEnvironment, fakes: FakeSystems, queue: str | None = None):  # type: ignore[no-untyped-def]
+    return running(
+        env,
+        [GateProbe],
+        fakes.activities(),
+        queue=queue,
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        # No sticky queue: a worker that went away leaves its runs to the next one at once.
+        max_cached_workflows=0,
+    )
 
 
 async def probe(
     env: WorkflowEnvironment, fakes: FakeSystems, **fields: object
 ) -> AsyncIterator[WorkflowHandle]:
-    queue = f"gate-{uuid.uuid4()}"
-    async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[GateProbe],
-        activities=fakes.activities(),
-        activity_executor=ThreadPoolExecutor(4),
-        interceptors=INTERCEPTORS,
-        workflow_runner=UnsandboxedWorkflowRunner(),
-    ):
+    async with probe_worker(env, fakes) as queue:
         inp = RunbookInput(requested_by="alice", **fields)  # type: ignore[arg-type]
         handle = await env.client.start_workflow(
             GateProbe.run, inp, id=f"gate-probe/{uuid.uuid4()}", task_queue=queue
@@ -72,12 +74,12 @@ async def probe(
 
 
 async def wait_open(handle: WorkflowHandle, level: str = "on-call") -> None:
-    for _ in range(200):
-        status = await handle.query("status", result_type=RunbookStatus)
-        if status.pending_gate and status.pending_gate.level == level:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"gate never waited at {level}")
+    await until(handle, lambda s: s.pending_gate is not None and s.pending_gate.level == level)
+
+
+async def timer_fired(handle: WorkflowHandle) -> bool:
+    events = [e.event_type async for e in handle.fetch_history_events()]
+    return EventType.EVENT_TYPE_TIMER_FIRED in events
 
 
 async def refused(handle: WorkflowHandle, decision: object) -> str:
@@ -153,32 +155,22 @@ async def test_after_escalation_only_the_new_level_or_above_may_decide(
 
 
 async def test_a_worker_restart_mid_escalation_loses_nothing_and_sends_nothing_twice(
-    dev_env: WorkflowEnvironment, roster: tuple[Path, Path]
+    own_ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
 ) -> None:
-    fakes = FakeSystems(roster)
-    queue = f"gate-{uuid.uuid4()}"
-
-    def a_worker() -> Worker:
-        return Worker(
-            dev_env.client,
-            task_queue=queue,
-            workflows=[GateProbe],
-            activities=fakes.activities(),
-            activity_executor=ThreadPoolExecutor(4),
-            workflow_runner=UnsandboxedWorkflowRunner(),
-            interceptors=INTERCEPTORS,
-        )
-
-    async with a_worker():
-        handle = await dev_env.client.start_workflow(
+    env, fakes = own_ts_env, FakeSystems(roster)
+    async with probe_worker(env, fakes) as queue:
+        handle = await env.client.start_workflow(
             GateProbe.run,
-            RunbookInput(requested_by="alice", severity="P1", approval_timeout_seconds=2),
+            RunbookInput(requested_by="alice", severity="P1", approval_timeout_seconds=600),
             id=f"gate-probe/{uuid.uuid4()}",
             task_queue=queue,
         )
         await wait_open(handle)
-    await asyncio.sleep(3)  # the on-call level runs out while no worker runs
-    async with a_worker():
+    assert not await timer_fired(handle)
+    # The on-call level runs out while no worker runs: the server fires its timer.
+    await env.sleep(timedelta(seconds=601))
+    assert await timer_fired(handle)
+    async with probe_worker(env, fakes, queue):
         await wait_open(handle, "engineering-manager")
         await handle.execute_update("approve", await signed(handle, "erin"))
         result = await handle.result()

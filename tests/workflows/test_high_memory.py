@@ -1,60 +1,45 @@
 """HighMemory workflow logic on a time-skipping test server, with fake activities."""
 
-import uuid
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from tests.fakes.approvers import signed, write_roster
-from tests.fakes.remediation import FakeMemory, GateSupport
-from tests.temporal_env import keep_history, private_ts_env, until
-from worker import INTERCEPTORS
+from tests.fakes.approvers import signed
+from tests.fakes.high_memory import FakeMemory
+from tests.fakes.systems import FakeSystems
+from tests.temporal_env import (
+    execute,
+    gate_open,
+    keep_history,
+    running,
+    start,
+    until,
+)
 from workflows.high_memory import HighMemory, HighMemoryInput
 from workflows.models import RunbookResult
 
 pytestmark = pytest.mark.timeout(120)
-ts_env = pytest.fixture(scope="module", name="ts_env")(private_ts_env)
 
 
 @pytest.fixture
-def fakes(tmp_path: Path) -> FakeMemory:
-    return FakeMemory(GateSupport(write_roster(tmp_path)))
+def fakes(roster: tuple[Path, Path]) -> FakeMemory:
+    return FakeMemory(FakeSystems(roster))
 
 
-@asynccontextmanager
-async def running(env: WorkflowEnvironment, fakes: FakeMemory) -> AsyncIterator[str]:
-    queue = f"test-{uuid.uuid4()}"
-    async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[HighMemory],
-        activities=fakes.activities(),
-        activity_executor=ThreadPoolExecutor(4),
-        interceptors=INTERCEPTORS,
-    ):
-        yield queue
-
-
-async def start(client: Client, queue: str, **fields: object) -> WorkflowHandle:
-    inp = HighMemoryInput(requested_by="alice", **fields)  # type: ignore[arg-type]
-    return await client.start_workflow(
-        HighMemory.run, inp, id=f"high-memory/{uuid.uuid4()}", task_queue=queue
-    )
+def memory_input(**fields: Any) -> HighMemoryInput:
+    return HighMemoryInput(requested_by="alice", **fields)
 
 
 async def test_memory_doubled_on_a_new_revision_after_approval(
     ts_env: WorkflowEnvironment, fakes: FakeMemory
 ) -> None:
     fakes.after = [3900.0, 2100.0]  # the first reading is stale, the second one under 80%
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue)
-        status = await until(handle, lambda s: s.pending_gate is not None)
+    async with running(ts_env, [HighMemory], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, memory_input())
+        status = await until(handle, gate_open)
         assert status.pending_gate and "2048 -> 4096 MiB" in status.pending_gate.summary
         assert "3 tasks OOM-killed" in status.pending_gate.summary
         await handle.execute_update("approve", await signed(handle, "bob"))
@@ -81,8 +66,8 @@ async def test_memory_doubled_on_a_new_revision_after_approval(
 async def test_invalid_memory_is_refused_naming_the_valid_sizes(
     ts_env: WorkflowEnvironment, fakes: FakeMemory, memory: int, expected: str
 ) -> None:
-    async with running(ts_env, fakes) as queue:
-        result: RunbookResult = await (await start(ts_env.client, queue, memory=memory)).result()
+    async with running(ts_env, [HighMemory], fakes.activities()) as queue:
+        result: RunbookResult = await execute(ts_env, queue, memory_input(memory=memory))
     assert result.outcome == "refused" and expected in result.summary
     assert result.summary.startswith("memory: ")
     assert not fakes.registered
@@ -92,9 +77,9 @@ async def test_memory_still_high_fails_loudly(
     ts_env: WorkflowEnvironment, fakes: FakeMemory
 ) -> None:
     fakes.after = [3900.0]
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue, verify_checks=3)
-        await until(handle, lambda s: s.pending_gate is not None)
+    async with running(ts_env, [HighMemory], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, memory_input(verify_checks=3))
+        await until(handle, gate_open)
         await handle.execute_update("approve", await signed(handle, "bob"))
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
@@ -107,8 +92,8 @@ async def test_memory_still_high_fails_loudly(
 async def test_dry_run_plans_without_changing(
     ts_env: WorkflowEnvironment, fakes: FakeMemory
 ) -> None:
-    async with running(ts_env, fakes) as queue:
-        result: RunbookResult = await (await start(ts_env.client, queue, dry_run=True)).result()
+    async with running(ts_env, [HighMemory], fakes.activities()) as queue:
+        result: RunbookResult = await execute(ts_env, queue, memory_input(dry_run=True))
     assert result.outcome == "dry_run"
     assert result.plan[0].startswith("Register a revision of prod-api copied from prod-api:3")
     assert not fakes.registered and "use" not in fakes.calls

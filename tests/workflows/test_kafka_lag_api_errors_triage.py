@@ -1,22 +1,17 @@
 """KafkaConsumerLag, ApiErrorRateSpike and Triage logic on the time-skipping test server,
 with fake activities."""
 
-import uuid
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from tests.fakes.approvers import signed, write_roster
-from tests.fakes.diagnosis import FakeDiagnosis, lag_result
+from tests.fakes.approvers import signed
+from tests.fakes.lag_and_errors import FakeLagAndErrors, lag_result
 from tests.fakes.systems import FakeSystems
-from tests.temporal_env import gate_open, keep_history, until
-from worker import INTERCEPTORS
+from tests.temporal_env import execute, gate_open, keep_history, running, start, until
 from workflows.api_errors import ApiErrorRateSpike, ApiErrorsInput
 from workflows.kafka_lag import KafkaConsumerLag, KafkaLagInput
 from workflows.models import RunbookResult
@@ -27,47 +22,24 @@ WORKFLOWS = [KafkaConsumerLag, ApiErrorRateSpike, Triage]
 
 
 @pytest.fixture
-def fakes(tmp_path: Path) -> FakeDiagnosis:
-    return FakeDiagnosis(FakeSystems(write_roster(tmp_path)))
+def fakes(roster: tuple[Path, Path]) -> FakeLagAndErrors:
+    return FakeLagAndErrors(FakeSystems(roster))
 
 
-@asynccontextmanager
-async def running(env: WorkflowEnvironment, fakes: FakeDiagnosis) -> AsyncIterator[str]:
-    queue = f"test-{uuid.uuid4()}"
-    async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=WORKFLOWS,
-        activities=fakes.activities(),
-        activity_executor=ThreadPoolExecutor(4),
-        interceptors=INTERCEPTORS,
-    ):
-        yield queue
-
-
-async def start(env: WorkflowEnvironment, queue: str, wf: object, inp: object) -> WorkflowHandle:
-    return await env.client.start_workflow(
-        wf,
-        inp,
-        id=f"test/{uuid.uuid4()}",
-        task_queue=queue,  # type: ignore[call-overload]
-    )
-
-
-def lag_input(**fields: object) -> KafkaLagInput:
-    return KafkaLagInput(requested_by="alice", settle_seconds=30, **fields)  # type: ignore[arg-type]
+def lag_input(**fields: Any) -> KafkaLagInput:
+    return KafkaLagInput(requested_by="alice", settle_seconds=30, **fields)
 
 
 # ---- kafka-lag ------------------------------------------------------------------------------
 
 
 async def test_kafka_lag_plans_from_drain_rate_scales_to_approved_count_and_verifies(
-    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
 ) -> None:
     # 3000 behind, 40/s in, 30/s consumed by 2 workers: (40 + 3000/300) / 15 = 3.3 -> 4
     fakes.lags = [lag_result(3000, 10.0), lag_result(2000), lag_result(900, -40.0)]
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env, queue, KafkaConsumerLag.run, lag_input())
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
+        handle = await start(ts_env, queue, lag_input())
         status = await until(handle, gate_open)
         gate = status.pending_gate
         assert gate and "from 2 to 4 tasks" in gate.summary and "15.0/s a worker" in gate.summary
@@ -84,30 +56,30 @@ async def test_kafka_lag_plans_from_drain_rate_scales_to_approved_count_and_veri
     verdicts = {f.check: f.verdict for f in result.findings}
     assert verdicts["consumer lag"] == "failing" and verdicts["/health/workers"] == "failing"
     assert verdicts["dlq"] == "degraded"
-    assert fakes.base.notes[-1].kind == "resolved"
+    assert fakes.gate.notes[-1].kind == "resolved"
 
 
 async def test_kafka_lag_that_persists_reports_slow_queries(
-    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
 ) -> None:
     fakes.lags = [lag_result(3000, 10.0), lag_result(3000), lag_result(3300, 10.0)]
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env, queue, KafkaConsumerLag.run, lag_input())
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
+        handle = await start(ts_env, queue, lag_input())
         await until(handle, gate_open)
         await handle.execute_update(KafkaConsumerLag.approve, await signed(handle, "bob"))
         result: RunbookResult = await handle.result()
     assert "NOT falling" in result.summary and "SELECT pg_sleep($1)" in result.summary
     assert fakes.calls.count("slow_queries") == 1
-    note = fakes.base.notes[-1]
+    note = fakes.gate.notes[-1]
     assert note.kind == "escalation" and "pg_sleep" in note.text
 
 
 async def test_kafka_lag_with_broker_down_is_unavailable_and_uses_the_runbook_default(
-    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
 ) -> None:
     fakes.lags = [None]
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env, queue, KafkaConsumerLag.run, lag_input(dry_run=True))
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
+        handle = await start(ts_env, queue, lag_input(dry_run=True))
         result: RunbookResult = await handle.result()
         await keep_history(handle, "kafka_lag_broker_down_dry_run")
     lag = next(f for f in result.findings if f.check == "consumer lag")
@@ -121,22 +93,20 @@ async def test_kafka_lag_with_broker_down_is_unavailable_and_uses_the_runbook_de
 
 
 async def test_kafka_lag_falling_on_its_own_needs_no_scaling(
-    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
 ) -> None:
     fakes.lags = [lag_result(1200, -200.0, produce=20, consume=220)]
-    async with running(ts_env, fakes) as queue:
-        result: RunbookResult = await (
-            await start(ts_env, queue, KafkaConsumerLag.run, lag_input())
-        ).result()
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
+        result: RunbookResult = await execute(ts_env, queue, lag_input())
     assert result.outcome == "completed" and "no scaling needed" in result.summary
     assert not any(c.startswith("scale") for c in fakes.calls)
 
 
 async def test_kafka_lag_desired_count_above_the_cap_is_refused(
-    dev_env: WorkflowEnvironment, fakes: FakeDiagnosis
+    dev_env: WorkflowEnvironment, fakes: FakeLagAndErrors
 ) -> None:
-    async with running(dev_env, fakes) as queue:
-        handle = await start(dev_env, queue, KafkaConsumerLag.run, lag_input(max_workers=6))
+    async with running(dev_env, WORKFLOWS, fakes.activities()) as queue:
+        handle = await start(dev_env, queue, lag_input(max_workers=6))
         await until(handle, gate_open)
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update(
@@ -156,12 +126,12 @@ async def test_kafka_lag_desired_count_above_the_cap_is_refused(
 
 
 async def test_api_errors_scale_then_error_rate_and_health_recover(
-    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
 ) -> None:
     fakes.error_shares = [0.18, 0.09, 0.003]
-    async with running(ts_env, fakes) as queue:
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
         inp = ApiErrorsInput(requested_by="alice", error_window_seconds=1, poll_seconds=1)
-        handle = await start(ts_env, queue, ApiErrorRateSpike.run, inp)
+        handle = await start(ts_env, queue, inp)
         status = await until(handle, gate_open)
         assert status.pending_gate and "from 2 to 5 tasks" in status.pending_gate.summary
         await handle.execute_update(ApiErrorRateSpike.approve, await signed(handle, "bob"))
@@ -176,31 +146,27 @@ async def test_api_errors_scale_then_error_rate_and_health_recover(
 
 
 async def test_api_errors_from_the_database_recommend_db_failover_without_scaling(
-    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
 ) -> None:
     fakes.cpu, fakes.redis_down = 96.0, True
-    async with running(ts_env, fakes) as queue:
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
         inp = ApiErrorsInput(requested_by="alice", error_window_seconds=1)
-        result: RunbookResult = await (
-            await start(ts_env, queue, ApiErrorRateSpike.run, inp)
-        ).result()
+        result: RunbookResult = await execute(ts_env, queue, inp)
     assert result.outcome == "completed" and "db-failover" in result.summary
     assert result.plan == ["runbook start db-failover --severity P1"]
     redis = next(f for f in result.findings if f.check == "redis")
     assert redis.verdict == "unavailable" and "ConnectionError" in redis.summary
     assert not any(c.startswith("scale") for c in fakes.calls)
-    assert fakes.base.notes[-1].kind == "escalation"
+    assert fakes.gate.notes[-1].kind == "escalation"
 
 
 async def test_api_errors_with_an_open_breaker_escalate(
-    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
 ) -> None:
     fakes.breakers_open = ["openai"]
-    async with running(ts_env, fakes) as queue:
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
         inp = ApiErrorsInput(requested_by="alice", error_window_seconds=1)
-        result: RunbookResult = await (
-            await start(ts_env, queue, ApiErrorRateSpike.run, inp)
-        ).result()
+        result: RunbookResult = await execute(ts_env, queue, inp)
     assert "circuit breaker open: openai" in result.summary
     assert not any(c.startswith("scale") for c in fakes.calls)
 
@@ -209,11 +175,11 @@ async def test_api_errors_with_an_open_breaker_escalate(
 
 
 async def test_triage_is_read_only_and_suggests_the_procedure(
-    ts_env: WorkflowEnvironment, fakes: FakeDiagnosis
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
 ) -> None:
     fakes.lags = [lag_result(3000)]
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env, queue, Triage.run, TriageInput(requested_by="alice"))
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
+        handle = await start(ts_env, queue, TriageInput(requested_by="alice"))
         result: RunbookResult = await handle.result()
         await keep_history(handle, "triage_suggests_kafka_lag")
     assert result.plan[0] == "runbook start kafka-lag --severity P1"

@@ -2,53 +2,37 @@
 
 import re
 import uuid
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from tests.fakes.approvers import signed, write_roster
-from tests.fakes.remediation import FakeLlm, GateSupport
-from tests.temporal_env import gate_open, keep_history, private_ts_env, until
-from worker import INTERCEPTORS
+from tests.fakes.approvers import signed
+from tests.fakes.llm_budget import FakeLlm
+from tests.fakes.systems import FakeSystems
+from tests.temporal_env import (
+    execute,
+    gate_open,
+    keep_history,
+    running,
+    start,
+    until,
+)
 from workflows.llm_budget import LlmBudgetExhaustion, LlmBudgetInput
 from workflows.models import RunbookResult
 
 pytestmark = pytest.mark.timeout(120)
 
 
-ts_env = pytest.fixture(scope="module", name="ts_env")(private_ts_env)
-
-
 @pytest.fixture
-def fakes(tmp_path: Path) -> FakeLlm:
-    return FakeLlm(GateSupport(write_roster(tmp_path)))
+def fakes(roster: tuple[Path, Path]) -> FakeLlm:
+    return FakeLlm(FakeSystems(roster))
 
 
-@asynccontextmanager
-async def running(env: WorkflowEnvironment, fakes: FakeLlm) -> AsyncIterator[str]:
-    queue = f"test-{uuid.uuid4()}"
-    async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[LlmBudgetExhaustion],
-        activities=fakes.activities(),
-        activity_executor=ThreadPoolExecutor(4),
-        interceptors=INTERCEPTORS,
-    ):
-        yield queue
-
-
-async def start(client: Client, queue: str, **fields: object) -> WorkflowHandle:
-    inp = LlmBudgetInput(requested_by="alice", **fields)  # type: ignore[arg-type]
-    return await client.start_workflow(
-        LlmBudgetExhaustion.run, inp, id=f"llm-budget/{uuid.uuid4()}", task_queue=queue
-    )
+def budget_input(**fields: Any) -> LlmBudgetInput:
+    return LlmBudgetInput(requested_by="alice", **fields)
 
 
 async def approve(handle: WorkflowHandle, budget: str | None = None) -> None:
@@ -60,8 +44,8 @@ async def test_approved_budget_is_set_once_redeployed_verified_and_watched(
     ts_env: WorkflowEnvironment, fakes: FakeLlm
 ) -> None:
     fakes.watch_spend = [120.0, 150.0, 210.0, 230.0, 240.0]
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue, watch_minutes=5)
+    async with running(ts_env, [LlmBudgetExhaustion], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, budget_input(watch_minutes=5))
         status = await until(handle, gate_open)
         assert status.pending_gate
         [spec] = status.pending_gate.params
@@ -95,14 +79,9 @@ async def test_long_watch_continues_as_new_and_keeps_its_timeline(
     ts_env: WorkflowEnvironment, fakes: FakeLlm
 ) -> None:
     fakes.watch_spend = [110.0]
-    async with running(ts_env, fakes) as queue:
-        handle = await start(
-            ts_env.client,
-            queue,
-            watch_minutes=24 * 60,
-            watch_interval_seconds=600,
-            checks_per_run=40,
-        )
+    async with running(ts_env, [LlmBudgetExhaustion], fakes.activities()) as queue:
+        inp = budget_input(watch_minutes=24 * 60, watch_interval_seconds=600, checks_per_run=40)
+        handle = await start(ts_env, queue, inp)
         await until(handle, gate_open)
         await approve(handle)
         result: RunbookResult = await handle.result()  # follows the continued runs
@@ -122,8 +101,8 @@ async def test_failed_rollout_is_notified_and_fails_the_run(
     ts_env: WorkflowEnvironment, fakes: FakeLlm
 ) -> None:
     fakes.rollout_error = "api: rollout of prod-api:3 FAILED: tasks failed to start"
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue)
+    async with running(ts_env, [LlmBudgetExhaustion], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, budget_input())
         await until(handle, gate_open)
         await approve(handle)
         with pytest.raises(WorkflowFailureError) as failed:
@@ -140,9 +119,9 @@ async def test_failed_rollout_is_notified_and_fails_the_run(
 async def test_dry_run_and_rejection_change_nothing(
     ts_env: WorkflowEnvironment, fakes: FakeLlm
 ) -> None:
-    async with running(ts_env, fakes) as queue:
-        dry: RunbookResult = await (await start(ts_env.client, queue, dry_run=True)).result()
-        handle = await start(ts_env.client, queue)
+    async with running(ts_env, [LlmBudgetExhaustion], fakes.activities()) as queue:
+        dry: RunbookResult = await execute(ts_env, queue, budget_input(dry_run=True))
+        handle = await start(ts_env, queue, budget_input())
         await until(handle, gate_open)
         await handle.execute_update(
             "reject", await signed(handle, "bob", approve=False, reason="spend not justified")
@@ -161,8 +140,8 @@ async def test_unreadable_secret_is_refused_without_a_gate(
     ts_env: WorkflowEnvironment, fakes: FakeLlm
 ) -> None:
     fakes.secret_error = "secret_id: no secret named 'prod/revenue-context/config'"
-    async with running(ts_env, fakes) as queue:
-        result: RunbookResult = await (await start(ts_env.client, queue)).result()
+    async with running(ts_env, [LlmBudgetExhaustion], fakes.activities()) as queue:
+        result: RunbookResult = await execute(ts_env, queue, budget_input())
     assert result.outcome == "refused" and "nothing is done blind" in result.summary
     assert not fakes.writes
 
@@ -170,7 +149,7 @@ async def test_unreadable_secret_is_refused_without_a_gate(
 async def test_started_with_empty_input_uses_the_runbook_defaults(
     ts_env: WorkflowEnvironment, fakes: FakeLlm
 ) -> None:
-    async with running(ts_env, fakes) as queue:
+    async with running(ts_env, [LlmBudgetExhaustion], fakes.activities()) as queue:
         handle = await ts_env.client.start_workflow(
             "LlmBudgetExhaustion", {}, id=f"llm-budget/{uuid.uuid4()}", task_queue=queue
         )

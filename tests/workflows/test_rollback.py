@@ -1,56 +1,39 @@
 """Rollback workflow logic on a time-skipping test server, with fake activities."""
 
 import uuid
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pydantic
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from tests.fakes.approvers import signed, write_roster
-from tests.fakes.remediation import GateSupport
+from tests.fakes.approvers import signed
 from tests.fakes.rollback import FakeRollback
-from tests.temporal_env import gate_open, keep_history, private_ts_env, until
-from worker import INTERCEPTORS
+from tests.fakes.systems import FakeSystems
+from tests.temporal_env import (
+    execute,
+    gate_open,
+    keep_history,
+    running,
+    start,
+    until,
+)
 from workflows.models import RunbookResult
 from workflows.registry import PROCEDURES
 from workflows.rollback import Rollback, RollbackInput
 
 pytestmark = pytest.mark.timeout(120)
-ts_env = pytest.fixture(scope="module", name="ts_env")(private_ts_env)
 
 
 @pytest.fixture
-def fakes(tmp_path: Path) -> FakeRollback:
-    return FakeRollback(GateSupport(write_roster(tmp_path)))
+def fakes(roster: tuple[Path, Path]) -> FakeRollback:
+    return FakeRollback(FakeSystems(roster))
 
 
-@asynccontextmanager
-async def running(env: WorkflowEnvironment, fakes: FakeRollback) -> AsyncIterator[str]:
-    queue = f"test-{uuid.uuid4()}"
-    async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[Rollback],
-        activities=fakes.activities(),
-        activity_executor=ThreadPoolExecutor(4),
-        interceptors=INTERCEPTORS,
-        workflow_failure_exception_types=[pydantic.ValidationError],
-    ):
-        yield queue
-
-
-async def start(client: Client, queue: str, **fields: Any) -> WorkflowHandle:
-    inp = RollbackInput(requested_by="alice", verify_interval_seconds=5, **fields)
-    return await client.start_workflow(
-        Rollback.run, inp, id=f"rollback/{uuid.uuid4()}", task_queue=queue
-    )
+def rollback_input(**fields: Any) -> RollbackInput:
+    return RollbackInput(requested_by="alice", verify_interval_seconds=5, **fields)
 
 
 def updated(fakes: FakeRollback) -> list[tuple[str, str]]:
@@ -60,8 +43,8 @@ def updated(fakes: FakeRollback) -> list[tuple[str, str]]:
 async def test_previous_stable_revision_after_approval(
     ts_env: WorkflowEnvironment, fakes: FakeRollback
 ) -> None:
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue, reason="failed-smoke-tests")
+    async with running(ts_env, [Rollback], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, rollback_input(reason="failed-smoke-tests"))
         status = await until(handle, gate_open)
         assert status.pending_gate
         summary = status.pending_gate.summary
@@ -90,9 +73,9 @@ async def test_previous_stable_revision_after_approval(
 async def test_rejected_and_dry_run_change_nothing(
     ts_env: WorkflowEnvironment, fakes: FakeRollback
 ) -> None:
-    async with running(ts_env, fakes) as queue:
-        dry: RunbookResult = await (await start(ts_env.client, queue, dry_run=True)).result()
-        handle = await start(ts_env.client, queue, target="v1.4.1")
+    async with running(ts_env, [Rollback], fakes.activities()) as queue:
+        dry: RunbookResult = await execute(ts_env, queue, rollback_input(dry_run=True))
+        handle = await start(ts_env, queue, rollback_input(target="v1.4.1"))
         await until(handle, gate_open)
         rejection = await signed(handle, "bob", approve=False, reason="fix forward instead")
         await handle.execute_update("reject", rejection)
@@ -108,8 +91,8 @@ async def test_service_already_on_the_target_is_skipped(
     ts_env: WorkflowEnvironment, fakes: FakeRollback
 ) -> None:
     fakes.current["context-engine"] = 3  # already back on v1.4.2
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue, target="v1.4.2")
+    async with running(ts_env, [Rollback], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, rollback_input(target="v1.4.2"))
         status = await until(handle, gate_open)
         assert status.pending_gate
         assert "context-engine: already on v1.4.2 (prod-context-engine:3): skipped" in (
@@ -118,7 +101,7 @@ async def test_service_already_on_the_target_is_skipped(
         await handle.execute_update("approve", await signed(handle, "bob"))
         result: RunbookResult = await handle.result()
         fakes.current = {s: 3 for s in fakes.current}
-        nothing: RunbookResult = await (await start(ts_env.client, queue, target="v1.4.2")).result()
+        nothing: RunbookResult = await execute(ts_env, queue, rollback_input(target="v1.4.2"))
     assert result.outcome == "completed"
     assert [s for s, _ in updated(fakes)] == ["api", "orchestration-engine"]
     assert "use context-engine" not in fakes.calls
@@ -130,8 +113,8 @@ async def test_failed_rollout_stops_and_notifies(
     ts_env: WorkflowEnvironment, fakes: FakeRollback
 ) -> None:
     fakes.fail_rollout = {"api"}
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue)
+    async with running(ts_env, [Rollback], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, rollback_input())
         await until(handle, gate_open)
         await handle.execute_update("approve", await signed(handle, "bob"))
         with pytest.raises(WorkflowFailureError) as failed:
@@ -153,8 +136,8 @@ async def test_health_not_restored_fails_loudly(
     ts_env: WorkflowEnvironment, fakes: FakeRollback
 ) -> None:
     fakes.health_stuck = True
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue, services=["api"], verify_checks=3)
+    async with running(ts_env, [Rollback], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, rollback_input(services=["api"], verify_checks=3))
         await until(handle, gate_open)
         await handle.execute_update("approve", await signed(handle, "bob"))
         with pytest.raises(WorkflowFailureError) as failed:
@@ -167,8 +150,8 @@ async def test_health_not_restored_fails_loudly(
 async def test_unknown_target_tag_is_refused_naming_it(
     ts_env: WorkflowEnvironment, fakes: FakeRollback
 ) -> None:
-    async with running(ts_env, fakes) as queue:
-        result: RunbookResult = await (await start(ts_env.client, queue, target="v9.9.9")).result()
+    async with running(ts_env, [Rollback], fakes.activities()) as queue:
+        result: RunbookResult = await execute(ts_env, queue, rollback_input(target="v9.9.9"))
     assert result.outcome == "refused"
     assert "target: no revision of prod-api has image tag 'v9.9.9'" in result.summary
     assert "tags: v1.5.0, v1.4.2, v1.4.1, v1.4.0" in result.summary
@@ -188,7 +171,7 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
 async def test_bad_input_is_refused_naming_the_field(
     ts_env: WorkflowEnvironment, fakes: FakeRollback
 ) -> None:
-    async with running(ts_env, fakes) as queue:
+    async with running(ts_env, [Rollback], fakes.activities()) as queue:
         for fields, field, message in BAD_INPUTS:
             with pytest.raises(pydantic.ValidationError) as refused:
                 RollbackInput.model_validate(fields)

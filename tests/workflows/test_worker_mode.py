@@ -11,10 +11,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from tests.fakes.approvers import write_roster
 from tests.fakes.systems import FakeSystems
-from tests.temporal_env import keep_history
-from tests.workflows.test_db_failover import running
+from tests.temporal_env import keep_history, running
 from worker import INTERCEPTORS
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
 from workflows.models import RunbookResult
@@ -23,10 +21,10 @@ pytestmark = pytest.mark.timeout(120)
 
 
 async def test_shadow_mode_makes_every_run_a_dry_run(
-    ts_env: WorkflowEnvironment, tmp_path: Path
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
 ) -> None:
-    fakes = FakeSystems(write_roster(tmp_path), read_only=True)
-    async with running(ts_env, fakes) as queue:
+    fakes = FakeSystems(roster, read_only=True)
+    async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
         handle = await ts_env.client.start_workflow(
             DatabaseFailover.run,
             DbFailoverInput(requested_by="alice", dry_run=False),
@@ -53,10 +51,10 @@ async def test_shadow_mode_makes_every_run_a_dry_run(
 
 
 async def test_a_run_for_another_environment_is_refused_before_anything_is_read(
-    ts_env: WorkflowEnvironment, tmp_path: Path
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
 ) -> None:
-    fakes = FakeSystems(write_roster(tmp_path), environment="staging")
-    async with running(ts_env, fakes) as queue:
+    fakes = FakeSystems(roster, environment="staging")
+    async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
         handle = await ts_env.client.start_workflow(
             DatabaseFailover.run,
             DbFailoverInput(requested_by="alice"),  # environment: production (the default)
