@@ -14,15 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from tests.fakes.approvers import signed
 from tests.fakes.certs import ACM, DOMAIN, FakeCerts, cert, listener
 from tests.fakes.systems import FakeSystems
-from tests.temporal_env import (
-    eventually,
-    execute,
-    gate_open,
-    keep_history,
-    running,
-    start,
-    until,
-)
+from tests.temporal_env import eventually, execute, gate_open, keep_history, running, start, until
 from workflows.cert_renewal import CertificateRenewal, CertRenewalInput
 from workflows.models import RunbookResult
 

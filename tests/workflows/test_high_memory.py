@@ -10,14 +10,7 @@ from temporalio.testing import WorkflowEnvironment
 from tests.fakes.approvers import signed
 from tests.fakes.high_memory import FakeMemory
 from tests.fakes.systems import FakeSystems
-from tests.temporal_env import (
-    execute,
-    gate_open,
-    keep_history,
-    running,
-    start,
-    until,
-)
+from tests.temporal_env import execute, gate_open, keep_history, running, start, until
 from workflows.high_memory import HighMemory, HighMemoryInput
 from workflows.models import RunbookResult
 

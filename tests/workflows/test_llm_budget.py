@@ -12,14 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 from tests.fakes.approvers import signed
 from tests.fakes.llm_budget import FakeLlm
 from tests.fakes.systems import FakeSystems
-from tests.temporal_env import (
-    execute,
-    gate_open,
-    keep_history,
-    running,
-    start,
-    until,
-)
+from tests.temporal_env import execute, gate_open, keep_history, running, start, until
 from workflows.llm_budget import LlmBudgetExhaustion, LlmBudgetInput
 from workflows.models import RunbookResult
 
