@@ -95,7 +95,7 @@ async def keep_history(handle: WorkflowHandle, name: str) -> None:
 
 
 async def until(
-    handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool], timeout: float = 30
+    handle: WorkflowHandle, ready: Callable[[RunbookStatus], bool], timeout: float = 60
 ) -> RunbookStatus:
     """Query a runbook's status until `ready` holds (a wait, not a speed check)."""
     deadline = time.monotonic() + timeout

@@ -1,8 +1,6 @@
 """The activities rollback uses, against the sandbox's moto and its `/health`, with the
 sandbox's bad-deploy incident (sandbox/incidents/rollback.py)."""
 
-import asyncio
-
 import boto3
 import httpx
 from temporalio.testing import ActivityEnvironment
@@ -15,8 +13,8 @@ from activities.ecs_rollout import (
     WaitRolloutRequest,
     image_tag,
 )
-from activities.health import HealthActivities, HealthRequest
-from tests.temporal_env import run_activity
+from activities.health import HealthActivities, HealthRequest, HealthResult
+from tests.temporal_env import eventually, run_activity
 
 
 def family_revisions() -> list[str]:
@@ -68,11 +66,13 @@ async def test_bad_deploy_rolled_back_changes_what_health_reports(
 
     async with httpx.AsyncClient() as http:
         health = HealthActivities(sandbox_url, http)
-        for _ in range(50):  # the service reports a deployment once ECS completed it
+
+        async def reported() -> HealthResult | None:
             result = await ActivityEnvironment().run(health.check, HealthRequest(path="/health"))
-            if result.body and result.body["version"] == "v1.4.2":
-                break
-            await asyncio.sleep(0.1)
+            return result if result.body and result.body["version"] == "v1.4.2" else None
+
+        # The service reports a deployment once ECS completed it.
+        result = await eventually(reported, "/health to report v1.4.2")
     # api is back on v1.4.2; context-engine and orchestration-engine still run v1.5.0
     assert result.status_code == 503 and result.body and result.body["version"] == "v1.4.2"
     assert "(context-engine, orchestration-engine)" in result.body["error"]

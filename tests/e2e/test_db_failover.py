@@ -1,7 +1,6 @@
 """db-failover end to end on the Temporal dev server: the real worker and activities, the
 sandbox, the CLI; bad input from the UI; an unanswered gate escalating."""
 
-import asyncio
 import json
 import time
 
@@ -11,6 +10,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from tests.e2e.conftest import ROUTING_KEY, as_approver, cli, replay_and_keep
+from tests.temporal_env import eventually
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -148,11 +148,11 @@ async def test_cli_refuses_unknown_workflow(worker: dict[str, str]) -> None:
     assert result.returncode == 2 and "no workflow with id" in result.stderr
 
 
-async def wait_until(env: dict[str, str], key: str, timeout: float = 30) -> list[dict]:
+async def wait_until(env: dict[str, str], key: str) -> list[dict]:
     """`runbook pending --json` until it lists something (visibility is eventually consistent)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := json.loads((await cli(env, "pending", "--json")).stdout)[key]:
-            return value
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"{key} stayed empty")
+
+    async def listed() -> list[dict]:
+        return list(json.loads((await cli(env, "pending", "--json")).stdout)[key])
+
+    found: list[dict] = await eventually(listed, f"`runbook pending` to list {key}", 90, 0.3)
+    return found
