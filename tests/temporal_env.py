@@ -107,6 +107,10 @@ async def until(
         await asyncio.sleep(0.05)
 
 
+def gate_open(status: RunbookStatus) -> bool:
+    return status.pending_gate is not None
+
+
 async def eventually(
     check: Callable[[], Any], what: str, timeout: float = 60, interval: float = 0.1
 ) -> Any:
@@ -126,8 +130,18 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-def gate_open(status: RunbookStatus) -> bool:
-    return status.pending_gate is not None
+def wait_until(
+    check: Callable[[], Any], what: str = "a condition", timeout: float = 60, interval: float = 0.1
+) -> Any:
+    """`eventually` for sync tests."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            if value := check():
+                return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
 
 
 @asynccontextmanager
@@ -164,20 +178,6 @@ async def start(env: WorkflowEnvironment, queue: str, inp: RunbookInput) -> Work
         id=f"{procedure.name}/{environment}/{uuid.uuid4()}",
         task_queue=queue,
     )
-
-
-def wait_until(
-    check: Callable[[], Any], what: str = "a condition", timeout: float = 60, interval: float = 0.1
-) -> Any:
-    """`eventually` for sync tests."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(Exception):
-            if value := check():
-                return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 async def execute(env: WorkflowEnvironment, queue: str, inp: RunbookInput) -> Any:
