@@ -2,7 +2,9 @@
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import time
 from typing import Any
@@ -253,5 +255,23 @@ async def main() -> None:
         # or are cancelled, and Temporal hands the workflows to the next worker.
 
 
+def run() -> None:
+    """Leave through os._exit: the Temporal client's native threads can abort a normal
+    interpreter shutdown (SIGABRT, exit -6 instead of the message and exit 1 of a refused
+    start; temporalio/sdk-python issue 300)."""
+    code: int = 0
+    try:
+        asyncio.run(main())
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            print(stop.code, file=sys.stderr)
+            code = 1
+        else:
+            code = stop.code or 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    run()
