@@ -10,15 +10,17 @@ certificate it already asked for instead of requesting a second one.
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field, field_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.aws_access import AwsAccess
 from activities.keepalive import heartbeating
+
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
 
 # The tag that remembers which workflow step requested a certificate.
 REQUEST_TAG = "runbook-request"
@@ -161,7 +163,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC) if value is not None else None
 
 
-def _not_found(err: ClientError) -> bool:
+def _not_found(err: "ClientError") -> bool:
     return err.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
@@ -173,7 +175,7 @@ class AcmActivities:
     def _describe(self, arn: str) -> Certificate:
         try:
             raw = self._acm.describe_certificate(CertificateArn=arn)["Certificate"]
-        except ClientError as err:
+        except self._acm.exceptions.ClientError as err:
             if _not_found(err):
                 raise ApplicationError(
                     f"no certificate {arn}", type="CertificateNotFound", non_retryable=True

@@ -6,9 +6,8 @@ deployments); the models they share live here too.
 
 import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
@@ -34,6 +33,9 @@ from activities.ecs_rollout import (
 )
 from activities.fargate import memory_refusal
 from activities.keepalive import heartbeating
+
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
 
 DEFAULT_CLUSTER = "prod-revenue-context"
 RUNBOOK_SERVICES = ("api", "context-engine", "orchestration-engine")
@@ -209,7 +211,7 @@ class EcsActivities:
 
     # ---- reading ------------------------------------------------------------------------
 
-    def _cluster_error(self, err: ClientError, cluster: str) -> None:
+    def _cluster_error(self, err: "ClientError", cluster: str) -> None:
         if err.response["Error"]["Code"] == "ClusterNotFoundException":
             raise ApplicationError(
                 f"cluster: no ECS cluster named {cluster!r}",
@@ -234,7 +236,7 @@ class EcsActivities:
                 )
                 found += [service_model(s) for s in out.get("services", [])]
                 missing += [f["arn"].rsplit("/", 1)[-1] for f in out.get("failures", [])]
-        except ClientError as err:
+        except self._ecs.exceptions.ClientError as err:
             self._cluster_error(err, cluster)
             raise
         return ServicesResult(cluster=cluster, services=found, missing=missing)
@@ -272,7 +274,7 @@ class EcsActivities:
                 batch = arns[start : start + DESCRIBE_TASKS_BATCH]
                 out = self._ecs.describe_tasks(cluster=req.cluster, tasks=batch)
                 tasks += [task_model(t) for t in out.get("tasks", [])]
-        except ClientError as err:
+        except self._ecs.exceptions.ClientError as err:
             self._cluster_error(err, req.cluster)
             raise
         return TasksResult(cluster=req.cluster, service=req.service, tasks=tasks)
@@ -348,7 +350,7 @@ class EcsActivities:
     def _task_definition(self, ref: str) -> dict[str, Any]:
         try:
             return self._ecs.describe_task_definition(taskDefinition=ref)["taskDefinition"]
-        except ClientError as err:
+        except self._ecs.exceptions.ClientError as err:
             if err.response["Error"]["Code"] in ("ClientException", "InvalidParameterException"):
                 raise ApplicationError(
                     f"task_definition: no task definition {ref!r}",

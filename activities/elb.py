@@ -8,7 +8,6 @@ ALB; the result names the load balancers that were read.
 
 from typing import Any
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -80,7 +79,7 @@ class ElbActivities:
         for name in names:  # one at a time: a missing name fails the whole call
             try:
                 found += self._elb.describe_load_balancers(Names=[name])["LoadBalancers"]
-            except ClientError as err:
+            except self._elb.exceptions.ClientError as err:
                 if err.response["Error"]["Code"] != "LoadBalancerNotFound":
                     raise
                 missing.append(name)
@@ -108,7 +107,7 @@ class ElbActivities:
     def _describe_listener(self, arn: str) -> dict[str, Any]:
         try:
             return dict(self._elb.describe_listeners(ListenerArns=[arn])["Listeners"][0])
-        except ClientError as err:
+        except self._elb.exceptions.ClientError as err:
             if err.response["Error"]["Code"] == "ListenerNotFound":
                 raise ApplicationError(
                     f"listener_arn: no listener {arn}", type="ListenerNotFound", non_retryable=True

@@ -2,12 +2,14 @@
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+if TYPE_CHECKING:
+    import httpx
 
 HEALTH_PATHS = ("/health", "/health/detailed", "/health/workers")
 
@@ -34,7 +36,7 @@ class WaitHealthyRequest(BaseModel):
 
 
 class HealthActivities:
-    def __init__(self, base_url: str, http: httpx.AsyncClient) -> None:
+    def __init__(self, base_url: str, http: "httpx.AsyncClient") -> None:
         self._base_url = base_url.rstrip("/")
         self._http = http
 
@@ -45,6 +47,8 @@ class HealthActivities:
                 type="ValueError",
                 non_retryable=True,
             )
+        import httpx
+
         started = time.monotonic()
         try:
             resp = await self._http.get(self._base_url + path, timeout=timeout)
@@ -86,7 +90,7 @@ def _ms_since(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 1)
 
 
-def _json_or_none(resp: httpx.Response) -> dict[str, Any] | None:
+def _json_or_none(resp: "httpx.Response") -> dict[str, Any] | None:
     try:
         body = resp.json()
     except ValueError:

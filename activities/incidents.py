@@ -8,9 +8,6 @@ activity rewrites the same rows instead of adding new ones.
 from datetime import datetime
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 from temporalio import activity
 
@@ -124,6 +121,8 @@ ON CONFLICT (incident_id, seq) DO UPDATE SET name = EXCLUDED.name,
 def migrate(database_url: str) -> MigrateResult:
     """Apply the migrations not applied yet, each in its own transaction, under a lock so
     two workers starting at once do not race."""
+    import psycopg
+
     applied = []
     with psycopg.connect(database_url, connect_timeout=5) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('runbook-migrations'))")
@@ -141,6 +140,9 @@ def migrate(database_url: str) -> MigrateResult:
 
 
 def save(database_url: str, record: IncidentRecord) -> int:
+    import psycopg
+    from psycopg.types.json import Jsonb
+
     values = record.model_dump(exclude={"timeline"})
     values["findings"] = Jsonb(record.findings)
     values["plan"] = Jsonb(record.plan)
@@ -168,6 +170,9 @@ class IncidentNotFound(LookupError):
 
 def load(database_url: str, incident_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One incident by id or unique id prefix, with its events."""
+    import psycopg
+    from psycopg.rows import dict_row
+
     with psycopg.connect(database_url, connect_timeout=5, row_factory=dict_row) as conn:
         rows = conn.execute(
             "SELECT * FROM incidents WHERE incident_id LIKE %s ORDER BY started_at LIMIT 2",
@@ -194,6 +199,9 @@ ORDER BY started_at DESC
 def search(
     database_url: str, since: datetime | None = None, procedure: str | None = None
 ) -> list[dict[str, Any]]:
+    import psycopg
+    from psycopg.rows import dict_row
+
     with psycopg.connect(database_url, connect_timeout=5, row_factory=dict_row) as conn:
         return conn.execute(SEARCH, {"since": since, "procedure": procedure}).fetchall()
 

@@ -5,7 +5,7 @@ import logging
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -15,10 +15,12 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient, OffsetSpec
 
 CONSUMER_GROUP = "context_engine_group"
 DLQ_TOPIC = "signals.raw.dlq"
@@ -116,7 +118,9 @@ class KafkaActivities:
     def _config(self) -> dict[str, Any]:
         return {"bootstrap.servers": self._bootstrap, "logger": log}
 
-    def admin(self) -> AdminClient:
+    def admin(self) -> "AdminClient":
+        from confluent_kafka.admin import AdminClient
+
         if self._admin is None:
             self._admin = AdminClient(self._config())
         return self._admin
@@ -149,7 +153,7 @@ class KafkaActivities:
         return sorted(meta.partitions)
 
     def _offsets(
-        self, tps: list[TopicPartition], spec: OffsetSpec, timeout: float
+        self, tps: list[TopicPartition], spec: "OffsetSpec", timeout: float
     ) -> dict[TopicPartition, int]:
         if not tps:
             return {}
@@ -160,6 +164,8 @@ class KafkaActivities:
         }
 
     def sample_lag(self, req: LagRequest) -> LagSample:
+        from confluent_kafka.admin import OffsetSpec
+
         committed = self._committed(req)
         tps = sorted(committed, key=lambda tp: (tp.topic, tp.partition))
         high = self._offsets(tps, OffsetSpec.latest(), req.timeout_seconds)

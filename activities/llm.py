@@ -3,13 +3,14 @@
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+if TYPE_CHECKING:
+    import httpx
 
 # The gauge that tells which daily budget the running service enforces.
 BUDGET_IN_FORCE = "llm_budget_daily_usd"
@@ -58,7 +59,7 @@ class LlmActivities:
     def __init__(
         self,
         redis_client: Any,
-        http: httpx.AsyncClient,
+        http: "httpx.AsyncClient",
         base_url: str,
         spend_key_prefix: str,
         policy: BudgetPolicy,
@@ -99,6 +100,8 @@ class LlmActivities:
     async def wait_budget_in_force(self, req: WaitBudgetRequest) -> LlmMetrics:
         """Poll `/metrics` until the service enforces the expected budget; the activity's
         start-to-close timeout bounds the wait."""
+        import httpx
+
         while True:
             try:
                 found = await self._metrics("/metrics")
@@ -113,6 +116,8 @@ class LlmActivities:
 
 
 def parse_llm_metrics(text: str) -> LlmMetrics:
+    from prometheus_client.parser import text_string_to_metric_families
+
     budget: dict[str, float] = {}
     by_status: dict[str, float] = {}
     for family in text_string_to_metric_families(text):

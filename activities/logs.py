@@ -4,7 +4,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -58,7 +57,7 @@ class LogsActivities:
         while len(events) < req.limit:
             try:
                 page = self._logs.filter_log_events(**kwargs, limit=req.limit - len(events))
-            except ClientError as err:
+            except self._logs.exceptions.ClientError as err:
                 if err.response["Error"]["Code"] == "ResourceNotFoundException":
                     raise ApplicationError(
                         f"log_group: no CloudWatch log group named {req.log_group!r}",

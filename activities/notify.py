@@ -5,13 +5,15 @@ result, an error message or a log line.
 """
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-import httpx
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+if TYPE_CHECKING:
+    import httpx
 
 Kind = Literal["approval_request", "escalation", "resolved", "failed", "rejected", "info"]
 EMOJI: dict[str, str] = {
@@ -104,7 +106,7 @@ class NotifyActivities:
     def __init__(
         self,
         slack_webhook_url: str | None,
-        http: httpx.AsyncClient,
+        http: "httpx.AsyncClient",
         temporal_ui_url: str,
         dashboards: list[Link],
         pagerduty: PagerDutyConfig | None = None,
@@ -134,6 +136,21 @@ class NotifyActivities:
         links = [Link(label="Temporal run", url=self._run_url()), *self._dashboards, *note.links]
         return note.model_copy(update={"links": links})
 
+    async def _post(self, receiver: str, url: str, body: dict[str, Any], expected: int) -> None:
+        import httpx
+
+        try:
+            resp = await self._http.post(url, json=body, timeout=10)
+        except httpx.HTTPError as err:
+            # The message of an httpx error names the URL: keep only its type.
+            raise ApplicationError(f"{receiver} unreachable: {type(err).__name__}") from None
+        if resp.status_code != expected:
+            # 4xx means the payload or the webhook is wrong: retrying will not help, except 429.
+            permanent = 400 <= resp.status_code < 500 and resp.status_code != 429
+            raise ApplicationError(
+                f"{receiver} answered {resp.status_code}", non_retryable=permanent
+            )
+
     @activity.defn(name="notify.slack")
     async def slack(self, note: Notification) -> NotifyResult:
         if not self._slack_url:
@@ -141,17 +158,7 @@ class NotifyActivities:
         payload = slack_blocks(self._with_links(note))
         if self._channel:
             payload["channel"] = self._channel
-        try:
-            resp = await self._http.post(self._slack_url, json=payload, timeout=10)
-        except httpx.HTTPError as err:
-            # The message of an httpx error names the URL: keep only its type.
-            raise ApplicationError(f"Slack webhook unreachable: {type(err).__name__}") from None
-        if resp.status_code != 200:
-            # 4xx means the payload or the webhook is wrong: retrying will not help, except 429.
-            permanent = 400 <= resp.status_code < 500 and resp.status_code != 429
-            raise ApplicationError(
-                f"Slack webhook answered {resp.status_code}", non_retryable=permanent
-            )
+        await self._post("Slack webhook", self._slack_url, payload, 200)
         return NotifyResult(delivered=True, detail="sent to Slack")
 
     @activity.defn(name="notify.pagerduty")
@@ -178,13 +185,5 @@ class NotifyActivities:
                     "text": "Temporal run",
                 }
             ]
-        try:
-            resp = await self._http.post(config.events_url, json=body, timeout=10)
-        except httpx.HTTPError as err:
-            raise ApplicationError(f"PagerDuty unreachable: {type(err).__name__}") from None
-        if resp.status_code != 202:
-            permanent = 400 <= resp.status_code < 500 and resp.status_code != 429
-            raise ApplicationError(
-                f"PagerDuty answered {resp.status_code}", non_retryable=permanent
-            )
+        await self._post("PagerDuty", config.events_url, body, 202)
         return NotifyResult(delivered=True, detail=f"PagerDuty {event.action}")

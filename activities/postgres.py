@@ -1,8 +1,12 @@
 """The service's PostgreSQL: connection-leak and query checks (read-only)."""
 
-import psycopg
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, Field
 from temporalio import activity
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class IdleInTransactionRequest(BaseModel):
@@ -27,7 +31,9 @@ class PostgresActivities:
         # Never log or return this URL: it may carry a password.
         self._url = database_url
 
-    def _connect(self) -> psycopg.Connection:
+    def _connect(self) -> "psycopg.Connection":
+        import psycopg
+
         return psycopg.connect(self._url, connect_timeout=5, autocommit=True)
 
     @activity.defn(name="postgres.idle_in_transaction")

@@ -1,9 +1,13 @@
 """The service's PostgreSQL, read-only diagnosis: slow statements (`pg_stat_statements`),
 connections by state and the long-running queries (`pg_stat_activity`)."""
 
-import psycopg
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, Field
 from temporalio import activity
+
+if TYPE_CHECKING:
+    import psycopg
 
 QUERY_CHARS = 300
 
@@ -73,16 +77,20 @@ class QueryActivities:
         # Never log or return this URL: it may carry a password.
         self._url = database_url
 
-    def _connect(self) -> psycopg.Connection:
+    def _connect(self) -> "psycopg.Connection":
+        import psycopg
+
         return psycopg.connect(self._url, connect_timeout=5, autocommit=True)
 
     @activity.defn(name="postgres.slow_queries")
     def slow_queries(self, req: SlowQueriesRequest) -> SlowQueriesResult:
         """runbook.md 2.4: top statements by mean execution time."""
+        from psycopg.errors import UndefinedTable
+
         with self._connect() as conn:
             try:
                 rows = conn.execute(SLOW_SQL, (req.limit,)).fetchall()
-            except psycopg.errors.UndefinedTable:
+            except UndefinedTable:
                 return SlowQueriesResult(
                     available=False,
                     queries=[],

@@ -3,12 +3,14 @@ breakers, the 5xx share of requests over a window, any family by name."""
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+if TYPE_CHECKING:
+    import httpx
 
 # The usual encoding of a breaker's state as a gauge (pybreaker, resilience4j, ...).
 BREAKER_STATES = {0: "closed", 1: "open", 2: "half_open"}
@@ -59,6 +61,8 @@ class ErrorRate(BaseModel):
 
 
 def parse(text: str, families: list[str]) -> ScrapeResult:
+    from prometheus_client.parser import text_string_to_metric_families
+
     wanted = set(families)
     found: dict[str, list[Sample]] = {}
     for family in text_string_to_metric_families(text):
@@ -94,11 +98,13 @@ def request_counts(samples: list[Sample], label: str) -> tuple[float, float]:
 
 
 class PrometheusActivities:
-    def __init__(self, base_url: str, http: httpx.AsyncClient) -> None:
+    def __init__(self, base_url: str, http: "httpx.AsyncClient") -> None:
         self._url = base_url.rstrip("/") + "/metrics"
         self._http = http
 
     async def _scrape(self, families: list[str], timeout: float) -> ScrapeResult:
+        import httpx
+
         try:
             resp = await self._http.get(self._url, timeout=timeout)
         except httpx.HTTPError as err:

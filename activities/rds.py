@@ -3,7 +3,6 @@
 import time
 from typing import Any
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
@@ -76,7 +75,7 @@ class RdsActivities:
     def _describe(self, db_instance_id: str) -> DbInstance:
         try:
             found = self._rds.describe_db_instances(DBInstanceIdentifier=db_instance_id)
-        except ClientError as err:
+        except self._rds.exceptions.ClientError as err:
             if err.response["Error"]["Code"] == "DBInstanceNotFound":
                 raise ApplicationError(
                     f"db_instance_id: no RDS instance named {db_instance_id!r}",
@@ -125,7 +124,7 @@ class RdsActivities:
             out = self._aws.mutating("rds").reboot_db_instance(
                 DBInstanceIdentifier=db.db_instance_id, ForceFailover=True
             )
-        except ClientError as err:
+        except self._rds.exceptions.ClientError as err:
             code = err.response["Error"]["Code"]
             if code in ("InvalidParameterCombination", "DBInstanceNotFound"):
                 raise ApplicationError(

@@ -4,7 +4,6 @@
 
 from typing import Any
 
-import redis
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -50,6 +49,8 @@ class RedisActivities:
 
     @activity.defn(name="redis.info_stats")
     def info_stats(self, req: RedisStatsRequest) -> RedisStats:
+        import redis
+
         client = redis.Redis.from_url(
             self._url,
             socket_timeout=req.timeout_seconds,

@@ -12,7 +12,6 @@ numbers and version ids; error messages name the secret and the key, never a val
 import json
 from typing import Any
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -71,7 +70,7 @@ class SecretsActivities:
         """The secret's keys, its current version id and the key's number."""
         try:
             raw = self._sm.get_secret_value(SecretId=secret_id, VersionStage=CURRENT)
-        except ClientError as err:
+        except self._sm.exceptions.ClientError as err:
             if err.response["Error"]["Code"] == "ResourceNotFoundException":
                 raise _invalid(
                     f"secret_id: no secret named {secret_id!r}", "SecretNotFound"

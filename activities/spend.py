@@ -4,13 +4,14 @@ The budget comes from the service's own `/metrics` gauge first (it follows a bud
 the llm-budget runbook), from configuration when the gauge is missing or unreachable.
 """
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+if TYPE_CHECKING:
+    import httpx
 
 # The service's gauge of the budget in force; `llm_budget_daily` is the runbook's spelling.
 BUDGET_GAUGES = ("llm_budget_daily_usd", "llm_budget_daily")
@@ -33,7 +34,7 @@ class SpendActivities:
     def __init__(
         self,
         redis_client: Any,  # redis.asyncio.Redis
-        http: httpx.AsyncClient,
+        http: "httpx.AsyncClient",
         base_url: str,
         key_prefix: str,
         configured_budget: float | None,
@@ -70,6 +71,8 @@ class SpendActivities:
         )
 
     async def _metrics_budget(self) -> tuple[float | None, str]:
+        import httpx
+
         try:
             resp = await self._http.get(self._metrics_url, timeout=10)
             resp.raise_for_status()
@@ -79,6 +82,8 @@ class SpendActivities:
 
 
 def budget_gauge(text: str) -> tuple[float | None, str]:
+    from prometheus_client.parser import text_string_to_metric_families
+
     found: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

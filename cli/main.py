@@ -44,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     args = build_parser(given).parse_args(given)
     # Imported after parsing: `--help` and a usage error need none of it.
-    import psycopg
-
     from client.env import load_stack_env
     from client.errors import BadInput, Unreachable
 
@@ -55,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as err:
         print(f"runbook: error: {err}", file=sys.stderr)
         return 2
-    except (Unreachable, psycopg.OperationalError) as err:
+    except Unreachable as err:
         print(f"runbook: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
