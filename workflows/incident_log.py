@@ -1,4 +1,5 @@
-"""Every run of every procedure ends in the incident log, whatever its outcome.
+"""Every run of every procedure ends in the incident log, whatever its outcome, and no run
+ends while one of its signal or Update handlers is still at work.
 
 A worker interceptor, so procedures need no code for it: after the run returns or fails,
 the run's record is written by an activity. When the runbook database is down the
@@ -72,6 +73,14 @@ async def record_incident(run: RunbookWorkflow, error: BaseException | None) -> 
 
 class _RecordIncident(WorkflowInboundInterceptor):
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        try:
+            return await self._execute_and_record(input)
+        finally:
+            # A handler still at work (an approval whose signature is being verified) ends
+            # before the run does: its caller gets an answer, not "workflow completed".
+            await workflow.wait_condition(workflow.all_handlers_finished)
+
+    async def _execute_and_record(self, input: ExecuteWorkflowInput) -> Any:
         run = workflow.instance()
         # Not isinstance: inside the workflow sandbox the procedure's classes are the
         # sandbox's own re-imports, not the ones this interceptor module sees.
