@@ -16,9 +16,11 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
 
 from bench.common import activity_type, event_seconds, upserted
 from cli.runs import build_input
-from client.decisions import make_signed
+from client.decisions import make_signed, send_decision
 from client.runs import query_status, start_procedure
 from demos.kafka_lag import KAFKA_INCIDENT
+from workflows.gate import GatedRunbook
+from workflows.models import Approval
 from workflows.registry import Procedure
 
 # The incident each procedure is run on; a procedure not named here gets
@@ -205,11 +207,13 @@ async def decide(
         reason="" if approve else "benchmark run",
     )
     sent = time.time()
-    name = "approve" if approve else "reject"
+    accepted = WorkflowUpdateStage.ACCEPTED
     if wait:
-        await handle.execute_update(name, signed)
+        await send_decision(handle, signed)
+    elif isinstance(signed, Approval):
+        await handle.start_update(GatedRunbook.approve, signed, wait_for_stage=accepted)
     else:
-        await handle.start_update(name, signed, wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+        await handle.start_update(GatedRunbook.reject, signed, wait_for_stage=accepted)
     return sent, time.time()
 
 

@@ -11,12 +11,12 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFai
 from temporalio.service import RPCError
 
 from cli.common import emit, parse_sets, validation_message, with_client
-from client.decisions import make_signed
+from client.decisions import make_signed, send_decision
 from client.errors import BadInput
 from client.render import pending_row, render_status, run_link
 from client.runs import existing, query_status, start_procedure
 from settings import EnvironmentProfile, UnknownEnvironment, get_settings
-from workflows.models import SEVERITIES, DecisionAck, Signed
+from workflows.models import SEVERITIES, Approval, Rejection
 from workflows.registry import PROCEDURES, Procedure
 
 
@@ -73,7 +73,9 @@ def approver_key(args: argparse.Namespace) -> str:
     return key
 
 
-async def sign_decision(client: Client, args: argparse.Namespace, approve: bool) -> Signed:
+async def sign_decision(
+    client: Client, args: argparse.Namespace, approve: bool
+) -> Approval | Rejection:
     """Sign for the gate the run has open now, with the approver's own key."""
     handle = await existing(client, args.workflow_id)
     desc = await handle.describe()
@@ -106,9 +108,7 @@ async def decide(client: Client, args: argparse.Namespace, approve: bool) -> int
     handle = await existing(client, args.workflow_id)
     decision = await sign_decision(client, args, approve)
     try:
-        ack = await handle.execute_update(
-            "approve" if approve else "reject", decision, result_type=DecisionAck
-        )
+        ack = await send_decision(handle, decision)
     except WorkflowUpdateFailedError as err:
         raise BadInput(f"{args.workflow_id}: {err.cause or err}") from None
     except RPCError as err:

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
-from client.decisions import make_signed
+from client.decisions import make_signed, send_decision
 from client.render import run_link
 from client.runs import query_status, start_procedure
 from settings import get_settings
@@ -109,7 +109,7 @@ async def approve(
     desc = await handle.describe()
     key = local_key(get_settings().state_dir, "bob")
     signed = make_signed(desc.id, desc.run_id, gate.gate, "bob", key, params=params)
-    await handle.execute_update("approve", signed)
+    await send_decision(handle, signed)
     return shown
 
 
