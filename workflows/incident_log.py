@@ -73,12 +73,16 @@ async def record_incident(run: RunbookWorkflow, error: BaseException | None) -> 
 
 class _RecordIncident(WorkflowInboundInterceptor):
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        # A handler still at work (an approval whose signature is being verified) ends
+        # before the run does: its caller gets an answer, not "workflow completed". Not in
+        # a `finally`: that would also run when the worker evicts the run from its cache.
         try:
-            return await self._execute_and_record(input)
-        finally:
-            # A handler still at work (an approval whose signature is being verified) ends
-            # before the run does: its caller gets an answer, not "workflow completed".
+            result = await self._execute_and_record(input)
+        except (Exception, workflow.ContinueAsNewError):
             await workflow.wait_condition(workflow.all_handlers_finished)
+            raise
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
 
     async def _execute_and_record(self, input: ExecuteWorkflowInput) -> Any:
         run = workflow.instance()
