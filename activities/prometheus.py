@@ -133,7 +133,9 @@ class PrometheusActivities:
         second = await self._scrape([req.family], req.timeout_seconds)
         if req.family in second.missing:
             raise ApplicationError(
-                f"family: /metrics has no {req.family!r} counter", non_retryable=True
+                f"family: /metrics has no {req.family!r} counter",
+                type="ValueError",
+                non_retryable=True,
             )
         total0, errors0 = request_counts(first.families.get(req.family, []), req.status_label)
         total1, errors1 = request_counts(second.families[req.family], req.status_label)

@@ -35,9 +35,20 @@ from workflows.models import (
 
 T = TypeVar("T")
 
+# Retry policies say how often and for how long, never which errors: whether an error is
+# worth retrying is said once, where it is raised. An activity raises a typed
+# ApplicationError with non_retryable=True for bad input and for a refusal that no retry
+# will change (no such cluster, not Multi-AZ, a rollout that failed); anything else is
+# transient and retried.
 # Read-only checks: short, retried a little; a check that still fails is "unavailable".
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=4)
+# Mutations are idempotent: a retry after a lost answer finds the change made and says so.
+MUTATE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+)
 # Mutating activities heartbeat while they run (activities/keepalive.py): an attempt lost
 # with its worker is retried after this long, not after its whole start-to-close timeout.
 MUTATION_HEARTBEAT = timedelta(seconds=10)

@@ -55,7 +55,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.route53 import HostedZone, RecordRequest, Route53Activities, ZoneRequest
 
-from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, failure_message
+from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
 from workflows.idempotency import token
 from workflows.models import Finding, RunbookInput, RunbookResult
@@ -63,22 +63,10 @@ from workflows.models import Finding, RunbookInput, RunbookResult
 # runbook.md, "If Expired": `aws acm request-certificate --domain-name api.prod.revenue-context.com`
 DEFAULT_DOMAIN = "api.prod.revenue-context.com"
 MAX_VALIDATION_HOURS = 72  # ACM gives up validating a DNS-validated request after 72 hours
-MUTATE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-    non_retryable_error_types=[
-        "CertificateNotFound",
-        "HostedZoneNotFound",
-        "ListenerNotFound",
-        "ListenerChanged",
-    ],
-)
 # The wait for ISSUED: retried (a lost worker, AWS throttling) until its 72-hour bound.
 WAIT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=10),
     maximum_interval=timedelta(minutes=5),
-    non_retryable_error_types=["CertificateNotIssued", "CertificateNotFound"],
 )
 
 LB_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?")

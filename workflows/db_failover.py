@@ -6,7 +6,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -26,18 +25,12 @@ with workflow.unsafe.imports_passed_through():
         WaitAvailableRequest,
     )
 
-from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, failure_message
+from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
 from workflows.models import Finding, RunbookInput, RunbookResult
 
 CONNECTIONS_HIGH = 400  # the `db-connections-high` alarm's threshold
 CPU_HIGH = 80.0  # the `db-cpu-high` alarm's threshold, percent
-MUTATE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-    non_retryable_error_types=["NotMultiAZ", "InvalidParameterCombination", "DBInstanceNotFound"],
-)
 
 
 class DbFailoverInput(RunbookInput):

@@ -23,17 +23,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.logs import LogErrorsResult
     from activities.postgres_queries import ConnectionSummary, SlowQueriesResult
 
-from workflows.base import MUTATION_HEARTBEAT, RunbookWorkflow
+from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, RunbookWorkflow
 from workflows.models import Finding
 
 # Diagnosis checks retry once: a check that still fails is reported "unavailable" quickly.
 CHECK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=2)
 ERRORS_FAILING = 50  # more ERROR lines than this in the window is a failing service
-SCALE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    maximum_attempts=5,
-    non_retryable_error_types=["ValueError", "ServiceNotFound", "ClusterNotFound"],
-)
 
 
 def read(method: Any, arg: Any, timeout_seconds: float, heartbeat: bool = False) -> Awaitable[Any]:
@@ -59,7 +54,7 @@ async def scale_and_wait(
             scale,
             start_to_close_timeout=timedelta(seconds=60),
             heartbeat_timeout=MUTATION_HEARTBEAT,
-            retry_policy=SCALE_RETRY,
+            retry_policy=MUTATE_RETRY,
         ),
         lambda r: r.reason,
     )

@@ -13,7 +13,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -36,23 +35,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.fargate import memory_refusal
 
-from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, failure_message
+from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
 from workflows.models import Finding, RunbookInput, RunbookResult
 
 NAMESPACE, METRIC = "ECS/ContainerInsights", "MemoryUtilized"
-MUTATE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-    non_retryable_error_types=[
-        "InvalidFargateMemory",
-        "TaskDefinitionNotFound",
-        "ServiceNotFound",
-        "ClusterNotFound",
-        "RolloutFailed",
-    ],
-)
 
 
 class HighMemoryInput(RunbookInput):

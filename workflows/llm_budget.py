@@ -12,7 +12,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -38,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         SetSecretNumberRequest,
     )
 
-from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, failure_message
+from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
 from workflows.idempotency import token
 from workflows.models import (
@@ -52,20 +51,6 @@ from workflows.models import (
 
 CALLS_NAMESPACE, CALLS_METRIC = "RevenueContext/LLM", "LlmApiCalls"
 WATCH_STEP = "watch spend"
-MUTATE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-    non_retryable_error_types=[
-        "SecretNotFound",
-        "SecretNotJson",
-        "SecretKeyMissing",
-        "SecretKeyNotNumber",
-        "ServiceNotFound",
-        "ClusterNotFound",
-        "RolloutFailed",
-    ],
-)
 
 
 class SpendWatch(BaseModel):

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -34,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.health import HealthActivities, HealthRequest, HealthResult
 
-from workflows.base import MUTATION_HEARTBEAT, READ_RETRY, failure_message
+from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
 from workflows.models import Finding, RunbookInput, RunbookResult
 
@@ -48,17 +47,6 @@ REASONS = {
 }
 # A Docker image tag: letters, digits, `_`, `.`, `-`; at most 128; not starting with . or -.
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-MUTATE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-    non_retryable_error_types=[
-        "TaskDefinitionNotFound",
-        "ServiceNotFound",
-        "ClusterNotFound",
-        "RolloutFailed",
-    ],
-)
 
 
 class RollbackInput(RunbookInput):
