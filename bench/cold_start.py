@@ -1,6 +1,8 @@
-"""Cold start: `runbook stack up` until ready, and the worker alone until it polls.
+"""Cold start: `runbook stack up` until ready, the worker alone until it polls, and the
+`runbook` command itself.
 
-    .venv/bin/python bench/cold_start.py [--stack-runs 2] [--worker-runs 5] [--json PATH]
+    .venv/bin/python bench/cold_start.py [--stack-runs 2] [--worker-runs 5] [--help-runs 10]
+        [--json PATH]
 
 1. `runbook stack up` as a person runs it (the console script, its own process), each time
    in a new empty state dir (RUNBOOK_STATE_DIR) on free ports (RUNBOOK_PORT_*): PostgreSQL's
@@ -10,6 +12,9 @@
 2. With a stack up, `python worker.py` alone on a task queue of its own, from the process
    start until the Temporal server lists it as a poller of that queue
    (DescribeTaskQueue), then SIGTERM. Also the import time of `worker` alone.
+3. `runbook --help` (the command table: no command module imported) as it runs installed
+   (bench/common.py `cli_environ`: bytecode cached), and the import of `cli.runs`, what every
+   run command (start, approve, status, ...) loads before it contacts anything.
 """
 
 from __future__ import annotations
@@ -34,27 +39,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (
     ROOT,
     Report,
+    cli_environ,
     embedded_environ,
     free_ports,
     new_state_dir,
     own_stack,
     percentile,
+    runbook_argv,
 )
 from settings import temporal_client
 
 STACK_TARGET = 15.0
 WARM_UP_TARGET = 5.0  # a second `stack up` finds every part up and starts nothing
 WORKER_TARGET = 3.0
-
-
-def runbook() -> list[str]:
-    script = ROOT / ".venv" / "bin" / "runbook"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
+HELP_TARGET = 0.3
 
 
 def timed_up(env: dict[str, str]) -> float:
     started = time.monotonic()
-    up = subprocess.run([*runbook(), "stack", "up"], env=env, capture_output=True, text=True)
+    up = subprocess.run([*runbook_argv(), "stack", "up"], env=env, capture_output=True, text=True)
     took = time.monotonic() - started
     if up.returncode != 0:
         raise RuntimeError(f"runbook stack up failed: {up.stdout[-800:]}{up.stderr[-800:]}")
@@ -69,7 +72,7 @@ def stack_up_once() -> tuple[float, float]:
     try:
         return timed_up(env), timed_up(env)
     finally:
-        subprocess.run([*runbook(), "stack", "down"], env=env, capture_output=True)
+        subprocess.run([*runbook_argv(), "stack", "down"], env=env, capture_output=True)
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -110,19 +113,22 @@ async def worker_once(env: dict[str, str]) -> float:
             proc.wait()
 
 
-def import_seconds(module: str, runs: int = 3) -> float:
-    best = float("inf")
-    for _ in range(runs):
+def process_seconds(argv: list[str], runs: int) -> list[float]:
+    """Wall times of a process as it runs installed, after one uncounted run."""
+    env = cli_environ()
+    times = []
+    for _ in range(runs + 1):
         started = time.monotonic()
-        subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, check=True)
-        best = min(best, time.monotonic() - started)
-    return best
+        subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, check=True)
+        times.append(time.monotonic() - started)
+    return times[1:]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stack-runs", type=int, default=2)
     parser.add_argument("--worker-runs", type=int, default=5)
+    parser.add_argument("--help-runs", type=int, default=10)
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     report = Report("cold start")
@@ -159,8 +165,15 @@ def main() -> int:
         report.add(
             "worker alone: process start -> polling, max", max(polls), "s", below=WORKER_TARGET
         )
-    report.add("`python -c 'import worker'` (best of 3)", import_seconds("worker"), "s")
-    report.add("`python -c 'import cli.runs'` (best of 3)", import_seconds("cli.runs"), "s")
+    if args.help_runs:
+        helps = process_seconds([*runbook_argv(), "--help"], args.help_runs)
+        report.add(
+            "`runbook --help` process wall p50", percentile(helps, 50), "s", below=HELP_TARGET
+        )
+        report.add("`runbook --help` process wall max", max(helps), "s")
+    for module in ("worker", "cli.runs"):
+        best = min(process_seconds([sys.executable, "-c", f"import {module}"], 3))
+        report.add(f"`python -c 'import {module}'` process wall (best of 3)", best, "s")
     print(f"done in {time.monotonic() - started:.0f}s")
     report.write(args.json)
     return 0

@@ -115,7 +115,7 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, total: flo
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=50, help="start-to-gate runs a procedure")
-    parser.add_argument("--cli-runs", type=int, default=3)
+    parser.add_argument("--cli-runs", type=int, default=5)
     parser.add_argument("--window-runs", type=int, default=3)
     parser.add_argument("--fanout-runs", type=int, default=2)
     parser.add_argument("--action-runs", type=int, default=5)

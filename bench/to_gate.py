@@ -16,7 +16,8 @@ one warm-up run, `--runs` times
    until the approval request reached Slack (the sandbox's webhook);
 3. terminates it (the next run has the same workflow id).
 
-`--cli-runs` more runs start with the `runbook start --json` process itself: its wall time
+`--cli-runs` more runs (after one uncounted) start with the `runbook start --json` process
+itself, as it runs installed (bench/common.py `cli_environ`: bytecode cached): its wall time
 (interpreter start-up and imports included, what a person waits for) and from the process
 start to the gate. A procedure without a gate (triage: read-only) is timed to its result.
 
@@ -41,7 +42,7 @@ from temporalio.client import Client, WorkflowHandle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, Report, own_stack, percentile
+from bench.common import ROOT, Report, cli_environ, own_stack, percentile, runbook_argv
 from bench.runs import (
     SMALL_WINDOW,
     GateRun,
@@ -74,13 +75,11 @@ async def in_process(client: Client, procedure: Procedure, sets: list[str]) -> G
 
 
 async def by_cli(client: Client, procedure: Procedure, sets: list[str]) -> GateRun:
-    runbook = ROOT / ".venv" / "bin" / "runbook"
-    argv = [str(runbook)] if runbook.exists() else [sys.executable, "-m", "cli.main"]
-    argv += ["start", procedure.name, "--json", "--requested-by", "bench"]
+    argv = [*runbook_argv(), "start", procedure.name, "--json", "--requested-by", "bench"]
     argv += [a for s in sets for a in ("--set", s)]
     t0 = time.time()
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
+        *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=cli_environ()
     )
     out, err = await proc.communicate()
     wall = time.time() - t0
@@ -143,6 +142,7 @@ async def measure(args: argparse.Namespace, env: dict[str, str], report: Report)
                 ]
                 describe(f"{name} (default window)", windowed, report)
             if args.cli_runs:
+                await by_cli(client, procedure, small)  # warm-up, not counted
                 cli = [await by_cli(client, procedure, small) for _ in range(args.cli_runs)]
                 describe(f"{label} by the CLI process", cli, report)
 
@@ -150,7 +150,7 @@ async def measure(args: argparse.Namespace, env: dict[str, str], report: Report)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--cli-runs", type=int, default=3)
+    parser.add_argument("--cli-runs", type=int, default=5)
     parser.add_argument("--window-runs", type=int, default=3)
     parser.add_argument("--procedure", action="append", choices=sorted(PROCEDURES))
     parser.add_argument("--json", help="write the figures here")
