@@ -2,6 +2,7 @@
 
 import os
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowHandle
@@ -12,7 +13,9 @@ from client.errors import BadInput, Unreachable
 from settings import get_settings, temporal_client
 from workflows.base import RunbookWorkflow
 from workflows.models import RunbookStatus
-from workflows.registry import Procedure
+
+if TYPE_CHECKING:
+    from workflows.registry import Procedure
 
 QUERY_TIMEOUT = timedelta(seconds=10)
 
@@ -42,7 +45,7 @@ async def query_status(handle: WorkflowHandle) -> RunbookStatus:
     return await handle.query(RunbookWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
 
 
-async def start_procedure(client: Client, procedure: Procedure, inp: BaseModel) -> WorkflowHandle:
+async def start_procedure(client: Client, procedure: "Procedure", inp: BaseModel) -> WorkflowHandle:
     """On the task queue of the input's environment, whose workers hold its AWS roles."""
     profile = get_settings().profile(getattr(inp, "environment", None))
     return await client.start_workflow(
