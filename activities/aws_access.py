@@ -10,20 +10,22 @@ workflow asked. A call the role's policy does not allow fails at once, without r
 with AWS's AccessDenied and the role in the message.
 """
 
+from __future__ import annotations
+
 import hashlib
 import re
 import threading
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
-from botocore.credentials import DeferredRefreshableCredentials
-from botocore.exceptions import ClientError
-from botocore.session import get_session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+if TYPE_CHECKING:  # boto is imported where it is used: the CLI imports this module's types
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
 
 # Error codes AWS answers when a policy does not allow the call (IAM, RDS, ECS, ...).
 DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
@@ -58,6 +60,8 @@ class AwsAccess:
     ) -> None:
         """`mutate_role_arn` may hold `{procedure}`: the CLI name of the procedure whose
         workflow type (`procedures`: workflow type -> CLI name) is mutating."""
+        import boto3
+
         self._base = session or boto3.session.Session()
         self._config = config
         self._region = region
@@ -114,13 +118,16 @@ class AwsAccess:
             answer = sts.assume_role(
                 RoleArn=role_arn, RoleSessionName=name, DurationSeconds=seconds
             )
-        except ClientError as err:
+        except sts.exceptions.ClientError as err:
             _refuse_if_denied(err, "the worker's own identity", role_arn)
             raise
         return dict(answer["Credentials"])
 
     def _assuming(self, role_arn: str) -> boto3.session.Session:
         """A session whose credentials come from the role, refreshed before they expire."""
+        import boto3
+        from botocore.credentials import DeferredRefreshableCredentials
+        from botocore.session import get_session
 
         def fetch() -> dict[str, str]:
             creds = self._assume(role_arn, "runbook-read", 3600)
@@ -164,7 +171,7 @@ class _Refusing:
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
                 return attr(*args, **kwargs)
-            except ClientError as err:
+            except self._client.exceptions.ClientError as err:
                 _refuse_if_denied(err, self._who)
                 raise
 
