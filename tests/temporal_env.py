@@ -88,10 +88,12 @@ HISTORIES = Path(__file__).parent / "histories"
 
 
 async def keep_history(handle: WorkflowHandle, name: str) -> None:
-    """With RUNBOOK_CAPTURE_HISTORIES=1, store the run's history for the replay test."""
-    if os.environ.get("RUNBOOK_CAPTURE_HISTORIES"):
+    """With RUNBOOK_CAPTURE_HISTORIES=1, store the run's history for the replay test, once:
+    a stored history is never rewritten (the replay test checks it)."""
+    path = HISTORIES / f"{name}.json"
+    if os.environ.get("RUNBOOK_CAPTURE_HISTORIES") and not path.exists():
         history = await handle.fetch_history()
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
+        path.write_text(history.to_json())
 
 
 async def until(

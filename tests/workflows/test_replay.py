@@ -1,6 +1,8 @@
 """Stored histories replay under the current code: a change that would break running
-workflows (non-determinism) fails here, before it reaches a worker."""
+workflows (non-determinism) fails here, before it reaches a worker. And the histories
+themselves never change: a run recorded by a release stays the proof for that release."""
 
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,11 +13,34 @@ from temporalio.worker import Replayer
 from worker import INTERCEPTORS
 from workflows.registry import WORKFLOWS
 
-HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
+HISTORY_DIR = Path(__file__).parent.parent / "histories"
+HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
+# `sha256sum` lines, one a history: a new history adds its line, an old line never changes.
+SUMS = HISTORY_DIR / "SHA256SUMS"
 
 
 def test_histories_are_stored() -> None:
     assert HISTORIES, "tests/histories/ holds no history: capture them (see README)"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_stored_history_is_never_rewritten_or_removed() -> None:
+    recorded = dict(reversed(line.split(maxsplit=1)) for line in SUMS.read_text().splitlines())
+    on_disk = {path.name: sha256(path) for path in HISTORIES}
+    removed = sorted(set(recorded) - set(on_disk))
+    rewritten = sorted(n for n in recorded.keys() & on_disk.keys() if recorded[n] != on_disk[n])
+    assert not removed, f"stored histories removed: {removed} (add new ones beside them)"
+    assert not rewritten, (
+        f"stored histories rewritten: {rewritten}; restore them (git checkout) and add the new "
+        "run beside them under a new name, with workflow.patched where the code changed"
+    )
+    new = sorted(set(on_disk) - set(recorded))
+    assert not new, "new histories: record them with `cd tests/histories && sha256sum " + (
+        " ".join(new) + " >> SHA256SUMS`"
+    )
 
 
 async def stored() -> AsyncIterator[WorkflowHistory]:
