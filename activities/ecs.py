@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.aws_access import AwsAccess
 
-# ---- llm-budget / rollback / high-memory (issue 5): models for the block at the end ----
+# ---- llm-budget / rollback / high-memory: models for the block at the end ----
 from activities.ecs_rollout import (
     DeploymentStarted,
     ForceDeploymentRequest,
@@ -345,7 +345,7 @@ class EcsActivities:
             if activity.is_cancelled():
                 raise CancelledError(f"wait cancelled at {svc.running_count} running")
 
-    # ---- deployments and revisions (issue 5: llm-budget, rollback, high-memory) ---------
+    # ---- deployments and revisions (llm-budget, rollback, high-memory) ---------
 
     def _task_definition(self, ref: str) -> dict[str, Any]:
         try:
