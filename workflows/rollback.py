@@ -7,6 +7,8 @@ named image tag); a service already on its target is skipped. After approval, po
 service at its target and follow the rollout until COMPLETED with running == desired, one
 service after the other, stopping at the first FAILED rollout (the services after it are not
 touched); then verify `/health` (the version it reports) and `/health/detailed`, and notify.
+The plan warns when a runbook service left out of the selection runs the tag being rolled
+back: `/health` stays degraded while any service runs it.
 """
 
 import asyncio
@@ -47,6 +49,9 @@ REASONS = {
 }
 # A Docker image tag: letters, digits, `_`, `.`, `-`; at most 128; not starting with . or -.
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# Reading the services outside the selection added activities: runs recorded before took
+# the old path (their selection was every service, so none was left out).
+OUTSIDE_PATCH = "rollback-reads-unselected-services"
 
 
 class RollbackInput(RunbookInput):
@@ -229,7 +234,25 @@ def choose(inp: RollbackInput, state: ServiceState) -> Move:
     )
 
 
-def make_plan(inp: RollbackInput, states: list[ServiceState]) -> RollbackPlan:
+def outside_warning(inp: RollbackInput, todo: list[Move], outside: dict[str, str]) -> str:
+    """Services left out of the selection that run a tag being rolled back: /health stays
+    degraded while they do, so verify would fail."""
+    bad = {tag_of(m.source, m.service) for m in todo if m.source}
+    left = sorted(name for name, tag in outside.items() if tag in bad)
+    if not left:
+        return ""
+    tags = ", ".join(sorted({outside[name] for name in left}))
+    return (
+        f"Warning: {', '.join(left)} also run {tags} and are not in the selection: /health "
+        "stays degraded and verify fails while they do; to include them: --set "
+        f"services={','.join([*inp.services, *left])}"
+    )
+
+
+def make_plan(
+    inp: RollbackInput, states: list[ServiceState], outside: dict[str, str] | None = None
+) -> RollbackPlan:
+    """`outside`: the image tag each runbook service left out of the selection runs."""
     moves = [choose(inp, s) for s in states]
     why = f"reason: {inp.reason or 'not given'}"
     refused = [m for m in moves if m.action == "refuse"]
@@ -253,10 +276,14 @@ def make_plan(inp: RollbackInput, states: list[ServiceState]) -> RollbackPlan:
             version=version,
         )
     tags = sorted({tag_of(m.target, m.service) for m in todo if m.target})
+    warning = outside_warning(inp, todo, outside or {})
     summary = f"Roll {inp.environment} back to {', '.join(tags)} ({why}): " + "; ".join(
         m.detail for m in moves
     )
+    if warning:
+        summary += f". {warning}"
     steps = [
+        *([warning] if warning else []),
         *(
             f"Update {m.service} to {m.target.ref} and follow its rollout until COMPLETED "
             "with running == desired"
@@ -287,7 +314,12 @@ class Rollback(GatedRunbook):
         self.tag(inp.severity)
         states = list(await asyncio.gather(*(self._diagnose(inp, s) for s in inp.services)))
         findings = [f for s in states for f in s.findings]
-        plan = make_plan(inp, states)
+        left_out = [s for s in RUNBOOK_SERVICES if s not in inp.services]
+        outside: dict[str, str] = {}
+        if left_out and workflow.patched(OUTSIDE_PATCH):
+            finding, outside = await self._running_tags(inp, left_out)
+            findings.append(finding)
+        plan = make_plan(inp, states, outside)
         self.set_phase("plan")
         self.record("plan", "info", plan.summary)
         if plan.action == "refuse":
@@ -355,6 +387,39 @@ class Rollback(GatedRunbook):
             current=current,
             revisions=revisions.revisions if revisions else [],
         )
+
+    async def _running_tags(
+        self, inp: RollbackInput, names: list[str]
+    ) -> tuple[Finding, dict[str, str]]:
+        """The image tag each of `names` runs (what could be read of it)."""
+        finding, found = await self.check(
+            "services outside the selection",
+            self._read(
+                EcsActivities.describe_services,
+                ServicesRequest(cluster=inp.cluster, services=names),
+            ),
+            lambda r: Finding(
+                check="services outside the selection",
+                verdict="ok",
+                summary=", ".join(
+                    f"{s.name} on {(s.task_definition or '?').rsplit('/', 1)[-1]}"
+                    for s in r.services
+                )
+                or "none found",
+            ),
+        )
+        arns = {s.name: s.task_definition for s in (found.services if found else [])}
+        read = await asyncio.gather(*(self._tag_of(name, arn) for name, arn in arns.items() if arn))
+        return finding, {name: tag for name, tag in read if tag}
+
+    async def _tag_of(self, service: str, arn: str) -> tuple[str, str | None]:
+        try:
+            td: TaskDefinitionInfo = await self._read(
+                EcsActivities.describe_task_definition, TaskDefinitionRequest(task_definition=arn)
+            )
+        except ActivityError:
+            return service, None
+        return service, tag_of(td, service)
 
     # ---- act and verify ---------------------------------------------------------------------
 

@@ -102,6 +102,32 @@ async def test_service_already_on_the_target_is_skipped(
     assert nothing.decision is None  # no gate for nothing
 
 
+async def test_services_left_out_running_the_bad_tag_are_named_in_the_plan(
+    ts_env: WorkflowEnvironment, fakes: FakeRollback
+) -> None:
+    """Rolling back api alone while the others run v1.5.0 too: /health would stay degraded."""
+    async with running(ts_env, fakes) as queue:
+        handle = await start(ts_env.client, queue, services=["api"], dry_run=True)
+        warned: RunbookResult = await handle.result()
+        await keep_history(handle, "rollback_dry_run_left_out_warned")
+        fakes.current.update({"context-engine": 3, "orchestration-engine": 3})  # on v1.4.2
+        quiet: RunbookResult = await (
+            await start(ts_env.client, queue, services=["api"], dry_run=True)
+        ).result()
+    warning = (
+        "Warning: context-engine, orchestration-engine also run v1.5.0 and are not in the "
+        "selection: /health stays degraded and verify fails while they do; to include them: "
+        "--set services=api,context-engine,orchestration-engine"
+    )
+    assert warned.outcome == "dry_run" and warned.plan[0] == warning
+    assert warning in warned.summary
+    left_out = next(f for f in warned.findings if f.check == "services outside the selection")
+    assert "context-engine on prod-context-engine:4" in left_out.summary
+    assert quiet.outcome == "dry_run" and "Warning" not in quiet.summary
+    assert quiet.plan[0].startswith("Update api to prod-api:3")
+    assert not fakes.updates
+
+
 async def test_failed_rollout_stops_and_notifies(
     ts_env: WorkflowEnvironment, fakes: FakeRollback
 ) -> None:
