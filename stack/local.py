@@ -137,6 +137,8 @@ class Stack:
         """`<state>/env`, so a human can `source .runbook/env`."""
         path = self.state_dir / "env"
         path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)  # it holds the local webhook token
+        path.chmod(0o600)
         lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(self.client_env().items())]
         path.write_text("\n".join(lines) + "\n")
         return path

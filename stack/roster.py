@@ -1,4 +1,5 @@
-"""The embedded stack's roster and approver keys, made on first `runbook stack up`.
+"""The embedded stack's local secrets, made on first `runbook stack up`: the roster and
+approver keys, and the alarm intake's token.
 
 Production names its own files with RUNBOOK_ROSTER and RUNBOOK_APPROVER_KEYS; these are for
 the demo and local work: four people on the runbook's escalation path.
@@ -39,3 +40,15 @@ def ensure_local_roster(state_dir: Path) -> tuple[Path, Path]:
 
 def local_key(state_dir: Path, name: str) -> str:
     return load_table(local_roster_files(state_dir)[1], "keys")[name]
+
+
+def local_webhook_token(state_dir: Path) -> str:
+    """The alarm intake's bearer token on the embedded stack, made once (`<state>/webhook-
+    token`, 0600). The stack hands it to the webhook and writes it to `<state>/env`, so a
+    local Alertmanager (or curl) can post alarms without configuring one."""
+    path = state_dir / "webhook-token"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()

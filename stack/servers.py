@@ -28,6 +28,7 @@ from temporalio.client import Client
 from settings import PROJECT_DIR
 from stack import postgres, probes
 from stack.processes import HOST, Launch, StackError, log_tail, terminate_group
+from stack.roster import local_webhook_token
 from workflows import search_attributes
 from workflows.search_attributes import DEV_SERVER_ARGS
 
@@ -275,6 +276,15 @@ def launch_worker(stack: StackView) -> Launch:
     return Launch([sys.executable, str(script)], "worker.py", {})
 
 
+def webhook_env(stack: StackView) -> dict[str, str]:
+    """The alarm intake's token: the configured one, else the embedded stack's own."""
+    if token := stack.environ.get("RUNBOOK_WEBHOOK_TOKEN"):
+        return {"RUNBOOK_WEBHOOK_TOKEN": token}
+    if stack.external("webhook"):
+        return {}  # the external intake has its own
+    return {"RUNBOOK_WEBHOOK_TOKEN": local_webhook_token(stack.state_dir)}
+
+
 def launch_webhook(stack: StackView) -> Launch:
     port = stack.port("webhook")
     argv = [sys.executable, "-m", "intake", "--host", HOST, "--port", str(port)]
@@ -393,6 +403,7 @@ SERVERS: tuple[Server, ...] = (
                 probe=http_get("/health"),
                 port=8790,
                 var="RUNBOOK_WEBHOOK_URL",
+                env=webhook_env,
             ),
         ),
         launch=launch_webhook,
