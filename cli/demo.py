@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import os
 import time
 
 # The names only: the demos themselves are imported when one runs.
@@ -15,6 +16,15 @@ NAMES = (
     "rollback",
     "cert-renewal",
 )
+
+# What a newcomer needs once the demo is over: the stack keeps running on purpose.
+AFTER = """
+The runs are in the Temporal UI: {ui}
+The stack keeps running (Temporal, moto, PostgreSQL, Valkey, Kafka, sandbox, worker, webhook):
+  runbook stack status     what runs where
+  runbook sandbox reset    the sandbox as at start-up (no incident, Slack twin emptied)
+  runbook demo all         every procedure's demo
+  runbook stack down       stop it all (make clean also deletes its state, .runbook/)"""
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -32,6 +42,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     names = list(DEMOS) if args.procedure == "all" else [args.procedure]
     ok = asyncio.run(run_demos(names))
     print(f"\ndemo {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s")
+    print(AFTER.format(ui=os.environ.get("TEMPORAL_UI_URL", "the Temporal UI")))
     return 0 if ok else 1
 
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schedules": ("cli.schedules", "the runbooks' Temporal Schedules"),
     "stack": ("cli.stack", "the embedded local stack"),
     "demo": ("cli.demo", "inject an incident in the sandbox and run its runbook"),
+    "sandbox": ("cli.sandbox", "the demo sandbox: reset it, or show its state"),
     "webhook": ("cli.intake", "serve the alarm webhook (SNS, Alertmanager)"),
 }
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     args = build_parser(given).parse_args(given)
     # Imported after parsing: `--help` and a usage error need none of it.
+    from temporalio.service import RPCError
+
     from client.env import load_stack_env
     from client.errors import BadInput, Unreachable
 
@@ -56,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     except Unreachable as err:
         print(f"runbook: {err}", file=sys.stderr)
         return 1
+    except RPCError as err:
+        print(f"runbook: {temporal_trouble(err)}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return quiet_broken_pipe()
     except KeyboardInterrupt:
         return 130
     except Exception as err:
@@ -63,11 +71,38 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def temporal_trouble(err: Exception) -> str:
+    """What a failed call to Temporal means for the person at the terminal, and what to do."""
+    from temporalio.service import RPCStatusCode
+
+    status = getattr(err, "status", None)
+    address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
+    if status == RPCStatusCode.UNAVAILABLE:
+        return f"Temporal at {address} does not answer ({err}); run `runbook stack up`"
+    if status == RPCStatusCode.DEADLINE_EXCEEDED or "no poller" in str(err):
+        return (
+            f"no worker answered in time ({err}); is the worker up? `runbook stack status` "
+            "shows each part, `runbook stack up` starts what is down"
+        )
+    return f"Temporal refused the call: {err}"
+
+
+def quiet_broken_pipe() -> int:
+    """The reader went away (`runbook status ... | head`): stop without a traceback or a
+    message; stdout goes to /dev/null so the final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
+
+
 def entry() -> None:
     """The console script. It leaves through os._exit: the Temporal client's native threads
     can abort a normal interpreter shutdown (temporalio/sdk-python issue 300)."""
     code = main()
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = quiet_broken_pipe()
     sys.stderr.flush()
     os._exit(code)
 

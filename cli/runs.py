@@ -2,24 +2,30 @@
 
 import argparse
 import contextlib
-import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.service import RPCError
 
 from cli.common import emit, parse_sets, validation_message, with_client
-from client.decisions import make_signed, send_decision
+from client.decisions import approver_key, key_source, make_signed, send_decision
 from client.errors import BadInput
 from client.render import pending_row, render_status, run_link
-from client.runs import existing, query_status, start_procedure
+from client.runs import existing, query_status, start_or_join
 from settings import EnvironmentProfile, UnknownEnvironment, get_settings
 from workflows.models import SEVERITIES, Approval, Rejection
 
 if TYPE_CHECKING:
     from workflows.registry import Procedure
+
+DEFAULT_SEVERITY = "P1"
 
 
 def procedures() -> dict[str, "Procedure"]:
@@ -39,22 +45,15 @@ def chosen_environment(args: argparse.Namespace) -> EnvironmentProfile:
 
 def build_input(procedure: "Procedure", args: argparse.Namespace) -> BaseModel:
     """The input: the environment's resource names, then `--set`, then the options."""
-    given: dict[str, Any] = parse_sets(args.set)
-    allowed = sorted(procedure.input_model.model_fields)
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        raise BadInput(
-            f"--set {', '.join(unknown)}: unknown for {procedure.name}; "
-            f"allowed: {', '.join(allowed)}"
-        )
-    if "environment" in given:
-        raise BadInput("--set environment: the environment is chosen with --env")
+    from cli.inputs import input_values
+
+    given = input_values(procedure.input_model, parse_sets(args.set))
     profile = chosen_environment(args)
     defaults = profile.input_defaults(procedure.name)
     values = {k: v for k, v in defaults.items() if k in procedure.input_model.model_fields}
     values.update(given)
     values.update(
-        severity=args.severity,
+        severity=args.severity or DEFAULT_SEVERITY,
         dry_run=args.dry_run,
         requested_by=args.requested_by,
         trigger="cli",
@@ -69,18 +68,47 @@ def build_input(procedure: "Procedure", args: argparse.Namespace) -> BaseModel:
 async def cmd_start(client: Client, args: argparse.Namespace) -> int:
     procedure = procedures()[args.procedure]
     inp = build_input(procedure, args)
-    handle = await start_procedure(client, procedure, inp)
+    handle, started = await start_or_join(client, procedure, inp)
+    if not started:
+        return await joined(handle, args)
     workflow_id, run_id = handle.id, handle.result_run_id or ""
-    data = {"workflow_id": workflow_id, "run_id": run_id, "ui_url": run_link(workflow_id, run_id)}
+    data = {
+        "workflow_id": workflow_id,
+        "run_id": run_id,
+        "ui_url": run_link(workflow_id, run_id),
+        "joined": False,
+    }
     emit(args, data, f"started {workflow_id} (run {run_id})\n{data['ui_url']}")
     return 0
 
 
-def approver_key(args: argparse.Namespace) -> str:
-    key = os.environ.get("RUNBOOK_APPROVER_KEY", "")
-    if not key:
-        raise BadInput(f"RUNBOOK_APPROVER_KEY: set it to the approver key of {args.as_!r}")
-    return key
+async def joined(handle: WorkflowHandle, args: argparse.Namespace) -> int:
+    """A run for the resource is in flight: never a second one. Say so, and refuse what it
+    cannot honour (nothing was changed)."""
+    status = await query_status(handle)
+    run_id = handle.run_id or ""
+    running = f"already running: {handle.id} run {run_id} ({status.severity}, phase {status.phase})"
+    if args.dry_run:
+        raise BadInput(
+            f"--dry-run: {running}; a dry run cannot join a live run, nothing was changed "
+            f"(follow it: runbook status {handle.id})"
+        )
+    if args.severity and args.severity != status.severity:
+        raise BadInput(
+            f"--severity {args.severity}: {running}; its severity cannot change, nothing was "
+            f"changed (follow it: runbook status {handle.id})"
+        )
+    url = run_link(handle.id, run_id)
+    data = {"workflow_id": handle.id, "run_id": run_id, "ui_url": url, "joined": True}
+    data.update(severity=status.severity, phase=status.phase)
+    kept = "; it keeps its own input (--set not applied)" if args.set else ""
+    emit(
+        args,
+        data,
+        f"already running: joined run {run_id} ({status.severity}, phase "
+        f"{status.phase}){kept}\n{url}",
+    )
+    return 0
 
 
 async def sign_decision(
@@ -97,7 +125,7 @@ async def sign_decision(
         desc.run_id,
         status.pending_gate.gate,
         args.as_,
-        approver_key(args),
+        approver_key(args.as_),
         approve=approve,
         params=parse_sets(args.set) if approve else {},
         comment=getattr(args, "comment", ""),
@@ -110,8 +138,8 @@ def check_start_args(args: argparse.Namespace) -> None:
 
 
 def check_decision_args(args: argparse.Namespace) -> None:
-    parse_sets(args.set)
-    approver_key(args)
+    parse_sets(getattr(args, "set", []))
+    approver_key(args.as_)
 
 
 async def decide(client: Client, args: argparse.Namespace, approve: bool) -> int:
@@ -120,7 +148,10 @@ async def decide(client: Client, args: argparse.Namespace, approve: bool) -> int
     try:
         ack = await send_decision(handle, decision)
     except WorkflowUpdateFailedError as err:
-        raise BadInput(f"{args.workflow_id}: {err.cause or err}") from None
+        refusal = f"{args.workflow_id}: {err.cause or err}"
+        if "signature does not match" in refusal:
+            refusal += f"; check the key: {key_source(args.as_)} must hold {args.as_}'s own key"
+        raise BadInput(refusal) from None
     except RPCError as err:
         if "already completed" in err.message:
             raise BadInput(
@@ -206,8 +237,14 @@ def default_user() -> str:
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "start":
+        from cli.inputs import set_keys_help
+
+        parser.epilog = set_keys_help()
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
         parser.add_argument("procedure", choices=sorted(procedures()))
-        parser.add_argument("--severity", choices=SEVERITIES, default="P1")
+        parser.add_argument(
+            "--severity", choices=SEVERITIES, help=f"default {DEFAULT_SEVERITY} for a new run"
+        )
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
         parser.add_argument("--dry-run", action="store_true")
         parser.add_argument("--requested-by", default=default_user())
@@ -231,7 +268,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--as", dest="as_", required=True, metavar="NAME")
         parser.add_argument("--reason", required=True)
         parser.add_argument("--json", action="store_true")
-        parser.set_defaults(func=with_client(cmd_reject, approver_key))
+        parser.set_defaults(func=with_client(cmd_reject, check_decision_args))
     elif name == "sign":
         parser.add_argument("workflow_id")
         parser.add_argument("--as", dest="as_", required=True, metavar="NAME")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 
@@ -26,14 +27,22 @@ def cmd_stack(args: argparse.Namespace) -> int:
         print("stack down")
         return 0
     parts = stack.status()
+    # An external part without an address (the UI of a configured Temporal) is not ours.
+    down = [name for name, part in parts.items() if not part.up and part.address]
     if args.json:
         print(json.dumps({name: vars(part) for name, part in parts.items()}))
     else:
         for part in parts.values():
-            state = "up" if part.up else "DOWN"
+            state = "up" if part.up else "DOWN" if part.address else "-"
             pid = f"pid {part.pid}" if part.pid else ""
             print(f"{part.name:<12} {state:<5} {part.managed:<9} {part.address:<55} {pid}")
-    return 0
+    if down:
+        print(
+            f"runbook: stack: {', '.join(down)} down; `runbook stack up` starts what is down "
+            f"(logs in {stack.state_dir / 'logs'})",
+            file=sys.stderr,
+        )
+    return 1 if down else 0
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:

@@ -1,15 +1,72 @@
 """Signed decisions: what `runbook approve`, `runbook sign` and the demos send to a gate."""
 
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import cast
 
 from temporalio.client import WorkflowHandle
 
-from activities.approvals import SignedDecision, sign
+from activities.approvals import SignedDecision, load_table, sign
+from client.errors import BadInput
+from settings import get_settings
 from workflows.gate import GatedRunbook
-from workflows.models import Approval, DecisionAck, Rejection
+from workflows.models import Approval, DecisionAck, Rejection, Signed
 
 SIGNATURE_VALIDITY = timedelta(minutes=10)
+# The embedded stack's keys file in its state dir (written by `runbook stack up`).
+LOCAL_KEYS_FILE = "approver-keys.toml"
+
+
+def local_keys_file() -> Path | None:
+    """The embedded stack's keys file, when the stack in use is the local one: the keys file
+    the worker was given (RUNBOOK_APPROVER_KEYS) is unset or is that very file. A production
+    keys file is never read here: each person signs with their own key."""
+    settings = get_settings()
+    local = settings.state_dir / LOCAL_KEYS_FILE
+    given = settings.approver_keys_file
+    if not local.exists() or (given is not None and given.resolve() != local.resolve()):
+        return None
+    return local
+
+
+def approver_key(name: str) -> str:
+    """The key `name` signs with: RUNBOOK_APPROVER_KEY; on the embedded stack, the local
+    person's key from the stack's keys file."""
+    key = os.environ.get("RUNBOOK_APPROVER_KEY", "")
+    if key:
+        return key
+    local = local_keys_file()
+    if local is None:
+        raise no_key(name)
+    keys = load_table(local, "keys")
+    if name not in keys:
+        raise BadInput(
+            f"--as {name}: no key for {name!r} in the local stack's {local} (people there: "
+            f"{', '.join(keys)}); or export RUNBOOK_APPROVER_KEY=<{name}'s own key>"
+        )
+    return keys[name]
+
+
+def no_key(name: str) -> BadInput:
+    given = get_settings().approver_keys_file
+    where = (
+        f"the worker's keys are in RUNBOOK_APPROVER_KEYS={given}"
+        if given
+        else f"on the embedded stack, `runbook stack up` writes each local person's key to "
+        f"{get_settings().state_dir / LOCAL_KEYS_FILE} and the CLI reads it from there"
+    )
+    return BadInput(
+        f"RUNBOOK_APPROVER_KEY is not set: export RUNBOOK_APPROVER_KEY=<{name}'s own key> ({where})"
+    )
+
+
+def key_source(name: str) -> str:
+    """Where `approver_key(name)` took the key from, for a refusal's hint."""
+    if os.environ.get("RUNBOOK_APPROVER_KEY"):
+        return "RUNBOOK_APPROVER_KEY"
+    local = local_keys_file()
+    return f"{local} ({name})" if local else "RUNBOOK_APPROVER_KEY"
 
 
 def make_signed(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from client.errors import BadInput, Unreachable
@@ -20,14 +21,17 @@ if TYPE_CHECKING:
 QUERY_TIMEOUT = timedelta(seconds=10)
 
 
+STACK_HINT = "is the stack up? Run `runbook stack up` (or set TEMPORAL_ADDRESS to your server)"
+
+
 async def connect() -> Client:
     try:
         return await temporal_client()
     except RuntimeError as err:
         address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
-        raise Unreachable(
-            f"cannot reach Temporal at {address} ({err}); is the stack up? (runbook stack up)"
-        ) from None
+        text = str(err)
+        why = "connection refused" if "Connection refused" in text else text[:200]
+        raise Unreachable(f"cannot reach Temporal at {address}: {why}; {STACK_HINT}") from None
 
 
 async def existing(client: Client, workflow_id: str) -> WorkflowHandle:
@@ -45,7 +49,12 @@ async def query_status(handle: WorkflowHandle) -> RunbookStatus:
     return await handle.query(RunbookWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
 
 
-async def start_procedure(client: Client, procedure: "Procedure", inp: BaseModel) -> WorkflowHandle:
+async def start_procedure(
+    client: Client,
+    procedure: "Procedure",
+    inp: BaseModel,
+    conflict: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.USE_EXISTING,
+) -> WorkflowHandle:
     """On the task queue of the input's environment, whose workers hold its AWS roles."""
     profile = get_settings().profile(getattr(inp, "environment", None))
     return await client.start_workflow(
@@ -54,5 +63,16 @@ async def start_procedure(client: Client, procedure: "Procedure", inp: BaseModel
         id=procedure.workflow_id(inp),
         task_queue=profile.task_queue,
         # A second start for the same resource joins the running workflow: never act twice.
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_conflict_policy=conflict,
     )
+
+
+async def start_or_join(
+    client: Client, procedure: Procedure, inp: BaseModel
+) -> tuple[WorkflowHandle, bool]:
+    """The new run for the resource (True), or the run already in flight for it (False), so
+    the caller can say which and refuse what the running one cannot honour."""
+    try:
+        return await start_procedure(client, procedure, inp, WorkflowIDConflictPolicy.FAIL), True
+    except WorkflowAlreadyStartedError as err:
+        return client.get_workflow_handle(err.workflow_id, run_id=err.run_id), False
