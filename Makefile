@@ -23,7 +23,8 @@ test: install  ## the whole suite, on real servers started by the tests
 reliability: install  ## crashes, faults, bad input, secret scan (also part of `make test`)
 	$(BIN)/python -m pytest tests/reliability
 
-# Not part of `make test`. Quick look: make bench BENCH_ARGS="--runs 10 --incidents 200"
+# Not part of `make test`. A quick look, written beside the committed bench/RESULTS.md:
+# make bench BENCH_ARGS="--runs 10 --incidents 200 --out /tmp/bench-quick.md"
 bench: install  ## every benchmark on its own stacks; figures in bench/RESULTS.md
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 

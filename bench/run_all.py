@@ -5,7 +5,8 @@ free ports, started and stopped by the benchmark), then bench/RESULTS.md.
         [--incidents 1000] [--only to_gate,fanout,...] [--out bench/RESULTS.md]
 
 The defaults are the figures RESULTS.md reports; smaller ones make a quick look
-(`make bench BENCH_ARGS="--runs 10 --incidents 200"`). Each figure is written with the load
+(`make bench BENCH_ARGS="--runs 10 --incidents 200 --out /tmp/bench-quick.md"`: not over the
+committed bench/RESULTS.md). Each figure is written with the load
 average (1, 5, 15 min) when it was taken: on a shared 2-core machine a busy neighbour moves
 every latency, so compare figures taken at a similar load.
 """
