@@ -11,7 +11,7 @@ from activities.approvals import SignedDecision, load_table, sign
 from client.errors import BadInput
 from settings import get_settings
 from workflows.gate import GatedRunbook
-from workflows.models import Approval, DecisionAck, Rejection, Signed
+from workflows.models import Approval, DecisionAck, Rejection
 
 SIGNATURE_VALIDITY = timedelta(minutes=10)
 # The embedded stack's keys file in its state dir (written by `runbook stack up`).

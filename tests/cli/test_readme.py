@@ -32,13 +32,21 @@ from workflows.models import RunbookStatus
 
 pytestmark = pytest.mark.timeout(300)
 PROJECT = Path(__file__).parents[2]
-DB = "db-failover/prod-revenue-context-db"
+DB = "db-failover/production/prod-revenue-context-db"
 ROLLBACK = "rollback/production"
-CERT = "cert-renewal/api.prod.revenue-context.com"
-LLM = "llm-budget/prod/revenue-context/config"
-TRIAGE = "triage/prod-revenue-context"
+CERT = "cert-renewal/production/api.prod.revenue-context.com"
+LLM = "llm-budget/production/prod/revenue-context/config"
+TRIAGE = "triage/production/prod-revenue-context"
 # Every workflow the walk starts: a run another test left open on one would be joined.
-WALKED_IDS = (DB, ROLLBACK, CERT, LLM, TRIAGE, "kafka-lag/context_engine_group", "api-errors/api")
+WALKED_IDS = (
+    DB,
+    ROLLBACK,
+    CERT,
+    LLM,
+    TRIAGE,
+    "kafka-lag/production/context_engine_group",
+    "api-errors/production/api",
+)
 
 DEMO = "minutes each; `runbook demo db-failover` is walked, each procedure end to end in tests/e2e"
 BENCH = "a benchmark: minutes, not a test (bench/)"
@@ -451,9 +459,9 @@ async def diagnosis_scene(sh: Shell, client: Client) -> None:
     )
     (await sh.line(triage)).ok("outcome: completed")
     kafka = "runbook start kafka-lag --severity P2 [--set settle_seconds=60] [--dry-run]"
-    (await sh.line(kafka, "--dry-run")).ok("started kafka-lag/context_engine_group")
+    (await sh.line(kafka, "--dry-run")).ok("started kafka-lag/production/context_engine_group")
     api = (await sh.line("runbook start api-errors --severity P1")).ok("started api-errors/api")
-    for workflow_id in ("kafka-lag/context_engine_group", "api-errors/api"):
+    for workflow_id in ("kafka-lag/production/context_engine_group", "api-errors/production/api"):
         status = await status_when(client, workflow_id, lambda s: ended(s) or at_gate(s))
         if status.pending_gate:  # the sandbox happened to look unhealthy: decide it
             await client.get_workflow_handle(workflow_id).terminate("README walk done with it")
