@@ -68,7 +68,7 @@ async def start_procedure(
 
 
 async def start_or_join(
-    client: Client, procedure: Procedure, inp: BaseModel
+    client: Client, procedure: "Procedure", inp: BaseModel
 ) -> tuple[WorkflowHandle, bool]:
     """The new run for the resource (True), or the run already in flight for it (False), so
     the caller can say which and refuse what the running one cannot honour."""
