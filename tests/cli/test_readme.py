@@ -406,8 +406,9 @@ async def temporal_cli(sh: Shell, client: Client) -> None:
     signed = await sh.line("runbook sign WORKFLOW_ID --as NAME", WORKFLOW_ID=DB, NAME="erin")
     assert signed.ok().json()["approver"] == "erin" and signed.json()["signature"]
     update = (
-        "temporal workflow update execute --workflow-id db-failover/production/prod-revenue-context-db "
-        '--name approve --input "$(runbook sign db-failover/production/prod-revenue-context-db --as erin)"'
+        "temporal workflow update execute --workflow-id "
+        "db-failover/production/prod-revenue-context-db --name approve --input "
+        '"$(runbook sign db-failover/production/prod-revenue-context-db --as erin)"'
     )
     (await sh.line(update)).ok("approved:true", "decided_by:erin")
     (await sh.line(STATUS_DB, "--wait")).ok("outcome: completed", "approved: by erin")
@@ -415,8 +416,9 @@ async def temporal_cli(sh: Shell, client: Client) -> None:
     (await sh.line(TEMPORAL_START)).ok("Running execution")
     await status_when(client, DB, at_gate)
     signal = (
-        "temporal workflow signal --workflow-id db-failover/production/prod-revenue-context-db "
-        '--name approve --input "$(runbook sign db-failover/production/prod-revenue-context-db --as erin)"'
+        "temporal workflow signal --workflow-id "
+        "db-failover/production/prod-revenue-context-db --name approve --input "
+        '"$(runbook sign db-failover/production/prod-revenue-context-db --as erin)"'
     )
     (await sh.line(signal)).ok()
     (await sh.line(STATUS_DB, "--wait")).ok("outcome: completed", "approved: by erin")
@@ -451,7 +453,10 @@ async def llm_budget(sh: Shell, client: Client) -> None:
     start = "runbook start llm-budget --severity P1 [--set watch_minutes=0]"
     (await sh.line(start, "--set watch_minutes=0")).ok("started llm-budget/")
     await status_when(client, LLM, at_gate)
-    approve = "runbook approve llm-budget/production/prod/revenue-context/config --as bob --set daily_budget=200"
+    approve = (
+        "runbook approve llm-budget/production/prod/revenue-context/config --as bob "
+        "--set daily_budget=200"
+    )
     (await sh.line(approve)).ok("approved by bob")
     done = await status_when(client, LLM, ended, timeout=120)
     assert done.outcome == "completed", done.timeline
@@ -477,7 +482,10 @@ async def cert_scene(sh: Shell, client: Client) -> None:
 
 async def diagnosis_scene(sh: Shell, client: Client) -> None:
     """The read-only ones, then an alarm by hand through the webhook and its token."""
-    triage = "runbook start triage --severity P2 && runbook status triage/production/prod-revenue-context --wait"
+    triage = (
+        "runbook start triage --severity P2 && "
+        "runbook status triage/production/prod-revenue-context --wait"
+    )
     (await sh.line(triage)).ok("outcome: completed")
     kafka = "runbook start kafka-lag --severity P2 [--set settle_seconds=60] [--dry-run]"
     (await sh.line(kafka, "--dry-run")).ok("started kafka-lag/production/context_engine_group")

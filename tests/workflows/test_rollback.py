@@ -106,14 +106,14 @@ async def test_services_left_out_running_the_bad_tag_are_named_in_the_plan(
     ts_env: WorkflowEnvironment, fakes: FakeRollback
 ) -> None:
     """Rolling back api alone while the others run v1.5.0 too: /health would stay degraded."""
-    async with running(ts_env, fakes) as queue:
-        handle = await start(ts_env.client, queue, services=["api"], dry_run=True)
+    async with running(ts_env, [Rollback], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, rollback_input(services=["api"], dry_run=True))
         warned: RunbookResult = await handle.result()
         await keep_history(handle, "rollback_dry_run_left_out_warned")
         fakes.current.update({"context-engine": 3, "orchestration-engine": 3})  # on v1.4.2
-        quiet: RunbookResult = await (
-            await start(ts_env.client, queue, services=["api"], dry_run=True)
-        ).result()
+        quiet: RunbookResult = await execute(
+            ts_env, queue, rollback_input(services=["api"], dry_run=True)
+        )
     warning = (
         "Warning: context-engine, orchestration-engine also run v1.5.0 and are not in the "
         "selection: /health stays degraded and verify fails while they do; to include them: "
