@@ -63,9 +63,10 @@ class Settings(BaseSettings):
     # Temporal
     task_queue: str = Field("runbooks", alias="RUNBOOK_TASK_QUEUE")
     temporal_ui_url: str = Field("http://127.0.0.1:8233", alias="TEMPORAL_UI_URL")
-    # The worker's Prometheus metrics (the SDK's: polls, slots, task latencies) on this port;
-    # unset: none. The image's health check reads it.
+    # The worker's Prometheus metrics (the SDK's: polls, slots, task latencies; the runbooks'
+    # own, workflows/metrics.py) on this port; unset: none. The image's health check reads it.
     metrics_port: int | None = Field(None, ge=1, le=65535, alias="RUNBOOK_METRICS_PORT")
+    metrics_host: str = Field("0.0.0.0", alias="RUNBOOK_METRICS_HOST")
 
     # The Revenue Context Engine (runbook.md, "Quick Reference" and procedures)
     api_base_url: str = Field("https://api.prod.revenue-context.com", alias="API_BASE_URL")
@@ -144,6 +145,9 @@ class Settings(BaseSettings):
             return {single.name: single}
         return load_profiles(self.environments_file)
 
+    def metrics_address(self) -> str | None:
+        return f"{self.metrics_host}:{self.metrics_port}" if self.metrics_port else None
+
     def profile(self, name: str | None = None) -> EnvironmentProfile:
         """The named environment, else RUNBOOK_ENV, else the first one."""
         profiles = self.profiles()
@@ -182,14 +186,19 @@ def get_settings() -> Settings:
     return Settings()
 
 
-async def temporal_client(metrics_port: int | None = None) -> Client:
+def metrics_runtime(bind_address: str) -> Runtime:
+    """A Temporal runtime serving its metrics (the SDK's and the runbooks') for Prometheus."""
+    from workflows.metrics import BUCKETS  # the worker's: not on every CLI command's path
+
+    prometheus = PrometheusConfig(bind_address=bind_address, histogram_bucket_overrides=BUCKETS)
+    return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
+
+
+async def temporal_client(metrics_address: str | None = None) -> Client:
     """Temporal through the SDK's environment configuration (TEMPORAL_ADDRESS, namespace, TLS,
     API key), with the pydantic converter every client, worker and replayer shares;
-    `metrics_port`: the SDK's Prometheus metrics served there (the worker's)."""
+    `metrics_address`: host:port to serve the metrics on (the worker's)."""
     config = ClientConfig.load_client_connect_config()
     config.setdefault("target_host", "localhost:7233")
-    runtime = None
-    if metrics_port:
-        prometheus = PrometheusConfig(bind_address=f"0.0.0.0:{metrics_port}")
-        runtime = Runtime(telemetry=TelemetryConfig(metrics=prometheus))
+    runtime = metrics_runtime(metrics_address) if metrics_address else None
     return await Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime)

@@ -53,6 +53,7 @@ from workflows.cert_expiry_check import CertExpiryCheck
 from workflows.incident_log import IncidentLogInterceptor
 from workflows.input_guard import InputGuardInterceptor
 from workflows.llm_spend_watch import LlmSpendWatch
+from workflows.metrics import ActivityAttemptsInterceptor
 from workflows.registry import PROCEDURES, WORKFLOWS
 from workflows.worker_mode import WorkerModeInterceptor
 
@@ -77,7 +78,13 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 # Every worker and replayer runs the same interceptors: they add commands to histories.
 # The input guard first: a run with no input fails before anything else sees it; then the
 # worker's own rules (its environment, shadow mode); a refused run is no incident.
-INTERCEPTORS = [InputGuardInterceptor(), WorkerModeInterceptor(), IncidentLogInterceptor()]
+# (The attempts counter adds none: it only counts, workflows/metrics.py.)
+INTERCEPTORS = [
+    InputGuardInterceptor(),
+    WorkerModeInterceptor(),
+    IncidentLogInterceptor(),
+    ActivityAttemptsInterceptor(),
+]
 
 
 def migrate_incident_log(settings: Settings) -> None:
@@ -238,7 +245,7 @@ async def main() -> None:
     except UnknownEnvironment as err:
         raise SystemExit(f"worker: {err}") from None
     migrate_incident_log(settings)
-    client = await temporal_client(settings.metrics_port)
+    client = await temporal_client(settings.metrics_address())
     try:
         await check_namespace(client)
     except NamespaceNotReady as err:

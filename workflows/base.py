@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.incidents import IncidentRecord, IncidentStep
     from activities.notify import Notification, NotifyActivities
 
+from workflows import metrics
 from workflows import search_attributes as sa
 from workflows.models import (
     AlarmDelivery,
@@ -92,6 +93,7 @@ class RunbookWorkflow:
         # (workflows/gate.py fills these; a run without a gate reports none).
         self._approvers: list[str] = []
         self._first_approval_at: datetime | None = None
+        self._approved_at: datetime | None = None  # until the action's first step (metrics)
         self._findings: list[Finding] = []
         self._plan: list[str] = []
         self._summary = ""
@@ -102,6 +104,7 @@ class RunbookWorkflow:
         self._input = inp
         self._resource = resource
         self.set_phase("diagnose")
+        metrics.run_started(self.procedure)
         self.record("started", "info", f"by {inp.requested_by} via {inp.trigger}, {inp.severity}")
 
     def set_phase(self, phase: str) -> None:
@@ -132,6 +135,7 @@ class RunbookWorkflow:
         self._outcome, self._summary = outcome, summary
         self._findings, self._plan = findings, plan
         self.set_phase("done")
+        metrics.run_finished(self.procedure, outcome)
         self.record("finished", "ok" if outcome in ("completed", "dry_run") else "info", summary)
         return RunbookResult(
             workflow_id=workflow.info().workflow_id,
@@ -150,6 +154,7 @@ class RunbookWorkflow:
         """The end of a run whose action failed: notify (and whom to escalate to), then fail."""
         self._outcome = "failed"
         self.set_phase("failed")
+        metrics.run_finished(self.procedure, "failed")
         text = f"{summary}: {reason}" + (f". {escalate}" if escalate else "")
         await self.notify("failed", f"{self.procedure} FAILED for {self._resource}", text, {})
         raise ApplicationError(
@@ -190,6 +195,8 @@ class RunbookWorkflow:
         """Run one step and keep it in the timeline; a failure is recorded and re-raised."""
         step = Step(name=name, started_at=workflow.now())
         self._timeline.append(step)
+        metrics.action_started(self.procedure, self._approved_at)
+        self._approved_at = None
         try:
             result = await action
         except Exception as err:
@@ -234,6 +241,7 @@ class RunbookWorkflow:
             )
         except ActivityError as err:
             self.record(f"notify {kind}", "failed", failure_message(err))
+            metrics.notification_failed(self.procedure, "slack", kind)
             return False
         self.record(f"notify {kind}", "ok" if result.delivered else "skipped", result.detail)
         return result.delivered

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.notify import NotifyActivities, PagerDutyEvent
 
+from workflows import metrics
 from workflows import search_attributes as sa
 from workflows.base import NOTIFY_RETRY, READ_RETRY, RunbookWorkflow, failure_message, problems
 from workflows.models import (
@@ -116,6 +117,7 @@ class GatedRunbook(RunbookWorkflow):
             self._decision = GateResult(approved=False, timed_out=True)
             path = " -> ".join(level.role for level in escalation.levels)
             self.record(f"gate {gate} timed out", "refused", f"no decision from {path}")
+        self._approved_at = metrics.gate_closed(self.procedure, level.role, opened, self._decision)
         await self._page("resolve", "decided")
         self._pending = None
         workflow.upsert_search_attributes([sa.GATE.value_set("none"), sa.GATE_LEVEL.value_set("")])
@@ -123,6 +125,7 @@ class GatedRunbook(RunbookWorkflow):
 
     def _enter_level(self, level: EscalationLevel, first: bool) -> None:
         assert self._pending is not None
+        metrics.gate_level(self.procedure, level.role, None if first else self._pending.level)
         self._pending.level = level.role
         self._pending.may_decide = level.may_decide
         self._pending.level_deadline = level.deadline
@@ -180,6 +183,7 @@ class GatedRunbook(RunbookWorkflow):
             )
         except ActivityError as err:
             self.record(f"page {action}", "failed", failure_message(err))
+            metrics.notification_failed(self.procedure, "pagerduty", action)
             return
         if result.delivered:
             self.record(f"page {action}", "ok", result.detail)
