@@ -4,6 +4,7 @@ POST /sns            CloudWatch alarms delivered by Amazon SNS (signature verifi
 POST /alertmanager   Prometheus Alertmanager webhooks (Authorization: Bearer <token>)
 GET  /routes         which alarm starts which runbook, and whether it is installed
 GET  /health         liveness
+GET  /metrics        requests by route and status, for Prometheus (intake/metrics.py)
 
 A bad delivery gets a 4xx with `{"error": "<why>"}` and starts nothing; a good one gets 202
 with the workflow id. Temporal unreachable: 503, so SNS and Alertmanager retry.
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 from pydantic import Field, SecretStr, ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -31,6 +33,7 @@ from activities.alarms import AlarmOutcome, AlarmStarter
 from client.namespace import NamespaceNotReady, check_namespace
 from intake import payloads
 from intake.alarms import Intake, Planned, Rejected
+from intake.metrics import CountRequests, RequestCounter
 from intake.routes import describe_routes, load_routes
 from intake.sns import (
     DEFAULT_CERT_HOST_PATTERN,
@@ -249,12 +252,16 @@ def create_app(config: WebhookConfig | None = None, client: Client | None = None
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    counter = RequestCounter()
+    routes = [
+        Route("/sns", refusing(method("sns")), methods=["POST"]),
+        Route("/alertmanager", refusing(method("alertmanager")), methods=["POST"]),
+        Route("/routes", refusing(method("routes_view")), methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", counter.endpoint, methods=["GET"]),
+    ]
     return Starlette(
-        routes=[
-            Route("/sns", refusing(method("sns")), methods=["POST"]),
-            Route("/alertmanager", refusing(method("alertmanager")), methods=["POST"]),
-            Route("/routes", refusing(method("routes_view")), methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
-        ],
+        routes=routes,
+        middleware=[Middleware(CountRequests, counter=counter, routes=routes)],
         lifespan=lifespan,
     )

@@ -4,6 +4,7 @@ with a certificate this test serves, Alertmanager payloads, every rejection, ded
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -12,12 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from intake.alarms import redact
 from intake.app import ConfigError, WebhookConfig, create_app
+from intake.metrics import REQUESTS
 from intake.routes import DEFAULT_ROUTES, AlarmRoute, find_resource, load_routes
 from sandbox.sns_signer import SnsSigner, cloudwatch_alarm
 from tests.conftest import serving_http, serving_webhook
@@ -468,6 +471,32 @@ async def test_routes_and_health(hook: Hook) -> None:
 
 
 # ---- pure parts -------------------------------------------------------------------------------
+
+
+async def intake_requests(hook: Hook) -> dict[tuple[str, str, str], float]:
+    resp = await hook.http.get(f"{hook.url}/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    return {
+        (s.labels["route"], s.labels["method"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(resp.text)
+        for s in family.samples
+        if s.name == f"{REQUESTS}_total"
+    }
+
+
+async def test_metrics_count_requests_by_route_and_status(hook: Hook) -> None:
+    before = await intake_requests(hook)
+    assert (await hook.alertmanager(am_payload("metrics-thing"))).status_code == 202
+    assert (await hook.alertmanager(am_payload("metrics-thing"), token="wrong")).status_code == 401
+    assert (await hook.http.get(f"{hook.url}/wp-admin/{uuid.uuid4()}")).status_code == 404
+    after = await intake_requests(hook)
+    grew = {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key, 0)}
+    assert grew == {
+        ("/alertmanager", "POST", "202"): 1,
+        ("/alertmanager", "POST", "401"): 1,
+        ("other", "GET", "404"): 1,  # a scanner's path is no label of its own
+        ("/metrics", "GET", "200"): 1,  # the scrape before
+    }
 
 
 def test_default_routes_cover_the_runbook_alarms() -> None:
