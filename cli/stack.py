@@ -35,7 +35,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
         for part in parts.values():
             state = "up" if part.up else "DOWN" if part.address else "-"
             pid = f"pid {part.pid}" if part.pid else ""
-            print(f"{part.name:<12} {state:<5} {part.managed:<9} {part.address:<55} {pid}")
+            print(f"{part.name:<15} {state:<5} {part.managed:<9} {part.address:<55} {pid}")
     if down:
         print(
             f"runbook: stack: {', '.join(down)} down; `runbook stack up` starts what is down "

@@ -39,6 +39,7 @@ class Launch:
     ports: dict[str, int]
     cwd: Path = PROJECT_DIR
     user: str | None = None  # run as this user (PostgreSQL when we are root)
+    env: dict[str, str] | None = None  # this process's own, beside what every child gets
 
 
 def start(launch: Launch, log_path: Path, pid_path: Path, env: Mapping[str, str]) -> int:
@@ -50,7 +51,7 @@ def start(launch: Launch, log_path: Path, pid_path: Path, env: Mapping[str, str]
         proc = subprocess.Popen(
             launch.argv,
             cwd=launch.cwd,
-            env=dict(env),
+            env={**env, **(launch.env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -273,7 +273,16 @@ def launch_worker(stack: StackView) -> Launch:
     script = PROJECT_DIR / "worker.py"
     if not script.exists():
         raise StackError(f"worker: {script} is missing, so there is no worker to start")
-    return Launch([sys.executable, str(script)], "worker.py", {})
+    # Its metrics port is the worker's own: not in the clients' env, where a second worker
+    # started by hand would find it taken.
+    port = stack.port("worker-metrics")
+    metrics = {"RUNBOOK_METRICS_HOST": HOST, "RUNBOOK_METRICS_PORT": str(port)}
+    return Launch([sys.executable, str(script)], "worker.py", {"worker-metrics": port}, env=metrics)
+
+
+def metrics_url(part: str) -> Address:
+    """`part`'s Prometheus endpoint: /metrics on its own port."""
+    return lambda stack, _: f"{http_url(stack, part)}/metrics"
 
 
 def webhook_env(stack: StackView) -> dict[str, str]:
@@ -390,6 +399,10 @@ SERVERS: tuple[Server, ...] = (
                 address=lambda s, _: s.task_queue(),
                 probe=lambda s, task_queue: probes.worker_polls(task_queue, s.child_env()),
             ),
+            # The SDK's and the runbooks' metrics (workflows/metrics.py).
+            Part(
+                "worker-metrics", address=metrics_url("worker-metrics"), probe=http_get(), port=9464
+            ),
         ),
         launch=launch_worker,
         depends=("postgres", "redis", "kafka", "sandbox", "temporal"),
@@ -404,6 +417,13 @@ SERVERS: tuple[Server, ...] = (
                 port=8790,
                 var="RUNBOOK_WEBHOOK_URL",
                 env=webhook_env,
+            ),
+            # Requests by route and status (intake/metrics.py); an external intake's is its own.
+            Part(
+                "webhook-metrics",
+                address=metrics_url("webhook"),
+                probe=http_get(),
+                follows="webhook",
             ),
         ),
         launch=launch_webhook,

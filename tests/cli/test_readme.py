@@ -316,7 +316,7 @@ async def test_the_readme_walked_on_the_embedded_stack(
 
 async def bring_up(sh: Shell) -> None:
     (await sh.line("runbook stack up [--iam]")).ok("stack up in")
-    (await sh.line("runbook stack status [--json]")).ok("worker       up", "webhook      up")
+    (await sh.line("runbook stack status [--json]")).ok("worker          up", "webhook         up")
     parts = (await sh.line("runbook stack status [--json]", "--json")).ok().json()
     assert parts["worker"]["up"] and parts["temporal"]["managed"] == "external"
     sourced = (await sh.run(sh.readme("source .runbook/env") + " && env")).ok()
@@ -333,8 +333,10 @@ async def bring_down(sh: Shell) -> None:
     (await sh.line("runbook sandbox reset")).ok("sandbox reset")
     (await sh.line("runbook stack down")).ok("stack down")
     sh.sourced = False  # down deletes .runbook/env (a shell keeps what it sourced: sh.env)
-    after = (await sh.line("runbook stack status [--json]")).refused(1, "worker, webhook down")
-    assert "worker       DOWN" in after.out
+    after = (await sh.line("runbook stack status [--json]")).refused(
+        1, "worker, worker-metrics, webhook, webhook-metrics down"
+    )
+    assert "worker          DOWN" in after.out
 
 
 START_DB = (

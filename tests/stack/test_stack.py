@@ -99,6 +99,17 @@ def test_every_part_answers_its_clients(full: Stack) -> None:
     assert httpx.get(env["TEMPORAL_UI_URL"]).status_code == 200
 
 
+def test_status_names_the_metrics_endpoints_and_they_serve(full: Stack) -> None:
+    status = full.status()
+    worker, webhook = status["worker-metrics"], status["webhook-metrics"]
+    assert worker.up and worker.address == f"http://127.0.0.1:{full.port('worker-metrics')}/metrics"
+    assert webhook.up and webhook.address == f"{status['webhook'].address}/metrics"
+    assert worker.pid == status["worker"].pid and webhook.pid == status["webhook"].pid
+    assert "temporal_num_pollers{" in httpx.get(worker.address).text  # the worker polls
+    httpx.get(f"{status['webhook'].address}/health").raise_for_status()
+    assert 'route="/health"' in httpx.get(webhook.address).text
+
+
 async def test_dev_server_has_the_search_attributes(full: Stack) -> None:
     client = await Client.connect(full.client_env()["TEMPORAL_ADDRESS"])
     listed = await client.operator_service.list_search_attributes(
