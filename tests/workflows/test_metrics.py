@@ -3,13 +3,19 @@ the time-skipping server with fake activities (one approved failover whose Slack
 gate nobody answers, one workflow task that fails once, one activity retried past the limit).
 """
 
+import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio import activity, workflow
 from temporalio.client import Client
@@ -18,6 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner
 
+from intake.metrics import RequestCounter
 from settings import metrics_runtime
 from tests.conftest import free_ports
 from tests.fakes.approvers import signed, write_roster
@@ -171,3 +178,117 @@ def test_the_sdk_metrics_are_on_the_same_endpoint(scenario: Scenario) -> None:
     )
     assert value(s, "temporal_num_pollers", poller_type="workflow_task") >= 1
     assert value(s, "temporal_activity_execution_failed_total") > 0
+
+
+# ---- the alert rules and the dashboard (deploy/observability) ---------------------------------
+#
+# No promtool here: the rules keep to a small PromQL subset, evaluated below over two scrapes
+# (increase = after - before, as over a window that holds the scenario).
+
+OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy" / "observability"
+SELECTOR = re.compile(r"^(?P<name>[a-z_:][a-z0-9_:]*)(?:\{(?P<matchers>[^}]*)\})?$")
+THRESHOLD = re.compile(
+    r"^sum(?: by \((?P<by>[a-z_, ]*)\))? \((?P<inner>.+)\) (?P<op>[<>]=?|==) (?P<n>[0-9.]+)$"
+)
+INCREASE = re.compile(r"^increase\((?P<selector>.+)\[\d+[smhd]\]\)$")
+ABSENT = re.compile(r"^absent\((?P<selector>.+)\)$")
+Firing = list[dict[str, str]]
+
+
+def selector(text: str) -> tuple[str, dict[str, str]]:
+    match = SELECTOR.match(text.strip())
+    assert match, f"not a selector this test evaluates: {text}"
+    pairs = (m.split("=", 1) for m in (match["matchers"] or "").split(",") if m.strip())
+    return match["name"], {k.strip(): v.strip().strip('"') for k, v in pairs}
+
+
+def series(samples: Samples, name: str, labels: dict[str, str]) -> dict[frozenset, float]:
+    return {ls: v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls}
+
+
+def evaluate(expr: str, before: Samples, after: Samples) -> Firing:
+    """The label sets `expr` fires for: `A or B`, `absent(sel)`, `sum [by (..)] (X) op N`
+    with X `sel` or `increase(sel[range])`."""
+    if " or " in expr:
+        return [f for part in expr.split(" or ") for f in evaluate(part, before, after)]
+    if match := ABSENT.match(expr.strip()):
+        return [] if series(after, *selector(match["selector"])) else [{}]
+    match = THRESHOLD.match(expr.strip())
+    assert match, f"not an expression this test evaluates: {expr}"
+    increase = INCREASE.match(match["inner"])
+    name, labels = selector(increase["selector"] if increase else match["inner"])
+    by = [b.strip() for b in (match["by"] or "").split(",") if b.strip()]
+    was = series(before, name, labels) if increase else {}
+    sums: dict[tuple[tuple[str, str], ...], float] = {}
+    for ls, v in series(after, name, labels).items():
+        key = tuple((b, dict(ls).get(b, "")) for b in by)
+        sums[key] = sums.get(key, 0) + v - was.get(ls, 0)
+    compare = {"<": float.__lt__, ">": float.__gt__, "<=": float.__le__, ">=": float.__ge__}
+    op = compare.get(match["op"], float.__eq__)
+    return [dict(key) for key, total in sums.items() if op(float(total), float(match["n"]))]
+
+
+def rules() -> dict[str, dict[str, Any]]:
+    loaded = yaml.safe_load((OBSERVABILITY / "alerts.yml").read_text())
+    return {rule["alert"]: rule for group in loaded["groups"] for rule in group["rules"]}
+
+
+def metric_names(expr: str) -> set[str]:
+    return set(re.findall(r"\b(?:runbook|temporal)_[a-z_]+\b", expr))
+
+
+def test_every_rule_is_complete_and_names_exposed_metrics(scenario: Scenario) -> None:
+    exposed = {name for name, _ in scenario.after}
+    assert set(rules()) == {
+        "RunbookGatePastDeadline",
+        "RunbookWorkflowTaskFailures",
+        "RunbookActivityAttemptsHigh",
+        "RunbookNotificationFailed",
+        "RunbookNoWorkerPolling",
+    }
+    for name, rule in rules().items():
+        assert rule["labels"]["severity"] in ("page", "ticket"), name
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+        assert metric_names(rule["expr"]) and metric_names(rule["expr"]) <= exposed, name
+
+
+@pytest.mark.parametrize(
+    ("alert", "fires_for"),
+    [
+        ("RunbookGatePastDeadline", {"procedure": "db-failover"}),
+        ("RunbookWorkflowTaskFailures", {"workflow_type": "MetricsProbe"}),
+        ("RunbookActivityAttemptsHigh", {"activity_type": "metrics-probe.flaky"}),
+        ("RunbookNotificationFailed", {"channel": "slack", "kind": "approval_request"}),
+    ],
+)
+def test_each_threshold_rule_fires_on_the_scenario_only(
+    scenario: Scenario, alert: str, fires_for: dict[str, str]
+) -> None:
+    expr = rules()[alert]["expr"]
+    firing = evaluate(expr, scenario.before, scenario.after)
+    assert any(fires_for.items() <= f.items() for f in firing), firing
+    assert evaluate(expr, scenario.after, scenario.after) == []  # nothing new: quiet
+
+
+def test_no_worker_polling_fires_when_the_workers_endpoint_is_gone(scenario: Scenario) -> None:
+    expr = rules()["RunbookNoWorkerPolling"]["expr"]
+    assert evaluate(expr, scenario.after, scenario.after) == []  # polling: quiet
+    assert evaluate(expr, {}, {}) == [{}]  # no worker: no series at all
+
+
+def test_the_dashboard_queries_exposed_metrics(scenario: Scenario) -> None:
+    dashboard = json.loads((OBSERVABILITY / "dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = set().union(*(metric_names(e) for e in exprs))
+    intake = RequestCounter()
+    intake.requests.labels("/health", "GET", "200").inc()
+    exposed = {name for name, _ in scenario.after} | {
+        s.name
+        for f in text_string_to_metric_families(generate_latest(intake.registry).decode())
+        for s in f.samples
+    }
+    assert used <= exposed, used - exposed
+    runbook_metrics = {v for k, v in vars(metrics).items() if k.isupper() and isinstance(v, str)}
+    assert {m for m in runbook_metrics if m.startswith("runbook_")} <= {
+        re.sub(r"_(total|bucket)$", "", name) for name in used
+    }  # every runbook metric has a panel
