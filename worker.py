@@ -78,13 +78,7 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 # Every worker and replayer runs the same interceptors: they add commands to histories.
 # The input guard first: a run with no input fails before anything else sees it; then the
 # worker's own rules (its environment, shadow mode); a refused run is no incident.
-# (The attempts counter adds none: it only counts, workflows/metrics.py.)
-INTERCEPTORS = [
-    InputGuardInterceptor(),
-    WorkerModeInterceptor(),
-    IncidentLogInterceptor(),
-    ActivityAttemptsInterceptor(),
-]
+INTERCEPTORS = [InputGuardInterceptor(), WorkerModeInterceptor(), IncidentLogInterceptor()]
 
 
 def migrate_incident_log(settings: Settings) -> None:
@@ -227,7 +221,7 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
         # retried elsewhere after its 10 s heartbeat timeout while it still waits to run here.
         max_concurrent_activities=ACTIVITY_SLOTS,
         activity_executor=ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS),
-        interceptors=INTERCEPTORS,
+        interceptors=[*INTERCEPTORS, ActivityAttemptsInterceptor()],  # counting adds no command
         workflow_runner=WORKFLOW_RUNNER,
         # Bad input (from the Temporal UI, say) fails the run with a message naming the
         # field, instead of retrying a workflow task that can never succeed.
