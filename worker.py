@@ -30,6 +30,7 @@ from activities.health import HealthActivities
 from activities.incidents import IncidentActivities, migrate
 from activities.kafka import KafkaActivities
 from activities.llm import BudgetPolicy, LlmActivities
+from activities.locks import LockActivities, LockConfig
 from activities.logs import LogsActivities
 from activities.notify import Link, NotifyActivities, PagerDutyConfig
 from activities.postgres import PostgresActivities
@@ -53,6 +54,7 @@ from workflows.cert_expiry_check import CertExpiryCheck
 from workflows.incident_log import IncidentLogInterceptor
 from workflows.input_guard import InputGuardInterceptor
 from workflows.llm_spend_watch import LlmSpendWatch
+from workflows.lock import ResourceLock
 from workflows.metrics import ActivityAttemptsInterceptor
 from workflows.registry import PROCEDURES, WORKFLOWS
 from workflows.worker_mode import WorkerModeInterceptor
@@ -160,6 +162,11 @@ def build_activities(
     approvals = ApprovalActivities(
         escalation_policy(settings), settings.roster_file, settings.approver_keys_file
     )
+    locks = LockActivities(
+        LockConfig(
+            check_seconds=settings.lock_check_seconds, idle_seconds=settings.lock_idle_seconds
+        )
+    )
     return [
         *(acm.describe_certificates, acm.list_certificates, acm.request_certificate),
         acm.wait_issued,
@@ -182,6 +189,7 @@ def build_activities(
         *(notify.slack, notify.pagerduty),
         *(approvals.plan_escalation, approvals.verify),
         incidents.record,
+        *(locks.request, locks.state, locks.holder_status),
         WorkerModeActivities(profile.name, settings.read_only).mode,
     ]
 
@@ -211,7 +219,7 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
     return Worker(
         client,
         task_queue=profile.task_queue,
-        workflows=[*WORKFLOWS, LlmSpendWatch, CertExpiryCheck],
+        workflows=[*WORKFLOWS, LlmSpendWatch, CertExpiryCheck, ResourceLock],
         activities=[
             *build_activities(settings, http, profile),
             *schedule_activities(client, settings, http, profile),

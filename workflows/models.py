@@ -12,7 +12,10 @@ Severity = Literal["P0", "P1", "P2", "P3"]
 SEVERITIES: tuple[Severity, ...] = ("P0", "P1", "P2", "P3")
 Trigger = Literal["ui", "cli", "alarm", "schedule"]
 Verdict = Literal["ok", "degraded", "failing", "unavailable"]
-Outcome = Literal["completed", "dry_run", "rejected", "not_approved", "refused", "failed"]
+# stale: approved, but once the run had the resource's lock the resource was no longer what
+# the approver saw (another run changed it meanwhile): nothing was done. Not `refused`, which
+# is a plan turned down on the diagnosis before anyone approved it.
+Outcome = Literal["completed", "dry_run", "rejected", "not_approved", "refused", "failed", "stale"]
 StepOutcome = Literal["running", "ok", "failed", "skipped", "refused", "info"]
 
 
