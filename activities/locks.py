@@ -1,7 +1,7 @@
 """The client side of the resource locks (workflows/lock.py): ask a lock for a resource,
 read a lock's state, and tell the lock whether its holder still runs.
 
-A request is an Update-with-start on the lock's workflow (`lock/<environment>/<resource>`):
+A request is an Update-with-start on the lock's workflow (`lock/<task queue>/<resource>`):
 it starts the lock when none runs, and its answer says at once whether the lock was granted
 or who holds it. On a free lock that is the whole acquisition: one local activity, no
 signal round trip. The Update id is the request id, and the lock keeps request ids in its
@@ -31,9 +31,11 @@ ID_MAX = 1000
 RESOURCE_MAX = 400
 
 
-def lock_id(environment: str, resource: str) -> str:
-    """The lock workflow's id: one lock a resource of an environment."""
-    return f"lock/{environment}/{resource}"
+def lock_id(task_queue: str, resource: str) -> str:
+    """The lock workflow's id. Every run that may change a resource of an environment runs
+    on that environment's task queue (one an environment), and so does the lock: keyed by the
+    task queue, a lock is never left on a queue no worker polls (a test's, say)."""
+    return f"lock/{task_queue}/{resource}"
 
 
 class LockConfig(BaseModel):
@@ -106,7 +108,7 @@ class ReleaseRequest(BaseModel):
 
 
 class StateRequest(BaseModel):
-    environment: str = Field(max_length=32)
+    task_queue: str = Field(max_length=200)
     resource: str = Field(max_length=RESOURCE_MAX)
 
 
@@ -128,9 +130,9 @@ class LockInput(BaseModel):
     state: LockState | None = None
 
 
-async def read_state(client: Client, environment: str, resource: str) -> LockState | None:
+async def read_state(client: Client, task_queue: str, resource: str) -> LockState | None:
     """The lock's state by query; None when no lock runs for the resource."""
-    handle = client.get_workflow_handle(lock_id(environment, resource))
+    handle = client.get_workflow_handle(lock_id(task_queue, resource))
     try:
         return await handle.query(STATE_QUERY, result_type=LockState)
     except (RPCError, WorkflowQueryFailedError) as err:
@@ -149,7 +151,7 @@ class LockActivities:
         start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
             LOCK_WORKFLOW,
             LockInput(resource=req.resource, environment=req.environment, config=self._config),
-            id=lock_id(req.environment, req.resource),
+            id=lock_id(activity.info().task_queue, req.resource),
             task_queue=activity.info().task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
@@ -164,7 +166,7 @@ class LockActivities:
 
     @activity.defn(name="locks.state")
     async def state(self, req: StateRequest) -> LockState | None:
-        return await read_state(activity.client(), req.environment, req.resource)
+        return await read_state(activity.client(), req.task_queue, req.resource)
 
     @activity.defn(name="locks.holder_status")
     async def holder_status(self, req: HolderRequest) -> HolderStatus:

@@ -25,6 +25,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from worker import INTERCEPTORS
+from workflows.lock import ResourceLock
 from workflows import search_attributes
 from workflows.models import RunbookInput, RunbookStatus
 from workflows.registry import PROCEDURES
@@ -158,6 +159,9 @@ async def running(
     """A worker with the production interceptors on a task queue of its own (or `queue`);
     yields the queue. `options` go to the Worker (e.g. a workflow runner)."""
     queue = queue or f"test-{uuid.uuid4()}"
+    # A procedure's mutations take resource locks: the lock workflow runs beside it, as in
+    # worker.py.
+    workflows = [*workflows, *([] if ResourceLock in workflows else [ResourceLock])]
     options = {
         "interceptors": INTERCEPTORS,
         "activity_executor": ThreadPoolExecutor(4),

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
+from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
 from workflows.models import Finding, RunbookInput, RunbookResult
 
 NAMESPACE, METRIC = "ECS/ContainerInsights", "MemoryUtilized"
@@ -119,6 +120,10 @@ def judge_service(result: ServicesResult) -> Finding:
     )
 
 
+def short_ref(arn: str | None) -> str:
+    return (arn or "nothing").rsplit("/", 1)[-1]
+
+
 def judge_task_definition(td: TaskDefinitionInfo) -> Finding:
     summary = f"{td.ref}: cpu {td.cpu}, memory {td.memory} MiB"
     return Finding(check="task definition", verdict="ok", summary=summary)
@@ -186,8 +191,16 @@ class HighMemory(GatedRunbook):
         decision = await self.gate("raise-memory", plan.summary, plan.steps)
         if not decision.approved:
             return await self.not_approved(diag.findings, plan.steps)
+        lease = lease_for(
+            90, inp.rollout_timeout_seconds, inp.verify_checks * inp.verify_interval_seconds
+        )
         try:
-            summary = await self._remediate(inp, plan)
+            async with exclusive(
+                self, [ecs_service(inp.cluster, inp.service)], lease, lambda: self._stale(inp, plan)
+            ):
+                summary = await self._remediate(inp, plan)
+        except StalePlan as err:
+            return await stale(self, err, diag.findings, plan.steps)
         except (ActivityError, ApplicationError) as err:  # a failed step or verification
             await self.fail(plan.summary, failure_message(err))
         await self.notify("resolved", f"high-memory done for {inp.service}", summary, {})
@@ -249,6 +262,24 @@ class HighMemory(GatedRunbook):
             task_definition=task_def,
             memory=results[1][1],
             oom_kills=int(results[2][0].data.get("oom_kills", 0)),
+        )
+
+    async def _stale(self, inp: HighMemoryInput, plan: MemoryPlan) -> str | None:
+        """Once the lock is held: does the service still run the revision the plan raises?"""
+        found: ServicesResult = await self.step(
+            "re-read service",
+            self._read(
+                EcsActivities.describe_services,
+                ServicesRequest(cluster=inp.cluster, services=[inp.service]),
+            ),
+            lambda r: (r.services[0].task_definition or "?") if r.services else "not found",
+        )
+        now = found.services[0].task_definition if found.services else None
+        if now == plan.task_definition:
+            return None
+        return (
+            f"{inp.service} now runs {short_ref(now)}, not {short_ref(plan.task_definition)} "
+            "that the approved plan raised: another change came first"
         )
 
     async def _remediate(self, inp: HighMemoryInput, plan: MemoryPlan) -> str:

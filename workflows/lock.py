@@ -1,5 +1,6 @@
 """One change at a time per resource: a lock is a workflow per resource (`ResourceLock`, id
-`lock/<environment>/<resource>`, e.g. `lock/production/ecs/prod-revenue-context/api`).
+`lock/<task queue>/<resource>`, e.g. `lock/runbooks-production/ecs/prod-revenue-context/api`:
+an environment's runs share its task queue, see activities/locks.py).
 
 - A request is an Update-with-start from a local activity of the requester
   (activities/locks.py): the answer says at once "granted" (a free lock: nothing more to
@@ -305,7 +306,7 @@ async def _acquire(run: RunbookWorkflow, resource: str, request_id: str, lease: 
     )
     while True:
         await workflow.wait_condition(lambda: request_id in grants)
-        if await _confirmed(environment, resource, request_id):
+        if await _confirmed(resource, request_id):
             break
         grants.discard(request_id)
         run.record(f"lock {resource}", "refused", "a grant the lock did not make was ignored")
@@ -354,11 +355,11 @@ def _grants(run: RunbookWorkflow) -> set[str]:
     return grants
 
 
-async def _confirmed(environment: str, resource: str, request_id: str) -> bool:
+async def _confirmed(resource: str, request_id: str) -> bool:
     """The lock's own state names this request as the holder (a forged signal does not)."""
     state: LockState | None = await workflow.execute_local_activity_method(
         LockActivities.state,
-        StateRequest(environment=environment, resource=resource),
+        StateRequest(task_queue=workflow.info().task_queue, resource=resource),
         start_to_close_timeout=timedelta(seconds=30),
         retry_policy=REQUEST_RETRY,
     )
@@ -367,8 +368,7 @@ async def _confirmed(environment: str, resource: str, request_id: str) -> bool:
 
 
 async def _release(run: RunbookWorkflow, resource: str, request_id: str, since: Any) -> None:
-    environment = _environment(run)
-    handle = workflow.get_external_workflow_handle(lock_id(environment, resource))
+    handle = workflow.get_external_workflow_handle(lock_id(workflow.info().task_queue, resource))
     try:
         await handle.signal(RELEASE_SIGNAL, ReleaseRequest(request_id=request_id, reason="done"))
     except Exception as err:  # the lock is gone: nothing is held

@@ -19,6 +19,7 @@ from activities.approvals import ApprovalActivities, EscalationPolicy
 from activities.cloudwatch import MetricRequest, MetricSummary
 from activities.health import HealthRequest, HealthResult, WaitHealthyRequest
 from activities.incidents import IncidentRecord, RecordResult
+from activities.locks import LockActivities, LockConfig
 from activities.notify import Notification, NotifyResult, PagerDutyEvent
 from activities.postgres import IdleInTransactionRequest, IdleInTransactionResult
 from activities.rds import (
@@ -38,6 +39,9 @@ GATE_ACTIVITIES = {
     "approvals.verify",
     "incidents.record",
     "worker.mode",
+    "locks.request",
+    "locks.state",
+    "locks.holder_status",
 }
 
 
@@ -140,6 +144,8 @@ class FakeSystems:
             return RecordResult(incident_id=incident.incident_id, events=len(incident.timeline))
 
         approvals = ApprovalActivities(self.policy, *self.roster)
+        # The real lock client (the lock itself is a workflow the test worker registers).
+        locks = LockActivities(LockConfig(check_seconds=1, idle_seconds=5))
         return [
             describe,
             force_failover,
@@ -154,6 +160,7 @@ class FakeSystems:
             approvals.plan_escalation,
             approvals.verify,
             WorkerModeActivities(self.environment, self.read_only).mode,
+            *(locks.request, locks.state, locks.holder_status),
         ]
 
     def gate_activities(self) -> list[Any]:

@@ -15,7 +15,14 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.locks import LockActivities, LockConfig, LockGranted, LockState, read_state
+from activities.locks import (
+    LockActivities,
+    LockConfig,
+    LockGranted,
+    LockState,
+    lock_id,
+    read_state,
+)
 from activities.notify import Notification, NotifyResult
 from tests.fakes.locking import HoldInput, LockHolderProbe
 from tests.temporal_env import until
@@ -72,11 +79,15 @@ def waiting(status: RunbookStatus) -> bool:
 
 
 async def lock_state(
-    client: Client, resource: str, ready: Callable[[LockState], bool], timeout: float = 30
+    client: Client,
+    queue: str,
+    resource: str,
+    ready: Callable[[LockState], bool],
+    timeout: float = 30,
 ) -> LockState:
     deadline = time.monotonic() + timeout
     while True:
-        state = await read_state(client, "production", resource)
+        state = await read_state(client, queue, resource)
         if state is not None and ready(state):
             return state
         assert time.monotonic() < deadline, f"lock state never held; last {state}"
@@ -93,7 +104,7 @@ async def test_a_queue_of_three_drains_in_order(dev_env: WorkflowEnvironment) ->
         third = await hold(client, queue, resource)
         await until(third, waiting)
         assert f"held by {first.id} since" in waited.phase
-        state = await lock_state(client, resource, lambda s: len(s.queue) == 2)
+        state = await lock_state(client, queue, resource, lambda s: len(s.queue) == 2)
         assert state.holder and state.holder.request.workflow_id == first.id
         assert [r.workflow_id for r in state.queue] == [second.id, third.id]
 
@@ -106,7 +117,7 @@ async def test_a_queue_of_three_drains_in_order(dev_env: WorkflowEnvironment) ->
         for handle in (first, second, third):
             await handle.result()
 
-        state = await lock_state(client, resource, lambda s: s.holder is None)
+        state = await lock_state(client, queue, resource, lambda s: s.holder is None)
         grants = [e.workflow_id for e in state.recent if e.what == "granted"]
         assert grants == [first.id, second.id, third.id]
         [line] = [
@@ -130,7 +141,7 @@ async def test_a_terminated_holder_is_released_long_before_its_lease(
         await until(waiter, waiting)
         await holder.terminate(reason="test: a holder that cannot release")
         await until(waiter, holding)
-        state = await lock_state(client, resource, lambda s: True)
+        state = await lock_state(client, queue, resource, lambda s: True)
         gone = [e for e in state.recent if e.what == "holder gone"]
         assert gone and gone[0].workflow_id == holder.id and "TERMINATED" in gone[0].detail
         await waiter.signal(LockHolderProbe.let_go)
@@ -151,10 +162,10 @@ async def test_a_cancelled_holder_and_a_cancelled_waiter_let_go(
         last = await hold(client, queue, resource)
         await until(last, waiting)
         await quitter.cancel()
-        await lock_state(client, resource, lambda s: len(s.queue) == 1)
+        await lock_state(client, queue, resource, lambda s: len(s.queue) == 1)
         await holder.cancel()
         await until(last, holding)
-        state = await lock_state(client, resource, lambda s: True)
+        state = await lock_state(client, queue, resource, lambda s: True)
         whats = [(e.what, e.workflow_id) for e in state.recent]
         assert ("withdrawn", quitter.id) in whats and ("released", holder.id) in whats
         assert ("granted", quitter.id) not in whats
@@ -169,7 +180,7 @@ async def test_a_lease_bounds_the_hold(dev_env: WorkflowEnvironment) -> None:
         await until(holder, holding)
         waiter = await hold(client, queue, resource)
         await until(waiter, holding)
-        state = await lock_state(client, resource, lambda s: True)
+        state = await lock_state(client, queue, resource, lambda s: True)
         assert any(e.what == "lease expired" and e.workflow_id == holder.id for e in state.recent)
         for handle in (holder, waiter):
             await handle.signal(LockHolderProbe.let_go)
@@ -178,19 +189,17 @@ async def test_a_lease_bounds_the_hold(dev_env: WorkflowEnvironment) -> None:
 
 async def test_continue_as_new_keeps_holder_and_queue(dev_env: WorkflowEnvironment) -> None:
     client, resource = dev_env.client, a_resource()
-    async with lock_worker(dev_env, LockConfig(check_seconds=0.5, continue_after=2)) as (q, _):
-        holder = await hold(client, q, resource)
+    async with lock_worker(dev_env, LockConfig(check_seconds=0.5, continue_after=2)) as (queue, _):
+        holder = await hold(client, queue, resource)
         await until(holder, holding)
-        first_run = (
-            await client.get_workflow_handle(f"lock/production/{resource}").describe()
-        ).run_id
+        first_run = (await client.get_workflow_handle(lock_id(queue, resource)).describe()).run_id
         waiters = []
         for _ in range(3):
-            waiters.append(await hold(client, q, resource))
+            waiters.append(await hold(client, queue, resource))
             await until(waiters[-1], waiting)
-        desc = await client.get_workflow_handle(f"lock/production/{resource}").describe()
+        desc = await client.get_workflow_handle(lock_id(queue, resource)).describe()
         assert desc.run_id != first_run  # continued as new on the way
-        state = await lock_state(client, resource, lambda s: len(s.queue) == 3)
+        state = await lock_state(client, queue, resource, lambda s: len(s.queue) == 3)
         assert state.holder and state.holder.request.workflow_id == holder.id
         for handle in (holder, *waiters):
             await until(handle, holding)
@@ -205,7 +214,7 @@ async def test_a_forged_grant_is_ignored(dev_env: WorkflowEnvironment) -> None:
         await until(holder, holding)
         waiter = await hold(client, queue, resource)
         await until(waiter, waiting)
-        state = await lock_state(client, resource, lambda s: len(s.queue) == 1)
+        state = await lock_state(client, queue, resource, lambda s: len(s.queue) == 1)
         forged = LockGranted(
             resource=resource, request_id=state.queue[0].request_id, granted_at=datetime.now(UTC)
         )
