@@ -112,10 +112,8 @@ class Settings(BaseSettings):
     alb_names: str = Field("prod-revenue-context-alb", alias="ALB_NAMES")
 
     # Resource locks (workflows/lock.py): how often a lock asks whether its holder still runs
-    # (a terminated holder is released within about this long), and how long a free lock
-    # with nobody waiting lives on.
+    # (a terminated holder is released within about this long).
     lock_check_seconds: float = Field(15.0, ge=0.1, le=3600, alias="RUNBOOK_LOCK_CHECK_SECONDS")
-    lock_idle_seconds: float = Field(300.0, ge=0.1, alias="RUNBOOK_LOCK_IDLE_SECONDS")
 
     # The incident log: the project's own database, never the one being failed over.
     runbook_database_url: str | None = Field(None, alias="RUNBOOK_DATABASE_URL")

@@ -162,11 +162,7 @@ def build_activities(
     approvals = ApprovalActivities(
         escalation_policy(settings), settings.roster_file, settings.approver_keys_file
     )
-    locks = LockActivities(
-        LockConfig(
-            check_seconds=settings.lock_check_seconds, idle_seconds=settings.lock_idle_seconds
-        )
-    )
+    locks = LockActivities(LockConfig(check_seconds=settings.lock_check_seconds))
     return [
         *(acm.describe_certificates, acm.list_certificates, acm.request_certificate),
         acm.wait_issued,

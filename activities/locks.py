@@ -44,8 +44,6 @@ class LockConfig(BaseModel):
     # How often the lock asks Temporal whether its holder still runs: a terminated holder
     # is released within about this long, not only at the end of its lease.
     check_seconds: float = Field(15.0, ge=0.1, le=3600)
-    # A free lock with nobody waiting ends after this long; the next request starts it again.
-    idle_seconds: float = Field(300.0, ge=0.1, le=7 * 24 * 3600)
     # Events a lock handles before it continues as new (its history stays short).
     continue_after: int = Field(200, ge=2, le=10_000)
 

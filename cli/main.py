@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sign": ("cli.runs", "print a signed decision for the Temporal CLI or UI"),
     "status": ("cli.runs", "a run's phase, gate and timeline"),
     "pending": ("cli.runs", "every gate waiting for a human, oldest first"),
+    "locks": ("cli.locks", "resource locks held now and the runs waiting for them"),
     "incidents": ("cli.incidents", "the incident log, with MTTA and MTTR"),
     "postmortem": ("cli.incidents", "the post-mortem draft of an incident (stdout or --out FILE)"),
     "db": ("cli.incidents", "the runbook's own database"),

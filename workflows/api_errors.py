@@ -1,6 +1,7 @@
 """runbook.md, procedure 3: API Error Rate Spike."""
 
 from datetime import timedelta
+from functools import partial
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -36,8 +37,10 @@ from workflows.diagnosis import (
     judge_tasks,
     read,
     scale_and_wait,
+    scale_stale,
 )
 from workflows.gate import GatedRunbook
+from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
 from workflows.models import Finding, ParamSpec, RunbookInput, RunbookResult
 
 CPU_HIGH = 80.0  # the `db-cpu-high` alarm's threshold, percent
@@ -225,8 +228,15 @@ class ApiErrorRateSpike(GatedRunbook):
         if not decision.approved:
             return await self.not_approved(findings, plan.steps)
         target = int(decision.number("desired_count"))
+        lease = lease_for(60 + inp.scale_timeout_seconds, 2 * inp.verify_timeout_seconds)
+        recheck = partial(
+            scale_stale, self, inp.cluster, inp.service, plan.current, inp.check_timeout_seconds
+        )
         try:
-            summary = await self._remediate(inp, target)
+            async with exclusive(self, [ecs_service(inp.cluster, inp.service)], lease, recheck):
+                summary = await self._remediate(inp, target)
+        except StalePlan as err:
+            return await stale(self, err, findings, plan.steps)
         except (ActivityError, ApplicationError) as err:
             escalate = "Escalate to the Engineering Manager."
             await self.fail(plan.summary, failure_message(err), escalate)

@@ -26,6 +26,7 @@ stateless). The activity's schedule-to-close timeout is the 72-hour bound.
 
 import re
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -58,6 +59,8 @@ with workflow.unsafe.imports_passed_through():
 from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
 from workflows.idempotency import token
+from workflows.lock import StalePlan, exclusive, lease_for, stale
+from workflows.lock import listener as listener_resource
 from workflows.models import Finding, RunbookInput, RunbookResult
 
 # runbook.md, "If Expired": `aws acm request-certificate --domain-name api.prod.revenue-context.com`
@@ -317,8 +320,19 @@ class CertificateRenewal(GatedRunbook):
         decision = await self.gate("swap-certificate", gate_summary, steps)
         if not decision.approved:
             return await self._not_approved(diag.findings, plan, new)
+        lease = lease_for(
+            60 * len(plan.listeners), inp.verify_checks * (60 + inp.verify_interval_seconds)
+        )
         try:
-            summary = await self._swap(inp, plan, new)
+            async with exclusive(
+                self,
+                [listener_resource(x.arn) for x in plan.listeners],
+                lease,
+                partial(self._stale, inp, plan),
+            ):
+                summary = await self._swap(inp, plan, new)
+        except StalePlan as err:
+            return await stale(self, err, diag.findings, steps)
         except (ActivityError, ApplicationError) as err:
             await self.fail(plan.summary, failure_message(err))
         await self.notify(
@@ -458,6 +472,25 @@ class CertificateRenewal(GatedRunbook):
             lambda c: f"{c.short} ISSUED, valid until {c.not_after:%Y-%m-%d}",
         )
         return issued
+
+    async def _stale(self, inp: CertRenewalInput, plan: CertPlan) -> str | None:
+        """Once the locks are held: does every listener still serve what the plan swaps out?"""
+        result: ListenersResult = await self.step(
+            "re-read listeners",
+            self._read(
+                ElbActivities.https_listeners, ListenersRequest(load_balancers=inp.load_balancers)
+            ),
+            lambda r: f"{len(r.listeners)} HTTPS listeners",
+        )
+        serving = {x.arn: x.certificate_arn for x in result.listeners}
+        changed = [
+            f"{x.label} now serves {_short(serving.get(x.arn))}, not {_short(x.certificate_arn)}"
+            for x in plan.listeners
+            if serving.get(x.arn) != x.certificate_arn
+        ]
+        if not changed:
+            return None
+        return "; ".join(changed) + ": another change came first"
 
     async def _swap(self, inp: CertRenewalInput, plan: CertPlan, new: Certificate) -> str:
         self.set_phase("act")

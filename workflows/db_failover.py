@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -27,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
+from workflows.lock import StalePlan, exclusive, lease_for, rds_instance, stale
 from workflows.models import Finding, RunbookInput, RunbookResult
 
 CONNECTIONS_HIGH = 400  # the `db-connections-high` alarm's threshold
@@ -176,8 +178,18 @@ class DatabaseFailover(GatedRunbook):
             decision = await self.gate("failover", plan.summary, plan.steps)
             if not decision.approved:
                 return await self.not_approved(findings, plan.steps)
+        failover = plan.action == "failover"  # wait_only changes nothing: no lock
+        lease = lease_for(60 + 20, inp.failover_timeout_seconds, inp.health_timeout_seconds)
         try:
-            summary = await self._remediate(inp, plan)
+            async with exclusive(
+                self,
+                [rds_instance(inp.db_instance_id)] if failover else [],
+                lease,
+                partial(self._stale, inp, plan) if failover else None,
+            ):
+                summary = await self._remediate(inp, plan)
+        except StalePlan as err:
+            return await stale(self, err, findings, plan.steps)
         except ActivityError as err:
             await self._fail(plan, err)
         await self.notify("resolved", f"db-failover done for {inp.db_instance_id}", summary, {})
@@ -228,6 +240,24 @@ class DatabaseFailover(GatedRunbook):
     def _read(self, method: Any, arg: Any) -> Any:
         return workflow.execute_activity_method(
             method, arg, start_to_close_timeout=timedelta(seconds=20), retry_policy=READ_RETRY
+        )
+
+    async def _stale(self, inp: DbFailoverInput, plan: FailoverPlan) -> str | None:
+        """Once the lock is held: is the instance still available on the primary the approved
+        failover starts from?"""
+        db: DbInstance = await self.step(
+            "re-read instance",
+            self._read(
+                RdsActivities.describe_instance,
+                DbInstanceRequest(db_instance_id=inp.db_instance_id),
+            ),
+            lambda d: f"{d.status} in {d.availability_zone}",
+        )
+        if db.status == "available" and db.availability_zone == plan.from_az:
+            return None
+        return (
+            f"{inp.db_instance_id} is now {db.status} in {db.availability_zone}, not available "
+            f"in {plan.from_az} where the approved failover starts: another change came first"
         )
 
     async def _remediate(self, inp: DbFailoverInput, plan: FailoverPlan) -> str:

@@ -14,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
         EcsActivities,
         EcsService,
         ScaleRequest,
+        ServicesRequest,
         ServicesResult,
         TasksResult,
         WaitRunningRequest,
@@ -74,6 +75,30 @@ async def scale_and_wait(
             heartbeat_timeout=timedelta(seconds=max(30, poll_seconds * 4)),
         ),
         lambda r: f"{r.running_count}/{r.desired_count} running after {r.waited_seconds:.0f}s",
+    )
+
+
+async def scale_stale(
+    wf: RunbookWorkflow, cluster: str, service: str, planned_from: int, timeout_seconds: float
+) -> str | None:
+    """Once the lock is held: is the service still at the desired count the plan scales from?"""
+    found: ServicesResult = await wf.step(
+        f"re-read {service}",
+        read(
+            EcsActivities.describe_services,
+            ServicesRequest(cluster=cluster, services=[service]),
+            timeout_seconds,
+        ),
+        lambda r: f"desired {r.services[0].desired_count}" if r.services else "not found",
+    )
+    svc = first_service(found)
+    if svc is None:
+        return f"{service} is no longer found in {cluster}"
+    if svc.desired_count == planned_from:
+        return None
+    return (
+        f"{service} desired count is now {svc.desired_count}, not {planned_from} that the "
+        "approved plan scales from: another change came first"
     )
 
 

@@ -2,6 +2,7 @@
 
 import math
 from datetime import timedelta
+from functools import partial
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -31,8 +32,10 @@ from workflows.diagnosis import (
     judge_one_service,
     read,
     scale_and_wait,
+    scale_stale,
 )
 from workflows.gate import GatedRunbook
+from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
 from workflows.models import Finding, Outcome, ParamSpec, RunbookInput, RunbookResult
 
 
@@ -189,8 +192,18 @@ class KafkaConsumerLag(GatedRunbook):
         if not decision.approved:
             return await self.not_approved(findings, plan.steps)
         target = int(decision.number("desired_count"))
+        lease = lease_for(
+            60 + inp.scale_timeout_seconds + inp.settle_seconds + inp.sample_seconds,
+            3 * inp.check_timeout_seconds,
+        )
+        recheck = partial(
+            scale_stale, self, inp.cluster, inp.service, plan.current, inp.check_timeout_seconds
+        )
         try:
-            summary, kind = await self._remediate(inp, target)
+            async with exclusive(self, [ecs_service(inp.cluster, inp.service)], lease, recheck):
+                summary, kind = await self._remediate(inp, target)
+        except StalePlan as err:
+            return await stale(self, err, findings, plan.steps)
         except ActivityError as err:
             escalate = "Escalate to Infrastructure (devops@company.com)."
             await self.fail(plan.summary, failure_message(err), escalate)

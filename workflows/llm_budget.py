@@ -8,6 +8,7 @@ enforces it, then watch the spend every minute for a window on durable timers, a
 """
 
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -40,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
 from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
 from workflows.idempotency import token
+from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
+from workflows.lock import secret as secret_resource
 from workflows.models import (
     Finding,
     GateResult,
@@ -240,8 +243,17 @@ class LlmBudgetExhaustion(GatedRunbook):
         if not decision.approved:
             return await self.not_approved(diag.findings, plan.steps)
         budget = decision.number("daily_budget")
+        # The spend watch that follows changes nothing: the locks end with the verification.
+        resources = [
+            secret_resource(inp.secret_id),
+            *(ecs_service(inp.cluster, s) for s in inp.services),
+        ]
+        lease = lease_for(30 + 120, len(inp.services) * (30 + inp.rollout_timeout_seconds))
         try:
-            summary = await self._remediate(inp, diag, budget)
+            async with exclusive(self, resources, lease, partial(self._stale, inp, diag)):
+                summary = await self._remediate(inp, diag, budget)
+        except StalePlan as err:
+            return await stale(self, err, diag.findings, plan.steps)
         except ActivityError as err:
             await self.fail(plan.summary, failure_message(err))
         watch = SpendWatch(
@@ -307,6 +319,24 @@ class LlmBudgetExhaustion(GatedRunbook):
         )
 
     # ---- act and verify ---------------------------------------------------------------------
+
+    async def _stale(self, inp: LlmBudgetInput, diag: Diagnosis) -> str | None:
+        """Once the locks are held: is the budget still the one the approver raised?"""
+        assert diag.secret is not None
+        now: SecretNumber = await self.step(
+            f"re-read {inp.budget_key}",
+            self._read(
+                SecretsActivities.read_number,
+                SecretNumberRequest(secret_id=inp.secret_id, key=inp.budget_key),
+            ),
+            lambda n: f"{n.value:g} (version {n.version_id[:8]})",
+        )
+        if now.value == diag.secret.value:
+            return None
+        return (
+            f"{inp.budget_key} is now {now.value:g}, not {diag.secret.value:g} that the approved "
+            "plan raises: another change came first"
+        )
 
     async def _remediate(self, inp: LlmBudgetInput, diag: Diagnosis, budget: float) -> str:
         self.set_phase("act")

@@ -11,7 +11,8 @@ an environment's runs share its task queue, see activities/locks.py).
   `check_seconds` whether the holder's run still runs and releases a closed one; the lease
   (from the holder's own timeouts) bounds the hold if even that check keeps failing.
 - FIFO; durable like any workflow (a worker or server restart loses neither holder nor
-  queue); it continues as new every `continue_after` events and ends when idle.
+  queue); it continues as new every `continue_after` events and ends as soon as it is free
+  with nobody waiting (no idle timer is left behind).
 
 A procedure takes its locks after the gate, right before its first mutation, holds them
 through the verification of the effect and re-reads the resource once they are granted
@@ -20,7 +21,7 @@ resources are taken in one sorted order, so two runs never wait on each other.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from typing import Any
 
@@ -100,14 +101,18 @@ class ResourceLock:
         workflow.upsert_search_attributes(
             [sa.RESOURCE.value_set(inp.resource), sa.ENVIRONMENT.value_set(inp.environment)]
         )
+        if not self._state.handled:  # started by its first request, handled at once
+            with suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self._state.handled > 0, timeout=60)
         while True:
             await self._grant_next()
             holder = self._state.holder
             if holder is None and not self._state.queue:
-                if not await self._wait(config.idle_seconds) and self._idle():
-                    await workflow.wait_condition(workflow.all_handlers_finished)
-                    if self._idle():
-                        return self._state
+                # Free and nobody waits: the lock ends (no timer left behind); the next
+                # request starts it again.
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if self._idle():
+                    return self._state
             elif holder is not None:
                 left = (holder.lease_until - workflow.now()).total_seconds()
                 if left <= 0:

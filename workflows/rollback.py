@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
+from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
 from workflows.models import Finding, RunbookInput, RunbookResult
 
 PREVIOUS = "previous"
@@ -332,7 +333,21 @@ class Rollback(GatedRunbook):
         decision = await self.gate("rollback", plan.summary, plan.steps)
         if not decision.approved:
             return await self.not_approved(findings, plan.steps)
-        summary = await self._remediate(inp, plan)
+        todo = [m for m in plan.moves if m.action == "rollback"]
+        lease = lease_for(
+            len(todo) * (30 + inp.rollout_timeout_seconds),
+            inp.verify_checks * inp.verify_interval_seconds,
+        )
+        try:
+            async with exclusive(
+                self,
+                [ecs_service(inp.cluster, m.service) for m in todo],
+                lease,
+                lambda: self._stale(inp, todo),
+            ):
+                summary = await self._remediate(inp, plan)
+        except StalePlan as err:
+            return await stale(self, err, findings, plan.steps)
         title = f"{inp.environment.capitalize()} rollback completed to version " + ", ".join(
             sorted({tag_of(m.target, m.service) for m in plan.moves if m.target})
         )
@@ -422,6 +437,34 @@ class Rollback(GatedRunbook):
         return service, tag_of(td, service)
 
     # ---- act and verify ---------------------------------------------------------------------
+
+    async def _stale(self, inp: RollbackInput, todo: list[Move]) -> str | None:
+        """Once the locks are held: does every service still run what the plan rolls back
+        from? (A service another run rolled back, or changed, meanwhile: stale.)"""
+        found: ServicesResult = await self.step(
+            "re-read services",
+            self._read(
+                EcsActivities.describe_services,
+                ServicesRequest(cluster=inp.cluster, services=[m.service for m in todo]),
+            ),
+            lambda r: ", ".join(
+                f"{s.name} on {(s.task_definition or '?').rsplit('/', 1)[-1]}" for s in r.services
+            ),
+        )
+        now = {s.name: s.task_definition for s in found.services}
+        changed = []
+        for move in todo:
+            assert move.source is not None and move.target is not None
+            runs = now.get(move.service)
+            if runs == move.target.arn:
+                changed.append(f"{move.service} already runs {short(move.target, move.service)}")
+            elif runs != move.source.arn:
+                ref = (runs or "nothing").rsplit("/", 1)[-1]
+                changed.append(
+                    f"{move.service} now runs {ref}, not {short(move.source, move.service)} "
+                    "the approved plan rolls back from"
+                )
+        return "; ".join(changed) or None
 
     async def _remediate(self, inp: RollbackInput, plan: RollbackPlan) -> str:
         self.set_phase("act")

@@ -145,7 +145,7 @@ class FakeSystems:
 
         approvals = ApprovalActivities(self.policy, *self.roster)
         # The real lock client (the lock itself is a workflow the test worker registers).
-        locks = LockActivities(LockConfig(check_seconds=1, idle_seconds=5))
+        locks = LockActivities(LockConfig(check_seconds=1))
         return [
             describe,
             force_failover,

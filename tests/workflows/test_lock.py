@@ -2,12 +2,17 @@
 lease that ends, continue-as-new with holder and queue, a forged grant ignored."""
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from temporalio import activity
@@ -30,7 +35,7 @@ from workflows.lock import ResourceLock, ecs_service
 from workflows.models import RunbookStatus
 
 pytestmark = pytest.mark.timeout(120)
-FAST = LockConfig(check_seconds=0.5, idle_seconds=2, continue_after=200)
+FAST = LockConfig(check_seconds=0.5)
 
 
 @dataclass
@@ -153,7 +158,7 @@ async def test_a_cancelled_holder_and_a_cancelled_waiter_let_go(
 ) -> None:
     client, resource = dev_env.client, a_resource()
     # Liveness checks far apart: only the runs' own release can free the lock here.
-    slow = LockConfig(check_seconds=3600, idle_seconds=2)
+    slow = LockConfig(check_seconds=3600)
     async with lock_worker(dev_env, slow) as (queue, _):
         holder = await hold(client, queue, resource)
         await until(holder, holding)
@@ -175,7 +180,7 @@ async def test_a_cancelled_holder_and_a_cancelled_waiter_let_go(
 
 async def test_a_lease_bounds_the_hold(dev_env: WorkflowEnvironment) -> None:
     client, resource = dev_env.client, a_resource()
-    async with lock_worker(dev_env, LockConfig(check_seconds=3600, idle_seconds=2)) as (queue, _):
+    async with lock_worker(dev_env, LockConfig(check_seconds=3600)) as (queue, _):
         holder = await hold(client, queue, resource, lease=1)
         await until(holder, holding)
         waiter = await hold(client, queue, resource)
@@ -243,3 +248,47 @@ async def test_several_resources_are_taken_in_one_order(dev_env: WorkflowEnviron
             locks = [s.name for s in timeline if s.name.startswith("lock ")]
             assert locks == [f"lock {r}" for r in sorted((a, b))]
             left.remove(ready[0])
+
+
+async def test_runbook_locks_lists_holders_and_queues(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    client, resource = dev_env.client, a_resource()
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "RUNBOOK_STATE_DIR": str(tmp_path),  # no local stack's addresses
+    }
+    async with lock_worker(dev_env) as (queue, _):
+        holder = await hold(client, queue, resource)
+        await until(holder, holding)
+        waiter = await hold(client, queue, resource)
+        await until(waiter, waiting)
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "cli.main", "locks", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        [row] = [r for r in json.loads(shown.stdout)["locks"] if r["resource"] == resource]
+        assert row["lock"] == lock_id(queue, resource) and row["environment"] == "production"
+        assert row["holder"]["workflow_id"] == holder.id
+        assert row["holder"]["procedure"] == "lock-probe"
+        assert [q["workflow_id"] for q in row["queue"]] == [waiter.id]
+        text = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "cli.main", "locks"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert f"production {resource}: held by {holder.id} since" in text.stdout
+        assert f"1. {waiter.id} waiting" in text.stdout
+        for handle in (holder, waiter):
+            await until(handle, holding)
+            await handle.signal(LockHolderProbe.let_go)
+            await handle.result()
