@@ -25,8 +25,8 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from worker import INTERCEPTORS
-from workflows.lock import ResourceLock
 from workflows import search_attributes
+from workflows.lock import ResourceLock
 from workflows.models import RunbookInput, RunbookStatus
 from workflows.registry import PROCEDURES
 
