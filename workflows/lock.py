@@ -272,9 +272,19 @@ async def exclusive(
         if recheck is not None and (reason := await recheck()):
             raise StalePlan(reason)
         yield
-    finally:
-        for resource, request_id, since in reversed(asked):
-            await _release(run, resource, request_id, since)
+    except GeneratorExit:
+        # The worker evicted the run from its cache: no workflow call may run now; the run,
+        # replayed on a worker, reaches this block again and releases there.
+        raise
+    except BaseException:
+        await _release_all(run, asked)
+        raise
+    await _release_all(run, asked)
+
+
+async def _release_all(run: RunbookWorkflow, asked: list[tuple[str, str, Any]]) -> None:
+    for resource, request_id, since in reversed(asked):
+        await _release(run, resource, request_id, since)
 
 
 async def _acquire(run: RunbookWorkflow, resource: str, request_id: str, lease: timedelta) -> None:
