@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ROOT, loadavg, machine
 
 BENCH = ROOT / "bench"
-NAMES = ("to_gate", "fanout", "action", "scale", "cold")
+NAMES = ("to_gate", "fanout", "action", "scale", "cold", "lock")
 
 
 def plan(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -43,6 +43,7 @@ def plan(args: argparse.Namespace) -> dict[str, list[str]]:
         "action": ["approval_to_action.py", f"--runs={args.action_runs}"],
         "scale": ["scale.py", f"--incidents={args.incidents}", f"--probes={args.probes}"],
         "cold": ["cold_start.py", f"--stack-runs={args.stack_runs}"],
+        "lock": ["lock_acquire.py", f"--runs={args.lock_runs}"],
     }
 
 
@@ -123,6 +124,7 @@ def main() -> int:
     parser.add_argument("--incidents", type=int, default=1000)
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--stack-runs", type=int, default=2)
+    parser.add_argument("--lock-runs", type=int, default=200)
     parser.add_argument("--only", default="", help=f"comma-separated, of: {', '.join(NAMES)}")
     parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
     args = parser.parse_args()
