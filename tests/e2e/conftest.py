@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
@@ -83,6 +84,26 @@ async def gate_open(client: Client, workflow_id: str, timeout: float = 90) -> Ru
 
     found: RunbookStatus = await eventually(opened, f"{workflow_id}: a gate", timeout, 0.2)
     return found
+
+
+async def run_id_of(client: Client, workflow_id: str) -> str | None:
+    """The latest run's id of `workflow_id`, None when it never ran."""
+    try:
+        return (await client.get_workflow_handle(workflow_id).describe()).run_id
+    except RPCError:
+        return None
+
+
+async def new_run(client: Client, workflow_id: str, before: str | None) -> WorkflowHandle:
+    """The run started after `before` (another process starts it: until then the id still
+    names an earlier, finished run, which a status query would happily answer)."""
+
+    async def started() -> str | None:
+        now = await run_id_of(client, workflow_id)
+        return now if now != before else None
+
+    run_id = await eventually(started, f"{workflow_id}: a new run", 60, 0.2)
+    return client.get_workflow_handle(workflow_id, run_id=run_id)
 
 
 async def replay_and_keep(client: Client, workflow_id: str, name: str) -> str:

@@ -15,7 +15,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from settings import Settings
-from tests.e2e.conftest import as_approver, cli, gate_open, replay_and_keep
+from tests.e2e.conftest import as_approver, cli, gate_open, new_run, replay_and_keep, run_id_of
 from tests.reliability.harness import MotoRecorder
 from worker import build_worker
 from workflows import search_attributes as sa
@@ -48,6 +48,7 @@ async def test_rollback_script_updates_each_service_once_and_health_reports_the_
     assert sandbox.get("/health").json()["version"] == "v1.5.0"
     recorder = MotoRecorder(aws_endpoint)
     recorder.restart()
+    before = await run_id_of(dev_env.client, "rollback/production")
     try:
         following = await script(
             worker,
@@ -55,9 +56,11 @@ async def test_rollback_script_updates_each_service_once_and_health_reports_the_
             *("--set", "reason=failed-smoke-tests"),
             *("--set", "poll_seconds=0.5", "--set", "verify_interval_seconds=1"),
         )
-        handle = dev_env.client.get_workflow_handle("rollback/production")
-        gate = (await gate_open(dev_env.client, handle.id)).pending_gate
-        assert gate and "api: prod-api:" in gate.summary and "(v1.5.0) -> prod-api:" in gate.summary
+        handle = await new_run(dev_env.client, "rollback/production", before)
+        status = await gate_open(dev_env.client, handle.id)
+        gate = status.pending_gate
+        assert gate, (status.phase, [(s.name, s.detail) for s in status.timeline])
+        assert "api: prod-api:" in gate.summary and "(v1.5.0) -> prod-api:" in gate.summary
         approved = await cli(as_approver(worker, "bob"), "approve", handle.id, "--as", "bob")
         assert approved.returncode == 0, approved.stderr
         out, err = await asyncio.wait_for(following.communicate(), timeout=180)

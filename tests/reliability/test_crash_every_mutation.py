@@ -17,11 +17,14 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import Client
 
+from activities.locks import LOCK_WORKFLOW
 from tests.e2e.test_kafka_lag_api_errors_triage import KAFKA_INCIDENT
 from tests.fakes.approvers import signed
 from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_name
@@ -166,11 +169,23 @@ async def crash_through(rel: Reliability, chain: Chain) -> RunbookResult:
         await crashes.crashed(worker, point)
     last = crashes.release()
     result = await asyncio.wait_for(handle.result(), timeout=240)
+    await eventually(
+        partial(locks_released, client, queue), f"{queue}: its locks released", timeout=120
+    )
     last.stop()
     print(f"{chain.procedure}: {result.outcome} after {time.monotonic() - began:.1f}s")
     chain.hit = crashes.hit
     chain.done.set()
     return result
+
+
+async def locks_released(client: Client, queue: str) -> bool:
+    """No lock of the chain's queue is held: the run, on the worker that outlived the crashes,
+    released what the killed workers had taken (and the idle lock ended)."""
+    running = f'WorkflowType = "{LOCK_WORKFLOW}" AND ExecutionStatus = "Running"'
+    return not [
+        w async for w in client.list_workflows(running) if w.id.startswith(f"lock/{queue}/")
+    ]
 
 
 def count(calls: list[AwsCall], action: str, **params: object) -> int:
@@ -219,6 +234,8 @@ async def test_every_mutation_survives_a_crash_before_inside_and_after_it(
         assert result.outcome == "completed", (chain.procedure, result.summary)
         assert chain.hit == chain.plan, chain.procedure
         assert result.decision and result.decision.approvers == ["bob"]
+        held = [k for k in steps(result) if k.startswith(("lock ", "unlock "))]
+        assert held and len(held) % 2 == 0, (chain.procedure, held)  # each lock let go
     calls = recorder.calls(WORKER_ACCESS_KEY)
 
     # llm-budget: one new secret version with every key kept, one forced deployment.
