@@ -10,7 +10,7 @@ from workflows.api_errors import ApiErrorsInput
 
 
 async def demo_api_errors(client: Client, sandbox: httpx.AsyncClient) -> bool:
-    say("Injecting the incident: api is short of capacity (tasks OOM-killed, one unhealthy)")
+    say("Injecting the incident: api is short of capacity (tasks crashed, one unhealthy)")
     await inject(sandbox, "/control/incidents/api-errors", {"cause": "capacity"})
     share = (await control_state(sandbox, "/control/diagnosis"))["error_share"]
     print(f"    the service answers {share:.0%} of requests with 503")

@@ -32,6 +32,8 @@ TICK_SECONDS = 0.1
 SCALE_IN_REASON = "Scaling activity initiated by (deployment {deployment})"
 REPLACED_REASON = "Task replaced by deployment {deployment}"
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
+# A container that exits on its own (overloaded, not out of memory).
+CRASH_REASON = "Essential container in task exited"
 
 
 def family(service: str) -> str:

@@ -42,7 +42,7 @@ ERROR_LINES: dict[str, dict[str, tuple[str, ...]]] = {
             "ERROR request failed: GET /v1/accounts/{n}/context 503: upstream timeout "
             "after {ms} ms",
             "ERROR worker pool saturated: {n} requests queued",
-            "CRITICAL task killed: OutOfMemoryError: Container killed due to memory usage",
+            "CRITICAL container exited: request pool exhausted, {n} requests dropped",
         ),
     },
 }

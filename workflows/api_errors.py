@@ -44,7 +44,7 @@ from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
 from workflows.models import Finding, ParamSpec, RunbookInput, RunbookResult
 
 CPU_HIGH = 80.0  # the `db-cpu-high` alarm's threshold, percent
-Recommendation = Literal["scale", "db-failover", "escalate", "none"]
+Recommendation = Literal["scale", "db-failover", "high-memory", "escalate", "none"]
 
 
 class ApiErrorsInput(RunbookInput):
@@ -129,8 +129,14 @@ def judge_error_rate(threshold: float):  # type: ignore[no-untyped-def]
     return judge
 
 
-def make_plan(inp: ApiErrorsInput, findings: dict[str, Finding], svc: EcsService | None) -> ApiPlan:
-    """Pure: one recommendation from the findings, in the runbook's order of causes."""
+def make_plan(
+    inp: ApiErrorsInput,
+    findings: dict[str, Finding],
+    svc: EcsService | None,
+    oom_to_high_memory: bool = True,
+) -> ApiPlan:
+    """Pure: one recommendation from the findings, in the runbook's order of causes.
+    `oom_to_high_memory` is off only for runs recorded before OOM kills pointed there."""
     verdict = {name: f.verdict for name, f in findings.items()}
     health = findings.get("/health/detailed")
     db_down = health is not None and "database" in health.summary and health.verdict == "failing"
@@ -150,6 +156,16 @@ def make_plan(inp: ApiErrorsInput, findings: dict[str, Finding], svc: EcsService
             summary=f"External dependency failing (circuit breaker open: {', '.join(open_)}): "
             "scaling would not help; escalate",
             steps=["Escalate to the on-call engineer's manager; contact the provider"],
+        )
+    oom = _oom_kills(findings.get(f"ecs {inp.service} tasks"))
+    if oom_to_high_memory and oom:
+        # More tasks would be killed the same way: the memory is the cause (runbook.md 4).
+        return ApiPlan(
+            action="none",
+            recommendation="high-memory",
+            summary=f"{oom} {inp.service} task(s) stopped out of memory: scaling would not "
+            "help; run high-memory",
+            steps=[f"runbook start high-memory --severity {inp.severity}"],
         )
     errors_high = verdict.get("5xx rate") == "failing"
     tasks_bad = verdict.get(f"ecs {inp.service} tasks") in ("degraded", "failing")
@@ -190,6 +206,11 @@ def make_plan(inp: ApiErrorsInput, findings: dict[str, Finding], svc: EcsService
     )
 
 
+def _oom_kills(tasks: Finding | None) -> int:
+    reasons: dict[str, int] = tasks.data.get("crash_reasons", {}) if tasks else {}
+    return sum(n for reason, n in reasons.items() if "OutOfMemory" in reason)
+
+
 @workflow.defn(name="ApiErrorRateSpike")
 class ApiErrorRateSpike(GatedRunbook):
     procedure = "api-errors"
@@ -199,7 +220,8 @@ class ApiErrorRateSpike(GatedRunbook):
         self.begin(inp, inp.service)
         self.tag(inp.severity)
         findings, svc = await self._diagnose(inp)
-        plan = make_plan(inp, {f.check: f for f in findings}, svc)
+        oom_first = workflow.patched("api-errors-oom-high-memory")
+        plan = make_plan(inp, {f.check: f for f in findings}, svc, oom_first)
         self.set_phase("plan")
         self.record("plan", "info", f"{plan.recommendation}: {plan.summary}")
         if plan.action == "none":

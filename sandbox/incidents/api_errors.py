@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sandbox.ecs import OOM_REASON
+from sandbox.ecs import CRASH_REASON
 from sandbox.replies import BadRequest
 from sandbox.systems import Systems
 
@@ -68,7 +68,7 @@ class ApiErrors(Collector):
                 self.breakers["openai"] = "open"
         if self.systems.aws is not None:
             self.systems.aws.ecs.set_health("api", 1)
-            self.systems.aws.ecs.add_stopped("api", 2, OOM_REASON)
+            self.systems.aws.ecs.add_stopped("api", 2, CRASH_REASON, exit_code=1)
         self.systems.backfill_logs(NAME)
 
     def heal(self) -> None:

@@ -148,7 +148,7 @@ async def test_api_errors_scale_up_brings_the_5xx_share_down(
     assert result.summary.startswith("api at 5 tasks; 5xx ")
     steps = steps_of(result)
     assert steps["5xx rate"].detail.startswith("failing: ")
-    assert "OutOfMemoryError" in steps["ecs api tasks"].detail
+    assert "Essential container in task exited" in steps["ecs api tasks"].detail
     assert steps["logs /ecs/production/api"].detail.startswith("failing: ")  # CRITICAL lines
     assert steps["circuit breakers"].detail.startswith("ok: ")
     assert steps["verify /health/detailed"].outcome == "ok"
