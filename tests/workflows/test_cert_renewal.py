@@ -140,6 +140,7 @@ async def test_an_issued_certificate_in_acm_is_reused(
         assert status.pending_gate and "ACM already holds spare003" in status.pending_gate.summary
         await handle.execute_update("approve", await signed(handle, "bob"))
         result: RunbookResult = await handle.result()
+        await keep_history(handle, "cert_renewal_reused_issued_certificate")
     assert result.outcome == "completed" and "request_certificate" not in fakes.calls
     assert [s.certificate_arn for s in fakes.swaps] == [ACM + "spare003-0003"]
 

@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.fakes.approvers import signed
 from tests.fakes.systems import FakeSystems
-from tests.temporal_env import execute, gate_open, keep_history, running, start, until
+from tests.temporal_env import gate_open, keep_history, running, start, until
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
 from workflows.models import AlarmDelivery, Approval, RunbookResult
 
@@ -135,7 +135,9 @@ async def test_not_multi_az_is_refused_without_a_gate(
 ) -> None:
     fakes = FakeSystems(roster, multi_az=False)
     async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
-        result: RunbookResult = await execute(ts_env, queue, failover_input())
+        handle = await start(ts_env, queue, failover_input())
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "db_failover_refused_not_multi_az")
     assert result.outcome == "refused" and "not Multi-AZ" in result.summary
     assert "force_failover" not in fakes.calls
 

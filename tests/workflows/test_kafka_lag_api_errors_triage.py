@@ -68,6 +68,7 @@ async def test_kafka_lag_that_persists_reports_slow_queries(
         await until(handle, gate_open)
         await handle.execute_update(KafkaConsumerLag.approve, await signed(handle, "bob"))
         result: RunbookResult = await handle.result()
+        await keep_history(handle, "kafka_lag_not_falling_slow_queries")
     assert "NOT falling" in result.summary and "SELECT pg_sleep($1)" in result.summary
     assert fakes.calls.count("slow_queries") == 1
     note = fakes.gate.notes[-1]
@@ -151,7 +152,9 @@ async def test_api_errors_from_the_database_recommend_db_failover_without_scalin
     fakes.cpu, fakes.redis_down = 96.0, True
     async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
         inp = ApiErrorsInput(requested_by="alice", error_window_seconds=1)
-        result: RunbookResult = await execute(ts_env, queue, inp)
+        handle = await start(ts_env, queue, inp)
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "api_errors_recommend_db_failover")
     assert result.outcome == "completed" and "db-failover" in result.summary
     assert result.plan == ["runbook start db-failover --severity P1"]
     redis = next(f for f in result.findings if f.check == "redis")
@@ -166,7 +169,9 @@ async def test_api_errors_with_an_open_breaker_escalate(
     fakes.breakers_open = ["openai"]
     async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
         inp = ApiErrorsInput(requested_by="alice", error_window_seconds=1)
-        result: RunbookResult = await execute(ts_env, queue, inp)
+        handle = await start(ts_env, queue, inp)
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "api_errors_breaker_escalated")
     assert "circuit breaker open: openai" in result.summary
     assert not any(c.startswith("scale") for c in fakes.calls)
 
