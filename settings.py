@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     business_timezone: str = Field("UTC", alias="RUNBOOK_TIMEZONE")
     # Procedures whose action needs two distinct approvers, comma-separated.
     two_approvers: str = Field("", alias="RUNBOOK_TWO_APPROVERS")
+    # Game days and tests: a run's `approval_timeout_seconds` may shorten each escalation
+    # level's time. Off: the SLA clock is this worker's alone, whatever a start input says.
+    game_day: bool = Field(False, alias="RUNBOOK_GAME_DAY")
+    # The alarm webhook's and the schedules' key: what they start is signed with it, so the
+    # worker can tell a real alarm from a start that only says it is one (a secret).
+    intake_key: SecretStr | None = Field(None, alias="RUNBOOK_INTAKE_KEY")
 
     # LLM budget (runbook.md, procedure 4): the range an approver may set the daily budget
     # to, in USD, and where the service counts today's spend in Redis.

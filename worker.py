@@ -1,12 +1,13 @@
 """The worker: every workflow and activity on one task queue, clients built once."""
 
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from datetime import time
+from datetime import datetime, time
 from typing import Any
 
 import boto3
@@ -16,6 +17,7 @@ import pydantic
 import redis.asyncio
 from botocore.config import Config
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -24,6 +26,7 @@ from activities.alarms import AlarmActivities, AlarmStarter
 from activities.approvals import ApprovalActivities, EscalationPolicy
 from activities.aws_access import AwsAccess
 from activities.cloudwatch import CloudWatchActivities
+from activities.decision_guard import DecisionGuard
 from activities.ecs import EcsActivities
 from activities.elb import ElbActivities
 from activities.health import HealthActivities
@@ -38,6 +41,7 @@ from activities.postgres_queries import QueryActivities
 from activities.prometheus import PrometheusActivities
 from activities.rds import RdsActivities
 from activities.redis_info import RedisActivities
+from activities.requesters import EarlierRuns
 from activities.route53 import Route53Activities
 from activities.secrets import SecretsActivities
 from activities.spend import SpendActivities
@@ -105,7 +109,42 @@ def escalation_policy(settings: Settings) -> EscalationPolicy:
         timezone=settings.business_timezone,
         two_approvers=frozenset(p.strip() for p in settings.two_approvers.split(",") if p.strip()),
         paging=bool(settings.pagerduty_routing_key),
+        game_day=settings.game_day,
     )
+
+
+def earlier_runs(client: Client) -> EarlierRuns:
+    """The runs of a workflow id started since a time (Temporal's visibility) whose start
+    carried the proof with `signature`: a signed start proves its requester for the first of
+    them only. (Other runs of the id, e.g. one rejected a minute before, do not count.)"""
+
+    async def since(workflow_id: str, when: datetime, signature: str) -> list[tuple[str, datetime]]:
+        if "'" in workflow_id or "\\" in workflow_id:
+            raise ValueError(f"workflow id {workflow_id!r} cannot be looked up")
+        query = f"WorkflowId = '{workflow_id}' AND StartTime >= '{when.isoformat()}'"
+        runs = [(run.run_id, run.start_time) async for run in client.list_workflows(query)]
+        return [
+            (run_id, started)
+            for run_id, started in runs
+            if await start_signature(client, workflow_id, run_id) in (signature, None)
+        ]
+
+    return since
+
+
+async def start_signature(client: Client, workflow_id: str, run_id: str) -> str | None:
+    """The proof signature in a run's start input; None when it cannot be read (counted as
+    carrying it: a run we cannot read never makes a proof good twice)."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    try:
+        async for event in handle.fetch_history_events():
+            started = event.workflow_execution_started_event_attributes
+            fields = json.loads(started.input.payloads[0].data)
+            proof = fields.get("requester_proof") or {}
+            return str(proof.get("signature", ""))
+    except (RPCError, ValueError, IndexError, AttributeError):
+        return None
+    return None
 
 
 def aws_access(settings: Settings, profile: EnvironmentProfile) -> AwsAccess:
@@ -123,7 +162,7 @@ def aws_access(settings: Settings, profile: EnvironmentProfile) -> AwsAccess:
 
 
 def build_activities(
-    settings: Settings, http: httpx.AsyncClient, profile: EnvironmentProfile
+    client: Client, settings: Settings, http: httpx.AsyncClient, profile: EnvironmentProfile
 ) -> list[Any]:
     """Every activity of the procedures, each system's client built once."""
     aws = aws_access(settings, profile)
@@ -159,8 +198,13 @@ def build_activities(
         profile.slack_channel,
     )
     incidents = IncidentActivities(settings.runbook_database_url)
+    intake_key = settings.intake_key.get_secret_value() if settings.intake_key else None
     approvals = ApprovalActivities(
-        escalation_policy(settings), settings.roster_file, settings.approver_keys_file
+        escalation_policy(settings),
+        settings.roster_file,
+        settings.approver_keys_file,
+        intake_key=intake_key,
+        earlier_runs=earlier_runs(client),
     )
     locks = LockActivities(LockConfig(check_seconds=settings.lock_check_seconds))
     return [
@@ -217,7 +261,7 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
         task_queue=profile.task_queue,
         workflows=[*WORKFLOWS, LlmSpendWatch, CertExpiryCheck, ResourceLock],
         activities=[
-            *build_activities(settings, http, profile),
+            *build_activities(client, settings, http, profile),
             *schedule_activities(client, settings, http, profile),
         ],
         # As many threads as activity slots: a sync activity handed to this worker starts at
@@ -225,7 +269,13 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
         # retried elsewhere after its 10 s heartbeat timeout while it still waits to run here.
         max_concurrent_activities=ACTIVITY_SLOTS,
         activity_executor=ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS),
-        interceptors=[*INTERCEPTORS, ActivityAttemptsInterceptor()],  # counting adds no command
+        # Counting attempts adds no command; the decision guard is the activity side: a
+        # mutation runs only with approvals given to its own run.
+        interceptors=[
+            *INTERCEPTORS,
+            ActivityAttemptsInterceptor(),
+            DecisionGuard(settings.roster_file, settings.approver_keys_file),
+        ],
         workflow_runner=WORKFLOW_RUNNER,
         # Bad input (from the Temporal UI, say) fails the run with a message naming the
         # field, instead of retrying a workflow task that can never succeed.

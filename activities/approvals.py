@@ -5,6 +5,11 @@ Trust model: anyone with access to the Temporal namespace can send an Update or 
 with any name in it. So a decision carries an HMAC-SHA256, made with the approver's own key,
 over the workflow id, run id, gate, decision, approver, parameters and an expiry. The
 worker checks it against the keys file; the workflow refuses a signature it has seen before.
+
+A decision is checked twice: when the gate takes it (`approvals.verify`), and again by the
+worker right before each mutating activity runs (`DecisionGuard`), against the run that
+activity belongs to. A reset run (or any copy of a run) has a new run id: the approvals it
+replays from its history were signed for another run, so nothing it would change again runs.
 """
 
 import hashlib
@@ -15,8 +20,10 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import activity
+
+from activities.requesters import EarlierRuns, RequesterClaim, RequesterVerdict, judge_requester
 
 # runbook.md, "Escalation Matrix": the path of each severity, lowest level first.
 ROLES = ("on-call", "engineering-manager", "cto")
@@ -42,14 +49,20 @@ class EscalationPolicy(BaseModel):
     # False when no PagerDuty routing key is configured: the gate then skips its page
     # activities, which could only answer "skipped" (one round trip before the action).
     paging: bool = True
+    # A game-day worker (RUNBOOK_GAME_DAY=1) lets a run shorten its levels' time; otherwise
+    # the SLA clock is the policy's alone, whatever the start input asks.
+    game_day: bool = False
 
 
 class EscalationRequest(BaseModel):
     procedure: str
     severity: str
     opened_at: datetime
-    # A run's own override of each level's time (tests, game days).
+    # What the run's input asks for each level's time: honoured on a game-day worker only,
+    # and only when shorter than the policy's.
     level_seconds: int | None = None
+    # Who started the run, with the start's proof if it has one.
+    requester: RequesterClaim | None = None
 
 
 class EscalationLevel(BaseModel):
@@ -63,6 +76,11 @@ class EscalationPlan(BaseModel):
     approvals_required: int
     # A plan recorded before this field existed reads True: its replay pages as it did.
     paging: bool = True
+    # None in a plan recorded before requesters were checked.
+    requester_proven: bool | None = None
+    requester_detail: str = ""
+    # Why the run's own clock was not used, when it asked for one.
+    clock_detail: str = ""
 
 
 class SignedDecision(BaseModel):
@@ -92,8 +110,85 @@ class VerifyResult(BaseModel):
     role: str | None = None
 
 
+class Approved(BaseModel):
+    """One approval as the gate took it: enough to check its signature again."""
+
+    approver: str
+    params: dict[str, str] = {}
+    expires_at: datetime
+    signature: str
+
+
+class Authority(BaseModel):
+    """The approvals a mutating activity acts on (its request's `authority`)."""
+
+    gate: str
+    approvals: list[Approved] = Field(min_length=1)
+
+
+# Activities that change what the gate asked about. The worker runs one only when its request
+# carries approvals signed for the very run that scheduled it (DecisionGuard). Requesting a
+# certificate and publishing its validation record come before cert-renewal's gate by design
+# (nothing a client sees changes), so they are not here.
+GUARDED_ACTIVITIES = frozenset(
+    {
+        "rds.force_failover",
+        "ecs.scale_service",
+        "ecs.force_new_deployment",
+        "ecs.register_memory_revision",
+        "ecs.use_task_definition",
+        "secrets.set_number",
+        "elb.set_listener_certificate",
+    }
+)
+
+
 def sign(decision: SignedDecision, key: str) -> str:
     return hmac.new(key.encode(), decision.message(), hashlib.sha256).hexdigest()
+
+
+def signature_refusal(
+    decision: SignedDecision, signature: str, roster: dict[str, str], keys: dict[str, str]
+) -> str | None:
+    """Why the signature does not prove the decision (expiry aside), or None."""
+    if decision.approver not in roster:
+        return f"{decision.approver!r} is not on the roster"
+    key = keys.get(decision.approver)
+    if not key:
+        return f"no key is registered for {decision.approver!r}"
+    if not hmac.compare_digest(sign(decision, key), signature):
+        return "signature does not match: forged or altered"
+    return None
+
+
+def authority_refusal(
+    authority: Authority | None,
+    workflow_id: str,
+    run_id: str,
+    roster: dict[str, str],
+    keys: dict[str, str],
+) -> str | None:
+    """Why a mutation may not run in this run with these approvals, or None. The expiry is
+    not checked again: the gate took the approvals while they were valid, and a rollout of
+    several services may act after it."""
+    if authority is None:
+        return "no approval came with this change: it runs only after its gate"
+    for approved in authority.approvals:
+        decision = SignedDecision(
+            workflow_id=workflow_id,
+            run_id=run_id,
+            gate=authority.gate,
+            approve=True,
+            approver=approved.approver,
+            params=approved.params,
+            expires_at=approved.expires_at,
+        )
+        if refusal := signature_refusal(decision, approved.signature, roster, keys):
+            return (
+                f"the approval by {approved.approver!r} does not hold for run {run_id} "
+                f"({refusal}); a reset or copied run needs a fresh decision"
+            )
+    return None
 
 
 def load_table(path: Path | None, table: str) -> dict[str, str]:
@@ -118,47 +213,87 @@ def next_business_day_end(opened_at: datetime, policy: EscalationPolicy) -> date
 
 class ApprovalActivities:
     def __init__(
-        self, policy: EscalationPolicy, roster_file: Path | None, keys_file: Path | None
+        self,
+        policy: EscalationPolicy,
+        roster_file: Path | None,
+        keys_file: Path | None,
+        *,
+        intake_key: str | None = None,
+        earlier_runs: EarlierRuns | None = None,
     ) -> None:
         self._policy = policy
         self._roster_file = roster_file
         self._keys_file = keys_file
+        self._intake_key = intake_key
+        self._earlier_runs = earlier_runs
 
     @activity.defn(name="approvals.plan_escalation")
-    def plan_escalation(self, req: EscalationRequest) -> EscalationPlan:
+    async def plan_escalation(self, req: EscalationRequest) -> EscalationPlan:
+        requester = await self._judge_requester(req)
+        level_time, clock_detail = self._level_time(req)
         path = ESCALATION_PATH[req.severity]
         deadline = req.opened_at
         levels = []
         for role in path:
-            deadline = self._level_end(req, deadline)
+            deadline = self._level_end(req.severity, deadline, level_time)
             allowed = list(ROLES[ROLES.index(role) :])
             levels.append(EscalationLevel(role=role, deadline=deadline, may_decide=allowed))
-        required = 2 if req.procedure in self._policy.two_approvers else 1
+        four_eyes = req.procedure in self._policy.two_approvers
+        # Nobody may approve their own P0/P1 request: without a proven requester, nobody
+        # knows whose request it is, so two distinct people must approve.
+        unproven_urgent = req.severity in ("P0", "P1") and not requester.proven
         return EscalationPlan(
-            levels=levels, approvals_required=required, paging=self._policy.paging
+            levels=levels,
+            approvals_required=2 if four_eyes or unproven_urgent else 1,
+            paging=self._policy.paging,
+            requester_proven=requester.proven,
+            requester_detail=requester.detail,
+            clock_detail=clock_detail,
         )
 
-    def _level_end(self, req: EscalationRequest, start: datetime) -> datetime:
-        if req.level_seconds is not None:
-            return start + timedelta(seconds=req.level_seconds)
-        if req.severity == "P3":
+    async def _judge_requester(self, req: EscalationRequest) -> RequesterVerdict:
+        if req.requester is None:
+            return RequesterVerdict(proven=False, detail="the run did not say who started it")
+        keys = load_table(self._keys_file, "keys")
+        return await judge_requester(req.requester, keys, self._intake_key, self._earlier_runs)
+
+    def _level_time(self, req: EscalationRequest) -> tuple[timedelta | None, str]:
+        """The run's own level time when this worker honours it, else None (the policy's),
+        with why it was not honoured."""
+        if req.level_seconds is None:
+            return None, ""
+        asked = timedelta(seconds=req.level_seconds)
+        if not self._policy.game_day:
+            return None, (
+                f"approval_timeout_seconds={req.level_seconds} ignored: the SLA clock is the "
+                "worker's (RUNBOOK_GAME_DAY=1 lets a run shorten it)"
+            )
+        first = self._level_end(req.severity, req.opened_at, None) - req.opened_at
+        if asked > first:
+            return None, (
+                f"approval_timeout_seconds={req.level_seconds} ignored: a run may shorten "
+                f"its levels' time, not lengthen it ({first} here)"
+            )
+        return asked, ""
+
+    def _level_end(self, severity: str, start: datetime, level_time: timedelta | None) -> datetime:
+        if level_time is not None:
+            return start + level_time
+        if severity == "P3":
             return next_business_day_end(start, self._policy)
-        return start + timedelta(minutes=self._policy.response_minutes[req.severity])
+        return start + timedelta(minutes=self._policy.response_minutes[severity])
 
     @activity.defn(name="approvals.verify")
     def verify(self, req: VerifyRequest) -> VerifyResult:
         # Files are read on every call: a roster change or a revoked key takes effect at once.
         decision = req.decision
-        role = load_table(self._roster_file, "people").get(decision.approver)
-        if role is None:
-            return VerifyResult(ok=False, reason=f"{decision.approver!r} is not on the roster")
-        if role not in ROLES:
+        roster = load_table(self._roster_file, "people")
+        role = roster.get(decision.approver)
+        if role is not None and role not in ROLES:
             return VerifyResult(ok=False, reason=f"roster role {role!r} is none of {ROLES}")
-        key = load_table(self._keys_file, "keys").get(decision.approver)
-        if not key:
-            return VerifyResult(ok=False, reason=f"no key is registered for {decision.approver!r}")
-        if not hmac.compare_digest(sign(decision, key), req.signature):
-            return VerifyResult(ok=False, reason="signature does not match: forged or altered")
+        keys = load_table(self._keys_file, "keys")
+        if refusal := signature_refusal(decision, req.signature, roster, keys):
+            return VerifyResult(ok=False, reason=refusal)
         now = datetime.now(UTC)
         if decision.expires_at <= now:
             return VerifyResult(ok=False, reason=f"signature expired at {decision.expires_at}")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from activities.approvals import Authority
 from activities.aws_access import AwsAccess
 
 # ---- llm-budget / rollback / high-memory: models for the block at the end ----
@@ -125,6 +126,9 @@ class ScaleRequest(BaseModel):
     max_count: int = Field(10, ge=1)
     # A runbook scales up; it scales down only when asked explicitly.
     allow_scale_down: bool = False
+    # The approvals this change acts on; the worker checks them against the run that
+    # scheduled it (activities/decision_guard.py) before the activity runs.
+    authority: Authority | None = None
 
 
 class ScaleResult(BaseModel):

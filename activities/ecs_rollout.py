@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from activities.approvals import Authority
+
 DEFAULT_CLUSTER = "prod-revenue-context"
 
 # What register_task_definition takes back from describe_task_definition; the rest
@@ -71,6 +73,9 @@ class ForceDeploymentRequest(BaseModel):
     # The PRIMARY deployment seen before: if it is no longer primary, a newer deployment
     # (ours, after a crash, or anyone's) already restarts the service: not forced again.
     seen_deployment_id: str
+    # The approvals this change acts on; the worker checks them against the run that
+    # scheduled it (activities/decision_guard.py) before the activity runs.
+    authority: Authority | None = None
 
 
 class DeploymentStarted(BaseModel):
@@ -105,6 +110,9 @@ class RegisterMemoryRequest(BaseModel):
     # The revision to copy (ARN or family:revision); only the task memory changes.
     task_definition: str = Field(min_length=1)
     memory: int = Field(ge=512)
+    # The approvals this change acts on; the worker checks them against the run that
+    # scheduled it (activities/decision_guard.py) before the activity runs.
+    authority: Authority | None = None
 
 
 class RegisterResult(BaseModel):
@@ -118,6 +126,9 @@ class UseTaskDefinitionRequest(BaseModel):
     service: str
     # ARN, or family:revision.
     task_definition: str = Field(min_length=1)
+    # The approvals this change acts on; the worker checks them against the run that
+    # scheduled it (activities/decision_guard.py) before the activity runs.
+    authority: Authority | None = None
 
 
 class UseTaskDefinitionResult(BaseModel):

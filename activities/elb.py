@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.approvals import Authority
 from activities.aws_access import AwsAccess
 from activities.keepalive import heartbeating
 
@@ -51,6 +52,9 @@ class SetCertificateRequest(BaseModel):
     # The certificate the plan saw on the listener: if the listener now serves another one
     # (a person changed it meanwhile), nothing is changed.
     expected_current: str | None = None
+    # The approvals this change acts on; the worker checks them against the run that
+    # scheduled it (activities/decision_guard.py) before the activity runs.
+    authority: Authority | None = None
 
 
 class SetCertificateResult(BaseModel):

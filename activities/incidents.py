@@ -49,6 +49,9 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    # Whether the worker proved who started the run (a signed start); NULL: not checked
+    # (the run ended before any gate, or was recorded before requesters were checked).
+    (2, "ALTER TABLE incidents ADD COLUMN requester_proven boolean;"),
 ]
 
 
@@ -68,6 +71,7 @@ class IncidentRecord(BaseModel):
     trigger: str
     resource: str
     requested_by: str
+    requester_proven: bool | None = None
     started_at: datetime
     ended_at: datetime | None
     first_approval_at: datetime | None
@@ -97,17 +101,18 @@ class MigrateResult(BaseModel):
 
 UPSERT_INCIDENT = """
 INSERT INTO incidents (incident_id, workflow_id, procedure, severity, trigger, resource,
-    requested_by, started_at, ended_at, first_approval_at, mitigated_at, outcome, summary,
-    approvers, refusals, findings, plan)
+    requested_by, requester_proven, started_at, ended_at, first_approval_at, mitigated_at,
+    outcome, summary, approvers, refusals, findings, plan)
 VALUES (%(incident_id)s, %(workflow_id)s, %(procedure)s, %(severity)s, %(trigger)s,
-    %(resource)s, %(requested_by)s, %(started_at)s, %(ended_at)s, %(first_approval_at)s,
-    %(mitigated_at)s, %(outcome)s, %(summary)s, %(approvers)s, %(refusals)s, %(findings)s,
-    %(plan)s)
+    %(resource)s, %(requested_by)s, %(requester_proven)s, %(started_at)s, %(ended_at)s,
+    %(first_approval_at)s, %(mitigated_at)s, %(outcome)s, %(summary)s, %(approvers)s,
+    %(refusals)s, %(findings)s, %(plan)s)
 ON CONFLICT (incident_id) DO UPDATE SET
-    ended_at = EXCLUDED.ended_at, first_approval_at = EXCLUDED.first_approval_at,
-    mitigated_at = EXCLUDED.mitigated_at, outcome = EXCLUDED.outcome,
-    summary = EXCLUDED.summary, approvers = EXCLUDED.approvers, refusals = EXCLUDED.refusals,
-    findings = EXCLUDED.findings, plan = EXCLUDED.plan, recorded_at = now()
+    requester_proven = EXCLUDED.requester_proven, ended_at = EXCLUDED.ended_at,
+    first_approval_at = EXCLUDED.first_approval_at, mitigated_at = EXCLUDED.mitigated_at,
+    outcome = EXCLUDED.outcome, summary = EXCLUDED.summary, approvers = EXCLUDED.approvers,
+    refusals = EXCLUDED.refusals, findings = EXCLUDED.findings, plan = EXCLUDED.plan,
+    recorded_at = now()
 """
 UPSERT_EVENT = """
 INSERT INTO incident_events (incident_id, seq, name, started_at, ended_at, outcome, detail)
@@ -206,6 +211,12 @@ def search(
         return conn.execute(SEARCH, {"since": since, "procedure": procedure}).fetchall()
 
 
+def _proven(proven: bool | None) -> str:
+    if proven is None:
+        return "not checked"
+    return "proven: signed start" if proven else "not proven"
+
+
 def postmortem_markdown(incident: dict[str, Any], events: list[dict[str, Any]]) -> str:
     """A draft for the humans: the facts filled in, the thinking left to them."""
     started, ended = incident["started_at"], incident["ended_at"]
@@ -214,7 +225,7 @@ def postmortem_markdown(incident: dict[str, Any], events: list[dict[str, Any]]) 
         "",
         f"- Incident: `{incident['incident_id']}` (workflow `{incident['workflow_id']}`)",
         f"- Severity: {incident['severity']}; trigger: {incident['trigger']}; "
-        f"requested by {incident['requested_by']}",
+        f"requested by {incident['requested_by']} ({_proven(incident.get('requester_proven'))})",
         f"- Outcome: **{incident['outcome']}**",
         "",
         "## Summary",
@@ -237,7 +248,7 @@ def postmortem_markdown(incident: dict[str, Any], events: list[dict[str, Any]]) 
         "",
         *[f"- {step}" for step in incident["plan"]],
         f"- Approved by: {', '.join(incident['approvers']) or 'nobody'}",
-        *[f"- Refused decision: {r}" for r in incident["refusals"]],
+        *[f"- Refused: {r}" for r in incident["refusals"]],
         "",
         "## Timeline (UTC)",
         "",

@@ -7,6 +7,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from activities.approvals import Authority
 from activities.aws_access import AwsAccess
 from activities.keepalive import heartbeating
 
@@ -34,6 +35,9 @@ class FailoverRequest(BaseModel):
     # The primary AZ seen at diagnosis: if the primary is elsewhere now, the failover this
     # workflow asked for already happened (a retry after a crash must not fail over again).
     expected_primary_az: str | None
+    # The approvals this change acts on; the worker checks them against the run that
+    # scheduled it (activities/decision_guard.py) before the activity runs.
+    authority: Authority | None = None
 
 
 class FailoverResult(BaseModel):

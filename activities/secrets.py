@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.approvals import Authority
 from activities.aws_access import AwsAccess
 from activities.keepalive import heartbeating
 
@@ -42,6 +43,9 @@ class SetSecretNumberRequest(BaseModel):
     value: float = Field(gt=0)
     # Secrets Manager wants 32-64 characters; it becomes the new version's id.
     client_request_token: str = Field(min_length=32, max_length=64)
+    # The approvals this change acts on; the worker checks them against the run that
+    # scheduled it (activities/decision_guard.py) before the activity runs.
+    authority: Authority | None = None
 
 
 class SecretNumberChange(BaseModel):

@@ -37,8 +37,11 @@ from workflows.registry import PROCEDURES, Procedure
 TARGET_P99 = 0.25  # seconds
 
 
-async def one(client: Client, procedure: Procedure, key: str) -> ActionRun | None:
-    handle, t0 = await start(client, procedure, SMALL_WINDOW.get(procedure.name, []))
+async def one(
+    client: Client, procedure: Procedure, key: str, requester_key: str
+) -> ActionRun | None:
+    sets = SMALL_WINDOW.get(procedure.name, [])
+    handle, t0 = await start(client, procedure, sets, key=requester_key)
     gate = await to_gate(handle, t0)
     if gate.gate is None:
         return None  # no gate: nothing to approve
@@ -76,6 +79,8 @@ def describe(label: str, runs: list[ActionRun], report: Report) -> None:
 async def measure(args: argparse.Namespace, env: dict[str, str], report: Report) -> None:
     client = await temporal_client()
     key = local_key(Path(env["RUNBOOK_STATE_DIR"]), "bob")
+    # alice signs her starts (as `runbook start` does with her key): bob alone may approve.
+    requester_key = local_key(Path(env["RUNBOOK_STATE_DIR"]), "alice")
     every: list[ActionRun] = []
     async with httpx.AsyncClient(base_url=env["SANDBOX_URL"], timeout=30) as sandbox:
         for name in args.procedure or list(PROCEDURES):
@@ -84,7 +89,7 @@ async def measure(args: argparse.Namespace, env: dict[str, str], report: Report)
             runs: list[ActionRun] = []
             for _ in range(args.runs):
                 await inject(sandbox, name)
-                run = await one(client, procedure, key)
+                run = await one(client, procedure, key, requester_key)
                 if run is None:
                     report.note(f"{name}: no gate (read-only or nothing to do): not measured")
                     break

@@ -68,9 +68,9 @@ ACTIVITY_CLOSED = {
 
 
 def cli_args(sets: list[str], severity: str = "P1") -> argparse.Namespace:
-    """What `runbook start PROCEDURE --set ... --requested-by bench` parses to."""
+    """What `runbook start PROCEDURE --set ... --requested-by alice` parses to."""
     return argparse.Namespace(
-        set=sets, severity=severity, dry_run=False, requested_by="bench", json=True
+        set=sets, severity=severity, dry_run=False, requested_by="alice", json=True
     )
 
 
@@ -93,12 +93,17 @@ async def inject(sandbox: httpx.AsyncClient, name: str) -> str:
 
 
 async def start(
-    client: Client, procedure: Procedure, sets: list[str], severity: str = "P1"
+    client: Client,
+    procedure: Procedure,
+    sets: list[str],
+    severity: str = "P1",
+    key: str | None = None,
 ) -> tuple[WorkflowHandle, float]:
-    """Start as `runbook start` does; returns the handle and time.time() before the call."""
+    """Start as `runbook start` does (signed with alice's `key`: then bob's approval alone
+    opens a P1 gate); returns the handle and time.time() before the call."""
     inp = build_input(procedure, cli_args(sets, severity))
     t0 = time.time()
-    return await start_procedure(client, procedure, inp), t0
+    return await start_procedure(client, procedure, inp, key=key), t0
 
 
 @dataclass

@@ -14,6 +14,7 @@ import sys
 # and `runbook start` none of the stack, the demos or the intake.
 COMMANDS: dict[str, tuple[str, str]] = {
     "start": ("cli.runs", "start a procedure"),
+    "sign-start": ("cli.runs", "print a signed start input for the Temporal CLI or UI"),
     "approve": ("cli.runs", "approve the waiting gate"),
     "reject": ("cli.runs", "reject the waiting gate"),
     "sign": ("cli.runs", "print a signed decision for the Temporal CLI or UI"),

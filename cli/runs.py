@@ -1,11 +1,13 @@
-"""`runbook start | approve | reject | sign | status | pending`: a run and its gate."""
+"""`runbook start | sign-start | approve | reject | sign | status | pending`: a run and its
+gate. The user's own key (RUNBOOK_APPROVER_KEY) signs decisions and starts."""
 
 import argparse
 import contextlib
+import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -15,12 +17,19 @@ from temporalio.client import (
 from temporalio.service import RPCError
 
 from cli.common import emit, parse_sets, validation_message, with_client
-from client.decisions import approver_key, key_source, make_signed, send_decision
+from client.decisions import (
+    approver_key,
+    key_source,
+    make_signed,
+    requester_key,
+    send_decision,
+    signed_start,
+)
 from client.errors import BadInput
 from client.render import pending_row, render_status, run_link
 from client.runs import existing, query_status, start_or_join
 from settings import EnvironmentProfile, UnknownEnvironment, get_settings
-from workflows.models import SEVERITIES, Approval, Rejection
+from workflows.models import SEVERITIES, Approval, Rejection, RunbookInput
 
 if TYPE_CHECKING:
     from workflows.registry import Procedure
@@ -29,8 +38,8 @@ DEFAULT_SEVERITY = "P1"
 
 
 def procedures() -> dict[str, "Procedure"]:
-    """Only `start` imports the registry: every procedure's workflow module (0.09 s of CPU
-    that approve, reject, status and pending do without)."""
+    """Only `start` and `sign-start` import the registry: every procedure's workflow module
+    (0.09 s of CPU that approve, reject, status and pending do without)."""
     from workflows.registry import PROCEDURES
 
     return PROCEDURES
@@ -43,7 +52,9 @@ def chosen_environment(args: argparse.Namespace) -> EnvironmentProfile:
         raise BadInput(f"--env: {err}") from None
 
 
-def build_input(procedure: "Procedure", args: argparse.Namespace) -> BaseModel:
+def build_input(
+    procedure: "Procedure", args: argparse.Namespace, trigger: str = "cli"
+) -> RunbookInput:
     """The input: the environment's resource names, then `--set`, then the options."""
     from cli.inputs import input_values
 
@@ -56,7 +67,7 @@ def build_input(procedure: "Procedure", args: argparse.Namespace) -> BaseModel:
         severity=args.severity or DEFAULT_SEVERITY,
         dry_run=args.dry_run,
         requested_by=args.requested_by,
-        trigger="cli",
+        trigger=trigger,
         environment=profile.name,
     )
     try:
@@ -68,17 +79,47 @@ def build_input(procedure: "Procedure", args: argparse.Namespace) -> BaseModel:
 async def cmd_start(client: Client, args: argparse.Namespace) -> int:
     procedure = procedures()[args.procedure]
     inp = build_input(procedure, args)
-    handle, started = await start_or_join(client, procedure, inp)
+    key = requester_key(args.requested_by)
+    handle, started = await start_or_join(client, procedure, inp, key=key)
     if not started:
         return await joined(handle, args)
     workflow_id, run_id = handle.id, handle.result_run_id or ""
+    signed = key is not None
     data = {
         "workflow_id": workflow_id,
         "run_id": run_id,
         "ui_url": run_link(workflow_id, run_id),
         "joined": False,
+        "requested_by": args.requested_by,
+        "signed": signed,
     }
-    emit(args, data, f"started {workflow_id} (run {run_id})\n{data['ui_url']}")
+    if signed:
+        who = f"signed as {args.requested_by} (the worker checks it at the gate)"
+    else:
+        who = (
+            f"not signed: no key for {args.requested_by!r} (RUNBOOK_APPROVER_KEY, or the local "
+            "stack's keys file), so the requester is unproven and a P0/P1 gate needs two "
+            "approvers"
+        )
+    emit(args, data, f"started {workflow_id} (run {run_id}), {who}\n{data['ui_url']}")
+    return 0
+
+
+def cmd_sign_start(args: argparse.Namespace) -> int:
+    """The signed input for `temporal workflow start --input` (or the UI): good for the next
+    run of its workflow id within ten minutes. Needs no connection."""
+    procedure = procedures()[args.procedure]
+    args.requested_by = args.as_
+    inp = signed_start(
+        procedure, build_input(procedure, args, trigger="ui"), approver_key(args.as_)
+    )
+    print(inp.model_dump_json(exclude_defaults=True))
+    queue = chosen_environment(args).task_queue
+    print(
+        f"temporal workflow start --type {procedure.workflow_type} --task-queue "
+        f"{queue} --workflow-id {procedure.workflow_id(inp)} --input '...'",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -256,6 +297,14 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         )
         parser.add_argument("--json", action="store_true")
         parser.set_defaults(func=with_client(cmd_start, check_start_args))
+    elif name == "sign-start":
+        parser.add_argument("procedure", choices=sorted(procedures()))
+        parser.add_argument("--as", dest="as_", required=True, metavar="NAME")
+        parser.add_argument("--severity", choices=SEVERITIES, default="P1")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        parser.add_argument("--dry-run", action="store_true")
+        parser.add_argument("--env", metavar="ENVIRONMENT", help="as for runbook start")
+        parser.set_defaults(func=cmd_sign_start)
     elif name == "approve":
         parser.add_argument("workflow_id")
         parser.add_argument("--as", dest="as_", required=True, metavar="NAME")

@@ -1,17 +1,22 @@
-"""Signed decisions: what `runbook approve`, `runbook sign` and the demos send to a gate."""
+"""Signed decisions and starts: what `runbook approve`, `runbook sign`, `runbook start`,
+`runbook sign-start` and the demos send."""
 
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from temporalio.client import WorkflowHandle
 
 from activities.approvals import SignedDecision, load_table, sign
+from activities.requesters import SignedStart, input_digest, sign_start
 from client.errors import BadInput
 from settings import get_settings
 from workflows.gate import GatedRunbook
-from workflows.models import Approval, DecisionAck, Rejection
+from workflows.models import Approval, DecisionAck, Rejection, RunbookInput
+
+if TYPE_CHECKING:
+    from workflows.registry import Procedure
 
 SIGNATURE_VALIDITY = timedelta(minutes=10)
 # The embedded stack's keys file in its state dir (written by `runbook stack up`).
@@ -61,12 +66,41 @@ def no_key(name: str) -> BadInput:
     )
 
 
+def requester_key(name: str) -> str | None:
+    """The key a `runbook start` by `name` is signed with, as approver_key finds it; None
+    when there is none (the start is then unsigned: its requester unproven)."""
+    try:
+        return approver_key(name)
+    except BadInput:
+        return None
+
+
 def key_source(name: str) -> str:
     """Where `approver_key(name)` took the key from, for a refusal's hint."""
     if os.environ.get("RUNBOOK_APPROVER_KEY"):
         return "RUNBOOK_APPROVER_KEY"
     local = local_keys_file()
     return f"{local} ({name})" if local else "RUNBOOK_APPROVER_KEY"
+
+
+Inp = TypeVar("Inp", bound=RunbookInput)
+
+
+def signed_start(procedure: "Procedure", inp: Inp, key: str) -> Inp:
+    """The input with a proof that its `requested_by` asked for it, made with their key: good
+    for the first run of its workflow id in the next ten minutes (activities/requesters.py)."""
+    unsigned = inp.model_copy(update={"requester_proof": None})
+    now = datetime.now(UTC)
+    start = SignedStart(
+        kind="person",
+        requester=inp.requested_by,
+        workflow_type=procedure.workflow_type,
+        workflow_id=procedure.workflow_id(inp),
+        input_digest=input_digest(unsigned.model_dump(mode="json")),
+        issued_at=now,
+        expires_at=now + SIGNATURE_VALIDITY,
+    )
+    return unsigned.model_copy(update={"requester_proof": sign_start(start, key)})
 
 
 def make_signed(

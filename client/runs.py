@@ -10,10 +10,11 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from client.decisions import signed_start
 from client.errors import BadInput, Unreachable
 from settings import get_settings, temporal_client
 from workflows.base import RunbookWorkflow
-from workflows.models import RunbookStatus
+from workflows.models import RunbookInput, RunbookStatus
 
 if TYPE_CHECKING:
     from workflows.registry import Procedure
@@ -54,8 +55,13 @@ async def start_procedure(
     procedure: "Procedure",
     inp: BaseModel,
     conflict: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.USE_EXISTING,
+    key: str | None = None,
 ) -> WorkflowHandle:
-    """On the task queue of the input's environment, whose workers hold its AWS roles."""
+    """Start (or join) the run for the input's resource, on the task queue of the input's
+    environment, whose workers hold its AWS roles; with the requester's `key` the start is
+    signed, which proves who asked (client/decisions.py)."""
+    if key and isinstance(inp, RunbookInput):
+        inp = signed_start(procedure, inp, key)
     profile = get_settings().profile(getattr(inp, "environment", None))
     return await client.start_workflow(
         procedure.workflow_type,
@@ -68,11 +74,13 @@ async def start_procedure(
 
 
 async def start_or_join(
-    client: Client, procedure: "Procedure", inp: BaseModel
+    client: Client, procedure: "Procedure", inp: BaseModel, key: str | None = None
 ) -> tuple[WorkflowHandle, bool]:
     """The new run for the resource (True), or the run already in flight for it (False), so
-    the caller can say which and refuse what the running one cannot honour."""
+    the caller can say which and refuse what the running one cannot honour. With `key` the
+    start is signed (start_procedure)."""
     try:
-        return await start_procedure(client, procedure, inp, WorkflowIDConflictPolicy.FAIL), True
+        fail = WorkflowIDConflictPolicy.FAIL
+        return await start_procedure(client, procedure, inp, fail, key=key), True
     except WorkflowAlreadyStartedError as err:
         return client.get_workflow_handle(err.workflow_id, run_id=err.run_id), False

@@ -14,6 +14,7 @@ from client.render import run_link
 from client.runs import start_procedure
 from demos.narration import approve, follow, say, until
 from settings import get_settings
+from stack.roster import local_key
 from workflows.cert_expiry_check import CertExpiryCheck, CertExpiryCheckInput, CertExpiryCheckResult
 from workflows.cert_renewal import CertRenewalInput
 from workflows.registry import PROCEDURES
@@ -50,7 +51,8 @@ async def renewal(client: Client, result: CertExpiryCheckResult) -> WorkflowHand
         return client.get_workflow_handle(row.workflow_id or "")
     say(f"A renewal of {row.domain} already ran today ({row.action}): alice starts one by hand")
     inp = CertRenewalInput(domain=row.domain, requested_by="alice", trigger="cli", severity="P2")
-    return await start_procedure(client, PROCEDURES["cert-renewal"], inp)
+    key = local_key(get_settings().state_dir, "alice")
+    return await start_procedure(client, PROCEDURES["cert-renewal"], inp, key=key)
 
 
 async def demo_cert_renewal(client: Client, sandbox: httpx.AsyncClient) -> bool:

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
@@ -15,7 +14,7 @@ from client.render import run_link
 from client.runs import query_status, start_procedure
 from settings import get_settings
 from stack.roster import local_key
-from workflows.models import RunbookResult, RunbookStatus
+from workflows.models import RunbookInput, RunbookResult, RunbookStatus
 from workflows.registry import PROCEDURES
 
 
@@ -67,8 +66,10 @@ async def follow(handle: WorkflowHandle, shown: set[int]) -> RunbookResult:
         await asyncio.sleep(1)
 
 
-async def start(procedure: str, client: Client, inp: BaseModel) -> WorkflowHandle:
-    handle = await start_procedure(client, PROCEDURES[procedure], inp)
+async def start(procedure: str, client: Client, inp: RunbookInput) -> WorkflowHandle:
+    """Start as `runbook start` does, signed with the requester's own key (the stack's)."""
+    key = local_key(get_settings().state_dir, inp.requested_by)
+    handle = await start_procedure(client, PROCEDURES[procedure], inp, key=key)
     print(f"    workflow {handle.id}\n    {run_link(handle.id, handle.result_run_id or '')}")
     return handle
 

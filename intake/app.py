@@ -29,7 +29,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from activities.alarms import AlarmOutcome, AlarmStarter
+from activities.alarms import AlarmOutcome, AlarmStarter, Coalescer
 from client.namespace import NamespaceNotReady, check_namespace
 from intake import payloads
 from intake.alarms import Intake, Planned, Rejected
@@ -51,6 +51,8 @@ log = logging.getLogger("runbook.webhook")
 MAX_BODY = 256 * 1024  # SNS's own message size limit
 # An SNS message signed longer ago than this is refused: a replay, not an alarm.
 SNS_MAX_AGE = timedelta(hours=1)
+# SNS's clock and ours may disagree this much.
+SNS_CLOCK_SKEW = timedelta(minutes=5)
 
 
 class ConfigError(RuntimeError):
@@ -69,6 +71,11 @@ class WebhookConfig(Settings):
     sns_topic_arns: str = Field("", alias="SNS_TOPIC_ARNS")
     routes_file: Path | None = Field(None, alias="RUNBOOK_ALARM_ROUTES")
     local_stack: bool = Field(False, alias="RUNBOOK_LOCAL_STACK")
+    # How old a (signed) SNS message may be: a captured one replayed later is refused.
+    # SNS retries a failed HTTP delivery for up to an hour with its default policy.
+    sns_max_age_seconds: float = Field(3600, gt=0, alias="SNS_MAX_AGE_SECONDS")
+    # A storm's repeats of one alarm reach its run together, at first after this long.
+    coalesce_seconds: float = Field(10, gt=0, le=300, alias="RUNBOOK_ALARM_COALESCE_SECONDS")
 
     def topics(self) -> set[str]:
         return {t.strip() for t in self.sns_topic_arns.split(",") if t.strip()}
@@ -85,7 +92,13 @@ class Webhook:
     def __init__(self, config: WebhookConfig, client: Client, http: httpx.AsyncClient) -> None:
         self.config = config
         self.routes = load_routes(config.routes_file)
-        self.intake = Intake(AlarmStarter(client), self.routes, config.profiles())
+        # What the webhook starts is signed with RUNBOOK_INTAKE_KEY; the worker checks it.
+        # Unset: alarm-started runs have no proven requester (P0/P1 then need two approvers).
+        key = config.intake_key.get_secret_value() if config.intake_key else None
+        starter = AlarmStarter(
+            client, intake_key=key, coalescer=Coalescer(first=config.coalesce_seconds)
+        )
+        self.intake = Intake(starter, self.routes, config.profiles())
         self.policy = UrlPolicy(config.sns_cert_host_pattern)
         self.certs = CertificateStore(http, self.policy)
         self.http = http
@@ -105,7 +118,7 @@ class Webhook:
         topics = self.config.topics()
         if topics and message.topic_arn not in topics:
             raise Rejected(403, f"topic {message.topic_arn!r} is not one this webhook accepts")
-        check_age(message.timestamp)
+        check_age(message.timestamp, timedelta(seconds=self.config.sns_max_age_seconds))
         if message.type == "SubscriptionConfirmation":
             return await self._confirm(message)
         if message.type == "UnsubscribeConfirmation":
@@ -180,8 +193,9 @@ class Webhook:
         return JSONResponse(describe_routes(self.routes, set(registry.PROCEDURES)))
 
 
-def check_age(timestamp: str) -> None:
-    """The signed Timestamp: a message older than an hour is a replay, not an alarm."""
+def check_age(timestamp: str, max_age: timedelta = SNS_MAX_AGE) -> None:
+    """The signed Timestamp: a message older than `max_age` (an hour) is a replay, not an
+    alarm; one from the future beyond clock skew is made up."""
     try:
         sent = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
     except ValueError:
@@ -189,10 +203,13 @@ def check_age(timestamp: str) -> None:
     if sent.tzinfo is None:
         sent = sent.replace(tzinfo=UTC)
     age = datetime.now(UTC) - sent
-    if age > SNS_MAX_AGE:
+    if age > max_age:
+        limit = "an hour" if max_age == SNS_MAX_AGE else f"{max_age.total_seconds():g} s"
         raise Rejected(
-            403, f"SNS message signed {age.total_seconds() / 3600:.1f} h ago: older than an hour"
+            403, f"SNS message signed {age.total_seconds() / 3600:.1f} h ago: older than {limit}"
         )
+    if -age > SNS_CLOCK_SKEW:
+        raise Rejected(403, f"SNS message from the future: signed {sent:%Y-%m-%d %H:%M:%S} UTC")
 
 
 async def read_body(request: Request) -> bytes:

@@ -67,6 +67,8 @@ def json_object(raw: bytes, what: str) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise Rejected(400, f"bad JSON in {what}: {err}") from None
+    except RecursionError:  # `[[[[...` within the size limit: the parser's stack runs out
+        raise Rejected(400, f"bad JSON in {what}: nested too deeply") from None
     if not isinstance(body, dict):
         raise Rejected(400, f"bad {what}: a JSON object is required")
     return body

@@ -24,7 +24,7 @@ from settings import get_settings
 from stack import processes
 from stack.probes import reachable, tcp_open
 from stack.processes import HOST, StackError, log_tail
-from stack.roster import ensure_local_roster, local_roster_files
+from stack.roster import ensure_local_roster, local_roster_files, moto_recording_file
 from stack.servers import IAM_VAR, PART, SERVER, SERVER_OF, SERVERS, passed
 
 __all__ = [
@@ -174,7 +174,7 @@ class Stack:
 
     def child_env(self) -> dict[str, str]:
         # moto writes its request recording into its working directory (the project) unless told.
-        recording = {"MOTO_RECORDER_FILEPATH": str(self.state_dir / "moto-recording.jsonl")}
+        recording = {"MOTO_RECORDER_FILEPATH": str(moto_recording_file(self.state_dir))}
         return {**recording, **self.environ, **self.client_env(), "PYTHONUNBUFFERED": "1"}
 
     def log_file(self, server: str) -> Path:

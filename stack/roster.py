@@ -1,8 +1,10 @@
 """The embedded stack's local secrets, made on first `runbook stack up`: the roster and
-approver keys, and the alarm intake's token.
+approver keys, the alarm intake's token and its signing key; and where its secrets-bearing
+files go.
 
-Production names its own files with RUNBOOK_ROSTER and RUNBOOK_APPROVER_KEYS; these are for
-the demo and local work: four people on the runbook's escalation path.
+Production names its own files with RUNBOOK_ROSTER and RUNBOOK_APPROVER_KEYS and sets
+RUNBOOK_INTAKE_KEY; these are for the demo and local work: four people on the runbook's
+escalation path.
 """
 
 import secrets
@@ -52,3 +54,26 @@ def local_webhook_token(state_dir: Path) -> str:
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(32) + "\n")
     return path.read_text().strip()
+
+
+def ensure_intake_key(state_dir: Path) -> str:
+    """The key the stack's webhook signs alarm starts with (and its worker checks)."""
+    path = state_dir / "intake.key"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
+
+
+def moto_recording_file(state_dir: Path) -> Path:
+    """Where moto records requests (tests count AWS calls with it): bodies hold secret values
+    (PutSecretValue), so the file is the owner's alone, in a directory that is too (the state
+    dir itself must stay readable by PostgreSQL's user)."""
+    private = state_dir / "private"
+    private.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private.chmod(0o700)
+    path = private / "moto-recording.jsonl"
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    return path

@@ -28,7 +28,7 @@ from temporalio.client import Client
 from settings import PROJECT_DIR
 from stack import postgres, probes
 from stack.processes import HOST, Launch, StackError, log_tail, terminate_group
-from stack.roster import local_webhook_token
+from stack.roster import ensure_intake_key, local_webhook_token
 from workflows import search_attributes
 from workflows.search_attributes import DEV_SERVER_ARGS
 
@@ -277,7 +277,12 @@ def launch_worker(stack: StackView) -> Launch:
     # started by hand would find it taken.
     port = stack.port("worker-metrics")
     metrics = {"RUNBOOK_METRICS_HOST": HOST, "RUNBOOK_METRICS_PORT": str(port)}
-    return Launch([sys.executable, str(script)], "worker.py", {"worker-metrics": port}, env=metrics)
+    return Launch(
+        [sys.executable, str(script)],
+        "worker.py",
+        {"worker-metrics": port},
+        env={**metrics, **intake_env(stack)},
+    )
 
 
 def metrics_url(part: str) -> Address:
@@ -297,7 +302,14 @@ def webhook_env(stack: StackView) -> dict[str, str]:
 def launch_webhook(stack: StackView) -> Launch:
     port = stack.port("webhook")
     argv = [sys.executable, "-m", "intake", "--host", HOST, "--port", str(port)]
-    return Launch(argv, "-m intake", {"webhook": port})
+    return Launch(argv, "-m intake", {"webhook": port}, env=intake_env(stack))
+
+
+def intake_env(stack: StackView) -> dict[str, str]:
+    """The intake key for the worker (to check) and the webhook (to sign alarm starts): the
+    configured one, else the stack's own (stack/roster.py). Not in the clients' env."""
+    key = stack.environ.get("RUNBOOK_INTAKE_KEY") or ensure_intake_key(stack.state_dir)
+    return {"RUNBOOK_INTAKE_KEY": key}
 
 
 # ----- the table, in start order --------------------------------------------------------

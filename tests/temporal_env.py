@@ -24,11 +24,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
+from tests.fakes.approvers import start_run
 from worker import INTERCEPTORS
 from workflows import search_attributes
 from workflows.lock import ResourceLock
 from workflows.models import RunbookInput, RunbookStatus
-from workflows.registry import PROCEDURES
 
 
 def venv_binary(name: str) -> str:
@@ -173,17 +173,13 @@ async def running(
         yield queue
 
 
-async def start(env: WorkflowEnvironment, queue: str, inp: RunbookInput) -> WorkflowHandle:
-    """Start the procedure `inp` is the input of, with an id of its own shaped as the real
-    ones (<procedure>/<environment>/<resource>)."""
-    [procedure] = [p for p in PROCEDURES.values() if type(inp) is p.input_model]
-    environment = getattr(inp, "environment", "production")
-    return await env.client.start_workflow(
-        procedure.workflow.run,  # type: ignore[attr-defined]
-        inp,
-        id=f"{procedure.name}/{environment}/{uuid.uuid4()}",
-        task_queue=queue,
-    )
+async def start(
+    env: WorkflowEnvironment, queue: str, inp: RunbookInput, *, signed: bool = True
+) -> WorkflowHandle:
+    """Start the procedure `inp` is the input of as `runbook start` does: under the id that
+    names its resource (<procedure>/<environment>/<resource>; a run an earlier test left
+    with that id is ended), signed by its requester unless told (tests/fakes/approvers.py)."""
+    return await start_run(env, inp, queue, signed=signed)
 
 
 async def execute(env: WorkflowEnvironment, queue: str, inp: RunbookInput) -> Any:

@@ -340,7 +340,11 @@ class ApiErrorRateSpike(GatedRunbook):
 
     async def _remediate(self, inp: ApiErrorsInput, target: int) -> str:
         scale = ScaleRequest(
-            cluster=inp.cluster, service=inp.service, desired_count=target, max_count=inp.max_count
+            cluster=inp.cluster,
+            service=inp.service,
+            desired_count=target,
+            max_count=inp.max_count,
+            authority=self.authority(),
         )
         await scale_and_wait(self, scale, inp.poll_seconds, inp.scale_timeout_seconds)
         rate = await self._wait_error_rate(inp)

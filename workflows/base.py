@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -27,6 +27,7 @@ from workflows.models import (
     GateResult,
     Outcome,
     PendingGate,
+    Refusals,
     RunbookInput,
     RunbookResult,
     RunbookStatus,
@@ -35,6 +36,7 @@ from workflows.models import (
 )
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 # Retry policies say how often and for how long, never which errors: whether an error is
 # worth retrying is said once, where it is raised. An activity raises a typed
@@ -53,6 +55,11 @@ MUTATE_RETRY = RetryPolicy(
 # Mutating activities heartbeat while they run (activities/keepalive.py): an attempt lost
 # with its worker is retried after this long, not after its whole start-to-close timeout.
 MUTATION_HEARTBEAT = timedelta(seconds=10)
+# The timeline line that counts what the run refused (decisions, alarm deliveries).
+REFUSED = "refused"
+# Distinct alarms with a timeline line of their own; more are counted on one shared line.
+MAX_ALARM_LINES = 10
+OTHER_ALARMS = "(other alarms)"
 
 
 def failure_message(err: BaseException) -> str:
@@ -89,6 +96,9 @@ class RunbookWorkflow:
         self._resource = ""
         self._input = RunbookInput()
         self._alarms: dict[tuple[str, str], int] = {}
+        self._refused = Refusals()
+        # Whether the worker proved who started the run (workflows/gate.py); None: not asked.
+        self._requester_proven: bool | None = None
         # For the incident log: who approved across every gate, and when the first did
         # (workflows/gate.py fills these; a run without a gate reports none).
         self._approvers: list[str] = []
@@ -116,6 +126,28 @@ class RunbookWorkflow:
         self._timeline.append(step)
         return step
 
+    def refuse(self, text: str) -> None:
+        """A refused decision or alarm delivery: counted, the last few kept (the status's
+        `refused`), and one timeline line however many: a flood of refusals cannot grow the
+        run's state, its status or its incident record."""
+        cut = self._refused.add(text)
+        detail = f"{self._refused.count} refused; last: {cut}"
+        step = next((s for s in self._timeline if s.name == REFUSED), None)
+        if step is None:
+            self.record(REFUSED, "refused", detail)
+        else:
+            step.detail, step.ended_at = detail, workflow.now()
+
+    def decode(self, raw: RawValue, model: type[M], what: str) -> M | None:
+        """A signal's payload as `model`; a malformed or oversized one is refused, naming the
+        field, instead of being dropped by the SDK with only a log line."""
+        try:
+            value = workflow.payload_converter().from_payload(raw.payload, model)
+        except Exception as err:  # not JSON, or not the model
+            self.refuse(f"malformed {what} signal: {problems(err)}")
+            return None
+        return value if isinstance(value, model) else None
+
     @workflow.query(name="status")
     def status(self) -> RunbookStatus:
         return RunbookStatus(
@@ -127,6 +159,7 @@ class RunbookWorkflow:
             pending_gate=self._pending,
             timeline=self._timeline,
             outcome=self._outcome,
+            refused=self._refused,
         )
 
     def finish(
@@ -174,6 +207,7 @@ class RunbookWorkflow:
             trigger=inp.trigger,
             resource=self._resource,
             requested_by=inp.requested_by,
+            requester_proven=self._requester_proven,
             started_at=info.start_time,
             ended_at=ended,
             first_approval_at=self._first_approval_at,
@@ -181,11 +215,16 @@ class RunbookWorkflow:
             outcome=outcome,
             summary=self._summary or (failure_message(error) if error else ""),
             approvers=self._approvers,
-            refusals=[s.detail for s in self._timeline if s.name == "decision refused"],
+            refusals=self._refusal_lines(),
             findings=[f.model_dump(mode="json") for f in self._findings],
             plan=self._plan,
             timeline=[IncidentStep.model_validate(s.model_dump()) for s in self._timeline],
         )
+
+    def _refusal_lines(self) -> list[str]:
+        refused = self._refused
+        earlier = refused.count - len(refused.last)
+        return ([f"{earlier} earlier refusals not kept"] if earlier else []) + refused.last
 
     # ---- steps and checks ---------------------------------------------------------------
 
@@ -249,14 +288,23 @@ class RunbookWorkflow:
     # ---- alarm deliveries -----------------------------------------------------------------
 
     @workflow.signal(name="alarm")
-    def alarm_signal(self, delivery: AlarmDelivery) -> None:
+    def alarm_signal(self, raw: RawValue) -> None:
         """A storm of the same alarm lands here: one timeline line a delivery state, with
-        the count and the last time, instead of a line per delivery."""
+        the count and the last time, instead of a line per delivery; beyond MAX_ALARM_LINES
+        distinct alarms, the rest share one line. (The intake sends a storm's repeats
+        together: activities/alarms.py.)"""
+        delivery = self.decode(raw, AlarmDelivery, "alarm")
+        if delivery is None:
+            return
         key = (delivery.alarm, delivery.state)
-        self._alarms[key] = self._alarms.get(key, 0) + 1
+        if key not in self._alarms and len(self._alarms) >= MAX_ALARM_LINES:
+            key = (OTHER_ALARMS, delivery.state)
+        self._alarms[key] = self._alarms.get(key, 0) + delivery.count
         count = self._alarms[key]
-        name = f"alarm {delivery.alarm} {delivery.state}"
+        name = f"alarm {key[0]} {delivery.state}"
         detail = f"{count}x via {delivery.source}, last {delivery.received_at:%H:%M:%S}"
+        if key[0] == OTHER_ALARMS:
+            detail += f" ({delivery.alarm})"
         if delivery.reason:
             detail += f": {delivery.reason}"
         existing = next((s for s in reversed(self._timeline) if s.name == name), None)

@@ -27,11 +27,13 @@ with workflow.unsafe.imports_passed_through():
 from workflows import registry
 from workflows.base import READ_RETRY
 from workflows.cert_renewal import verdict
-from workflows.models import ENVIRONMENT_PATTERN, AlarmDelivery, Severity, Trigger
+from workflows.models import ENVIRONMENT_PATTERN, MAX_TEXT, AlarmDelivery, Severity, Trigger
 
 ALARM = "cert-expiry-check"
 
-Action = Literal["none", "not_installed", "started", "signalled", "suppressed", "not_running"]
+Action = Literal[
+    "none", "not_installed", "started", "signalled", "suppressed", "not_running", "coalesced"
+]
 
 
 class CertExpiryCheckInput(BaseModel):
@@ -159,7 +161,9 @@ class CertExpiryCheck:
                 "days_before_expiry": inp.days_before_expiry,
             }
         )
-        delivery = AlarmDelivery(source="schedule", alarm=ALARM, received_at=now, reason=reason)
+        delivery = AlarmDelivery(
+            source="schedule", alarm=ALARM, received_at=now, reason=reason[:MAX_TEXT]
+        )
         outcome: AlarmOutcome = await workflow.execute_activity_method(
             AlarmActivities.start_once,
             AlarmStart(

@@ -503,6 +503,7 @@ class CertificateRenewal(GatedRunbook):
                         listener_arn=listener.arn,
                         certificate_arn=new.arn,
                         expected_current=listener.certificate_arn,
+                        authority=self.authority(),
                     ),
                     start_to_close_timeout=timedelta(seconds=60),
                     heartbeat_timeout=MUTATION_HEARTBEAT,

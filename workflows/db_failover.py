@@ -268,7 +268,11 @@ class DatabaseFailover(GatedRunbook):
                 "reboot with force-failover",
                 workflow.execute_activity_method(
                     RdsActivities.force_failover,
-                    FailoverRequest(db_instance_id=name, expected_primary_az=plan.from_az),
+                    FailoverRequest(
+                        db_instance_id=name,
+                        expected_primary_az=plan.from_az,
+                        authority=self.authority(),
+                    ),
                     start_to_close_timeout=timedelta(seconds=60),
                     heartbeat_timeout=MUTATION_HEARTBEAT,
                     retry_policy=MUTATE_RETRY,

@@ -4,11 +4,14 @@ handlers that take decisions. The trust rules live here and in activities/approv
 Trust model: anyone with access to the Temporal namespace can send an Update or a signal
 with any name in it. A decision counts only when the worker has verified its signature
 (activities/approvals.py) and the rules below hold: an open gate, the right level, no
-self-approval on P0/P1, no second approval by the same person, bounded parameters.
+self-approval on P0/P1, no second approval by the same person, the same parameters from
+every approver, bounded parameters. Decisions on a gate are judged one at a time, and the
+rules are checked again after the signature check. A mutation then carries the approvals
+(`authority()`), and the worker checks them once more against the run that acts.
 """
 
+import asyncio
 from datetime import timedelta
-from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue
@@ -17,6 +20,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.approvals import (
         ApprovalActivities,
+        Approved,
+        Authority,
         EscalationLevel,
         EscalationPlan,
         EscalationRequest,
@@ -25,10 +30,11 @@ with workflow.unsafe.imports_passed_through():
         VerifyResult,
     )
     from activities.notify import NotifyActivities, PagerDutyEvent
+    from activities.requesters import RequesterClaim, input_digest
 
 from workflows import metrics
 from workflows import search_attributes as sa
-from workflows.base import NOTIFY_RETRY, READ_RETRY, RunbookWorkflow, failure_message, problems
+from workflows.base import NOTIFY_RETRY, READ_RETRY, RunbookWorkflow, failure_message
 from workflows.models import (
     Approval,
     Decision,
@@ -42,8 +48,6 @@ from workflows.models import (
     RunbookResult,
 )
 
-D = TypeVar("D", Approval, Rejection)
-
 
 class GatedRunbook(RunbookWorkflow):
     """A runbook that asks a human before it acts: `await self.gate(...)`."""
@@ -53,6 +57,10 @@ class GatedRunbook(RunbookWorkflow):
         self._approvals: list[Decision] = []
         self._seen_signatures: set[str] = set()
         self._paging = True  # from the gate's escalation plan: False when PagerDuty is off
+        self._gate_name = ""
+        # One decision at a time: two approvals arriving together (Updates, signals or both)
+        # would otherwise both pass "already approved?" while the worker checks them.
+        self._judging = asyncio.Lock()
 
     async def not_approved(
         self, findings: list[Finding], plan: list[str], unchanged: str = "nothing was changed"
@@ -86,12 +94,14 @@ class GatedRunbook(RunbookWorkflow):
                 severity=inp.severity,
                 opened_at=opened,
                 level_seconds=inp.approval_timeout_seconds,
+                requester=self._requester_claim(),
             ),
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=READ_RETRY,
         )
-        self._approvals, self._decision = [], None
+        self._approvals, self._decision, self._gate_name = [], None, gate
         self._paging = escalation.paging
+        self._requester_proven = escalation.requester_proven
         self._pending = PendingGate(
             gate=gate,
             requested_at=opened,
@@ -102,7 +112,10 @@ class GatedRunbook(RunbookWorkflow):
             plan=plan,
             params=params or [],
             approvals_required=escalation.approvals_required,
+            requester_proven=escalation.requester_proven,
+            requester_detail=escalation.requester_detail,
         )
+        self._record_plan(escalation)
         self.set_phase("awaiting approval")
         for number, level in enumerate(escalation.levels):
             self._enter_level(level, first=number == 0)
@@ -122,6 +135,53 @@ class GatedRunbook(RunbookWorkflow):
         self._pending = None
         workflow.upsert_search_attributes([sa.GATE.value_set("none"), sa.GATE_LEVEL.value_set("")])
         return self._decision
+
+    def _requester_claim(self) -> RequesterClaim:
+        info, inp = workflow.info(), self._input
+        return RequesterClaim(
+            requester=inp.requested_by,
+            trigger=inp.trigger,
+            workflow_type=info.workflow_type,
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            run_started_at=info.workflow_start_time or workflow.now(),
+            input_digest=input_digest(inp.model_dump(mode="json")),
+            proof=inp.requester_proof,
+        )
+
+    def _record_plan(self, escalation: EscalationPlan) -> None:
+        """What the worker decided about the requester and the clock (plans recorded before
+        it did say nothing)."""
+        if escalation.requester_proven is not None:
+            who = self._input.requested_by
+            if escalation.requester_proven:
+                self.record("requester", "ok", f"{who}: {escalation.requester_detail}")
+            else:
+                more = ""
+                if escalation.approvals_required > 1 and self._input.severity in ("P0", "P1"):
+                    more = f"; on {self._input.severity} two distinct people must approve"
+                self.record(
+                    "requester", "info", f"{who} not proven: {escalation.requester_detail}{more}"
+                )
+        if escalation.clock_detail:
+            self.record("escalation clock", "info", escalation.clock_detail)
+
+    def authority(self) -> Authority:
+        """The approvals a mutating activity acts on: the worker checks them again, right
+        before it acts, against the run the activity belongs to (activities/approvals.py)."""
+        return Authority(
+            gate=self._gate_name,
+            approvals=[
+                Approved(
+                    approver=d.approver,
+                    params=d.params,
+                    expires_at=d.expires_at,
+                    signature=d.signature,
+                )
+                for d in self._approvals
+                if d.expires_at is not None
+            ],
+        )
 
     def _enter_level(self, level: EscalationLevel, first: bool) -> None:
         assert self._pending is not None
@@ -188,12 +248,13 @@ class GatedRunbook(RunbookWorkflow):
         if result.delivered:
             self.record(f"page {action}", "ok", result.detail)
 
-    def _refusal(self, decision: Decision) -> str | None:
-        """Why this decision cannot be taken, judged on what the workflow knows (the
-        signature itself is checked by the worker); None when it may go on."""
-        gate = self._pending
-        if gate is None or self._decision is not None:
+    def _closed(self) -> str | None:
+        if self._pending is None or self._decision is not None:
             return f"no approval gate is open: the runbook is in phase {self._phase!r}"
+        return None
+
+    def _form_refusal(self, decision: Decision) -> str | None:
+        """What is wrong with the decision itself, whatever the gate's state."""
         if not decision.approver:
             return "approver: a name is required"
         if not decision.approve and not decision.comment.strip():
@@ -202,6 +263,16 @@ class GatedRunbook(RunbookWorkflow):
             return "signature: a decision must be signed (runbook approve, or runbook sign)"
         if decision.signature in self._seen_signatures:
             return "signature: already used: a replayed decision is refused"
+        return None
+
+    def _refusal(self, decision: Decision) -> str | None:
+        """Why this decision cannot be taken now, judged on what the workflow knows (the
+        signature itself is checked by the worker); None when it may go on. Checked before
+        and again after the worker's check."""
+        if closed := self._closed():
+            return closed
+        gate = self._pending
+        assert gate is not None
         if self._input.severity in ("P0", "P1") and decision.approver == gate.requested_by:
             return (
                 f"approver: {decision.approver!r} requested this run; on {self._input.severity} "
@@ -209,10 +280,11 @@ class GatedRunbook(RunbookWorkflow):
             )
         if decision.approve and decision.approver in gate.approved_by:
             return f"approver: {decision.approver!r} already approved; a second person must"
-        return self._param_refusal(decision.params)
+        return self._param_refusal(decision)
 
-    def _param_refusal(self, given: dict[str, str]) -> str | None:
+    def _param_refusal(self, decision: Decision) -> str | None:
         assert self._pending is not None
+        given = decision.params
         specs = {spec.name: spec for spec in self._pending.params}
         unknown = sorted(set(given) - set(specs))
         if unknown:
@@ -221,10 +293,29 @@ class GatedRunbook(RunbookWorkflow):
         for name, text in given.items():
             if refusal := specs[name].check(text):
                 return refusal
+        if decision.approve and self._approvals:
+            return self._disagreement(decision)
+        return None
+
+    def _disagreement(self, decision: Decision) -> str | None:
+        """Every approver of a gate approves the same values: a second approver with other
+        numbers is refused, so nobody's approval is applied with a number they did not see."""
+        assert self._pending is not None
+        first = self._approvals[0]
+        for spec in self._pending.params:
+            theirs, ours = spec.value(first.params), spec.value(decision.params)
+            if theirs != ours:
+                return (
+                    f"params.{spec.name}: {ours:g} differs from the {theirs:g} that "
+                    f"{first.approver} approved; every approver of a gate approves the same "
+                    f"values (approve with --set {spec.name}={theirs:g}, or reject)"
+                )
         return None
 
     async def _authenticate(self, decision: Decision) -> str | None:
-        """The worker checks the signature; then the approver's role against the level."""
+        """The worker checks the signature; then the gate's rules again (time passed while
+        the worker checked: the gate may have escalated, timed out or been decided), then
+        the approver's role against the level."""
         assert self._pending is not None and decision.expires_at is not None
         self._seen_signatures.add(decision.signature)  # before awaiting: a replay finds it
         info = workflow.info()
@@ -247,9 +338,10 @@ class GatedRunbook(RunbookWorkflow):
         )
         if not verdict.ok:
             return f"signature: {verdict.reason}"
+        if refusal := self._refusal(decision):
+            return refusal
         gate = self._pending
-        if gate is None or self._decision is not None:  # decided while we checked
-            return "no approval gate is open any more"
+        assert gate is not None
         if verdict.role not in gate.may_decide:
             return (
                 f"approver: {decision.approver!r} is {verdict.role}; at level {gate.level} "
@@ -258,11 +350,17 @@ class GatedRunbook(RunbookWorkflow):
         return None
 
     async def _judge(self, decision: Decision) -> tuple[str | None, DecisionAck | None]:
-        refusal = self._refusal(decision) or await self._authenticate(decision)
-        if refusal:
-            self.record("decision refused", "refused", f"{decision.approver!r}: {refusal}")
-            return refusal, None
-        return None, self._take(decision)
+        async with self._judging:
+            refusal = (
+                self._closed()
+                or self._form_refusal(decision)
+                or self._refusal(decision)
+                or await self._authenticate(decision)
+            )
+            if refusal:
+                self.refuse(f"decision {decision.approver!r}: {refusal}")
+                return refusal, None
+            return None, self._take(decision)
 
     def _take(self, decision: Decision) -> DecisionAck:
         gate = self._pending
@@ -277,9 +375,8 @@ class GatedRunbook(RunbookWorkflow):
             self._approvals.append(decision)
             if len(gate.approved_by) < gate.approvals_required:
                 return DecisionAck(gate=gate.gate, approved=False, decided_by=decision.approver)
-        given: dict[str, str] = {}
-        for approval in self._approvals:
-            given.update(approval.params)
+        # Every approval carries the same values (_disagreement): the first one's are taken.
+        given = self._approvals[0].params if self._approvals else {}
         self._decision = GateResult(
             approved=decision.approve,
             approvers=list(gate.approved_by) if decision.approve else [],
@@ -315,26 +412,17 @@ class GatedRunbook(RunbookWorkflow):
 
     @workflow.signal(name="approve")
     async def approve_signal(self, approval: RawValue) -> None:
-        if decoded := self._decode(approval, Approval, "approve"):
+        if decoded := self.decode(approval, Approval, "approve"):
             await self._judge(decoded.as_decision())
 
     @workflow.signal(name="reject")
     async def reject_signal(self, rejection: RawValue) -> None:
-        if decoded := self._decode(rejection, Rejection, "reject"):
+        if decoded := self.decode(rejection, Rejection, "reject"):
             await self._judge(decoded.as_decision())
-
-    def _decode(self, raw: RawValue, model: type[D], signal: str) -> D | None:
-        try:
-            value = workflow.payload_converter().from_payload(raw.payload, model)
-        except Exception as err:  # not JSON, or not the model: nothing to judge
-            detail = f"malformed {signal} signal: {problems(err)}"
-            self.record("decision refused", "refused", detail)
-            return None
-        return value if isinstance(value, model) else None
 
     def _validate(self, decision: Decision) -> None:
         """Refuses at once, before anything is written to the history."""
-        refusal = self._refusal(decision)
+        refusal = self._closed() or self._form_refusal(decision) or self._refusal(decision)
         if refusal:
             raise ValueError(refusal)
 

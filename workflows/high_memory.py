@@ -289,7 +289,11 @@ class HighMemory(GatedRunbook):
             "register revision",
             workflow.execute_activity_method(
                 EcsActivities.register_memory_revision,
-                RegisterMemoryRequest(task_definition=plan.task_definition, memory=plan.target),
+                RegisterMemoryRequest(
+                    task_definition=plan.task_definition,
+                    memory=plan.target,
+                    authority=self.authority(),
+                ),
                 start_to_close_timeout=timedelta(seconds=60),
                 heartbeat_timeout=MUTATION_HEARTBEAT,
                 retry_policy=MUTATE_RETRY,
@@ -302,7 +306,10 @@ class HighMemory(GatedRunbook):
             workflow.execute_activity_method(
                 EcsActivities.use_task_definition,
                 UseTaskDefinitionRequest(
-                    cluster=inp.cluster, service=inp.service, task_definition=new.arn
+                    cluster=inp.cluster,
+                    service=inp.service,
+                    task_definition=new.arn,
+                    authority=self.authority(),
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 heartbeat_timeout=MUTATION_HEARTBEAT,

@@ -267,6 +267,7 @@ class KafkaConsumerLag(GatedRunbook):
             service=inp.service,
             desired_count=target,
             max_count=inp.max_workers,
+            authority=self.authority(),
         )
         await scale_and_wait(self, scale, inp.poll_seconds, inp.scale_timeout_seconds)
         return await self._verify_lag(inp, target)

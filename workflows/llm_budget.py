@@ -9,7 +9,7 @@ enforces it, then watch the spend every minute for a window on durable timers, a
 
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
@@ -86,8 +86,12 @@ class LlmBudgetInput(RunbookInput):
     rollout_timeout_seconds: int = Field(900, ge=30, le=3 * 3600)
     # Checks a run makes before it continues as new (its history stays small).
     checks_per_run: int = Field(500, ge=2, le=5000)
-    # Set by the run itself when it continues as new; leave empty.
+    # Set by the run itself when it continues as new; a start that sets it is refused.
     watch: SpendWatch | None = None
+
+    # Fields only this workflow's own continue-as-new may set (workflows/input_guard.py): a
+    # start that brings a watch would skip the gate and report an approval nobody gave.
+    CARRIED_OVER: ClassVar[tuple[str, ...]] = ("watch",)
 
 
 class BudgetPlan(BaseModel):
@@ -218,7 +222,7 @@ class LlmBudgetExhaustion(GatedRunbook):
 
     @workflow.run
     async def run(self, inp: LlmBudgetInput) -> RunbookResult:
-        if inp.watch is not None:
+        if inp.watch is not None:  # a continued run (only those may carry it: input_guard)
             return await self._resume(inp, inp.watch)
         self.begin(inp, inp.secret_id)
         self.tag(inp.severity)
@@ -349,6 +353,7 @@ class LlmBudgetExhaustion(GatedRunbook):
                     key=inp.budget_key,
                     value=budget,
                     client_request_token=token("set-budget"),
+                    authority=self.authority(),
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 heartbeat_timeout=MUTATION_HEARTBEAT,
@@ -404,6 +409,7 @@ class LlmBudgetExhaustion(GatedRunbook):
                     cluster=inp.cluster,
                     service=svc.name,
                     seen_deployment_id=primary.id if primary else "",
+                    authority=self.authority(),
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 heartbeat_timeout=MUTATION_HEARTBEAT,

@@ -24,7 +24,14 @@ from workflows.models import ENVIRONMENT_PATTERN, AlarmDelivery, Severity
 ALARM = "llm-spend-watch"
 
 Action = Literal[
-    "below", "no_budget", "not_installed", "started", "signalled", "suppressed", "not_running"
+    "below",
+    "no_budget",
+    "not_installed",
+    "started",
+    "signalled",
+    "suppressed",
+    "not_running",
+    "coalesced",
 ]
 
 

@@ -1,9 +1,18 @@
-"""Models every procedure shares: inputs' common fields, the timeline, the gate, the result."""
+"""Models every procedure shares: inputs' common fields, the timeline, the gate, the result.
+
+Everything that comes from outside (a start input, an Update, a signal) is bounded here, so
+a run's state, its status and its history stay small whatever a namespace user sends: an
+oversized field is refused, naming the field, never cut short silently.
+"""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.requesters import StartProof
 
 # An environment's name (settings.ENVIRONMENT_NAME; not imported: workflow code stays
 # free of the settings module).
@@ -18,6 +27,17 @@ Verdict = Literal["ok", "degraded", "failing", "unavailable"]
 Outcome = Literal["completed", "dry_run", "rejected", "not_approved", "refused", "failed", "stale"]
 StepOutcome = Literal["running", "ok", "failed", "skipped", "refused", "info"]
 
+# Bounds of what a namespace user can put in a run.
+MAX_NAME = 64  # an approver, a parameter's name or value
+MAX_TEXT = 1000  # a comment, a reason
+MAX_RESOURCE = 255  # a resource name in an input
+MAX_PARAMS = 10
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
+Resource = Annotated[str, StringConstraints(min_length=1, max_length=MAX_RESOURCE)]
+# What a refusal log keeps: how many, and the last few, each cut to this length.
+KEEP_REFUSALS = 5
+MAX_REFUSAL_TEXT = 300
+
 
 class RunbookInput(BaseModel):
     """Fields every procedure's input has; `{}` from the Temporal UI gets these defaults."""
@@ -31,8 +51,12 @@ class RunbookInput(BaseModel):
     dry_run: bool = False
     requested_by: str = Field("temporal-ui", min_length=1, max_length=100)
     trigger: Trigger = "ui"
-    # Each escalation level's time; None: the severity's response time (runbook.md SLAs).
+    # Asks for a shorter time at each escalation level; the worker honours it only when it
+    # is configured for game days (RUNBOOK_GAME_DAY=1). None: the severity's response time.
     approval_timeout_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+    # Who started the run, proven: `runbook start` / `runbook sign-start` sign the start with
+    # the requester's key (activities/requesters.py). Without it the requester is unproven.
+    requester_proof: StartProof | None = None
 
     @field_validator("requested_by")
     @classmethod
@@ -75,16 +99,16 @@ class Signed(BaseModel):
     for the Temporal CLI and UI) signs with the approver's key; the worker checks it."""
 
     expires_at: datetime | None = None
-    signature: str = ""
+    signature: str = Field("", max_length=128)
 
 
 class Approval(Signed):
     """Sent by Update or signal `approve`."""
 
-    approver: str = ""
-    comment: str = ""
+    approver: str = Field("", max_length=MAX_NAME)
+    comment: str = Field("", max_length=MAX_TEXT)
     # Parameters the plan asks the approver for (e.g. a new budget), as text.
-    params: dict[str, str] = {}
+    params: dict[Name, Name] = Field({}, max_length=MAX_PARAMS)
 
     def as_decision(self) -> Decision:
         return Decision(
@@ -99,8 +123,8 @@ class Approval(Signed):
 class Rejection(Signed):
     """Sent by Update or signal `reject`."""
 
-    approver: str = ""
-    reason: str = ""
+    approver: str = Field("", max_length=MAX_NAME)
+    reason: str = Field("", max_length=MAX_TEXT)
 
     def as_decision(self) -> Decision:
         return Decision(
@@ -113,13 +137,31 @@ class Rejection(Signed):
 
 
 class AlarmDelivery(BaseModel):
-    """One delivery of an alarm (CloudWatch via SNS, Alertmanager) for this run's resource."""
+    """Deliveries of an alarm (CloudWatch via SNS, Alertmanager) for this run's resource; the
+    intake sends a storm's repeats together (`count`)."""
 
-    source: str  # "cloudwatch" | "alertmanager" | ...
-    alarm: str
+    source: str = Field(max_length=32)  # "cloudwatch" | "alertmanager" | "schedule"
+    alarm: str = Field(min_length=1, max_length=255)
     state: Literal["ALARM", "OK"] = "ALARM"
     received_at: datetime
-    reason: str = ""
+    reason: str = Field("", max_length=MAX_TEXT)
+    count: int = Field(1, ge=1, le=10**9)
+
+
+class Refusals(BaseModel):
+    """What a run refused (decisions, alarm deliveries): how many, and the last few."""
+
+    count: int = 0
+    last: list[str] = []
+
+    def add(self, text: str) -> str:
+        self.count += 1
+        cut = text if len(text) <= MAX_REFUSAL_TEXT else text[: MAX_REFUSAL_TEXT - 1] + "…"
+        self.last = [*self.last[-(KEEP_REFUSALS - 1) :], cut]
+        return cut
+
+    def summary(self) -> str:
+        return f"{self.count} refused; last: {self.last[-1]}" if self.last else "none"
 
 
 class ParamSpec(BaseModel):
@@ -144,6 +186,10 @@ class ParamSpec(BaseModel):
             return f"params.{self.name}: {text} is out of bounds; allowed: {allowed}"
         return None
 
+    def value(self, given: dict[str, str]) -> float:
+        """The value an approval gives (checked), or the default."""
+        return float(given[self.name]) if self.name in given else self.default
+
 
 class PendingGate(BaseModel):
     gate: str
@@ -160,6 +206,9 @@ class PendingGate(BaseModel):
     level_deadline: datetime | None = None
     approvals_required: int = 1
     approved_by: list[str] = []
+    # Whether the worker proved who started the run (a signed start), and how or why not.
+    requester_proven: bool | None = None
+    requester_detail: str = ""
 
 
 class GateResult(BaseModel):
@@ -192,6 +241,8 @@ class RunbookStatus(BaseModel):
     pending_gate: PendingGate | None
     timeline: list[Step]
     outcome: Outcome | None = None
+    # Decisions and alarm deliveries the run refused: a count and the last few.
+    refused: Refusals = Refusals()
 
 
 class RunbookResult(BaseModel):

@@ -9,6 +9,7 @@ from workflows.base import RunbookWorkflow
 from workflows.cert_renewal import CertificateRenewal, CertRenewalInput
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
 from workflows.high_memory import HighMemory, HighMemoryInput
+from workflows.ids import workflow_id
 from workflows.kafka_lag import KafkaConsumerLag, KafkaLagInput
 from workflows.llm_budget import LlmBudgetExhaustion, LlmBudgetInput
 from workflows.models import RunbookInput
@@ -29,14 +30,20 @@ class Procedure:
         defn = getattr(self.workflow, "__temporal_workflow_definition")
         return str(defn.name)
 
+    def resource(self, inp: BaseModel) -> str:
+        return str(getattr(inp, self.resource_field))
+
+    def environment(self, inp: BaseModel) -> str:
+        return str(getattr(inp, "environment", "production"))
+
+    def id_resource(self, inp: BaseModel) -> str | None:
+        """The id's last segment; None where the environment is the resource (rollback)."""
+        return None if self.resource_field == "environment" else self.resource(inp)
+
     def workflow_id(self, inp: BaseModel) -> str:
-        """`<procedure>/<environment>/<resource>`: one run per resource at a time (rollback's
-        resource is the environment: `rollback/<environment>`)."""
-        environment = str(getattr(inp, "environment", "production"))
-        resource = str(getattr(inp, self.resource_field))
-        if self.resource_field == "environment":
-            return f"{self.name}/{environment}"
-        return f"{self.name}/{environment}/{resource}"
+        """`<procedure>/<environment>/<resource>` (workflows/ids.py): checked again by every run
+        as it starts (workflows/input_guard.py)."""
+        return workflow_id(self.name, self.environment(inp), self.id_resource(inp))
 
 
 PROCEDURES: dict[str, Procedure] = {

@@ -492,7 +492,10 @@ class Rollback(GatedRunbook):
             workflow.execute_activity_method(
                 EcsActivities.use_task_definition,
                 UseTaskDefinitionRequest(
-                    cluster=inp.cluster, service=move.service, task_definition=target.arn
+                    cluster=inp.cluster,
+                    service=move.service,
+                    task_definition=target.arn,
+                    authority=self.authority(),
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 heartbeat_timeout=MUTATION_HEARTBEAT,

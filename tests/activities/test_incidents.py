@@ -100,7 +100,7 @@ def test_postmortem_draft_has_the_facts_and_empty_sections(runbook_db: str) -> N
         "- Mitigated: 2026-11-26 03:09:00 UTC",
         "- **CPUUtilization**: failing: 96%",
         "- Approved by: bob",
-        "- Refused decision: 'alice': second person",
+        "- Refused: 'alice': second person",
         "| 03:05:00 | reboot with force-failover | ok | a / b |",
         "## Root cause\n\n_To fill in._",
         "## Action items",

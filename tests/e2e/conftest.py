@@ -43,7 +43,10 @@ async def worker(
         "RUNBOOK_TASK_QUEUE": f"e2e-{time.monotonic_ns()}",
         "LLM_BUDGET_MAX": "500",
     }
-    settings = Settings.model_validate({**env, "PAGERDUTY_ROUTING_KEY": ROUTING_KEY})
+    # A game-day worker: a run may shorten its gate's levels (the escalation test's 1 s).
+    settings = Settings.model_validate(
+        {**env, "PAGERDUTY_ROUTING_KEY": ROUTING_KEY, "RUNBOOK_GAME_DAY": "1"}
+    )
     async with httpx.AsyncClient() as http, build_worker(dev_env.client, settings, http):
         target = dev_env.client.service_client.config.target_host
         yield {**os.environ, **env, "TEMPORAL_ADDRESS": target}

@@ -27,8 +27,9 @@ async def test_failover_started_and_approved_by_cli(
     sandbox.post("/control/incidents/db-failover").raise_for_status()
     assert sandbox.get("/health/detailed").status_code == 503
 
-    started = await cli(
-        worker,
+    alice, bob = as_approver(worker, "alice"), as_approver(worker, "bob")
+    started = await cli(  # signed with alice's key: her request, proven
+        alice,
         "start",
         "db-failover",
         "--requested-by",
@@ -40,14 +41,15 @@ async def test_failover_started_and_approved_by_cli(
     assert started.returncode == 0, started.stderr
     workflow_id = json.loads(started.stdout)["workflow_id"]
     assert workflow_id == "db-failover/production/prod-revenue-context-db"
+    assert json.loads(started.stdout)["signed"] is True
 
     again = await cli(worker, "start", "db-failover", "--requested-by", "carol", "--json")
     assert json.loads(again.stdout)["run_id"] == json.loads(started.stdout)["run_id"]
 
     pending = await wait_until(worker, "pending")
     assert pending[0]["workflow_id"] == workflow_id and pending[0]["requested_by"] == "alice"
-
-    alice, bob = as_approver(worker, "alice"), as_approver(worker, "bob")
+    gate = json.loads((await cli(worker, "status", workflow_id, "--json")).stdout)["pending_gate"]
+    assert gate["requester_proven"] is True and gate["approvals_required"] == 1
     self_approval = await cli(alice, "approve", workflow_id, "--as", "alice")
     assert self_approval.returncode == 2 and "second person" in self_approval.stderr
     forged = await cli(bob, "approve", workflow_id, "--as", "erin")  # erin's name, bob's key

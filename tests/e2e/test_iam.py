@@ -20,10 +20,10 @@ from settings import Settings
 from stack.local import Stack
 from stack.roster import local_key
 from tests.conftest import embedded_environ, free_ports, state_dir
-from tests.fakes.approvers import signed
+from tests.fakes.approvers import signed, start_run
 from tests.temporal_env import gate_open, until
 from worker import build_worker
-from workflows.db_failover import DatabaseFailover, DbFailoverInput
+from workflows.db_failover import DbFailoverInput
 from workflows.models import RunbookStatus
 
 pytestmark = pytest.mark.timeout(300)
@@ -70,14 +70,15 @@ async def failover(
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     settings = Settings.model_validate(stack_env)
     async with httpx.AsyncClient() as http, build_worker(dev_env.client, settings, http):
-        handle = await dev_env.client.start_workflow(
-            DatabaseFailover.run,
+        state = Path(stack_env["RUNBOOK_STATE_DIR"])
+        handle = await start_run(  # as alice's `runbook start`: signed with her key
+            dev_env,
             DbFailoverInput(requested_by="alice", poll_seconds=0.5, health_timeout_seconds=60),
-            id=f"db-failover/production/iam-{name}",
-            task_queue=stack_env["RUNBOOK_TASK_QUEUE"],
+            stack_env["RUNBOOK_TASK_QUEUE"],
+            key=local_key(state, "alice"),
         )
         await until(handle, gate_open, timeout=90)
-        key = local_key(Path(stack_env["RUNBOOK_STATE_DIR"]), "bob")
+        key = local_key(state, "bob")
         await handle.execute_update("approve", await signed(handle, "bob", key=key))
         outcome: Any
         try:

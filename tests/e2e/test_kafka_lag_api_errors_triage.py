@@ -31,8 +31,9 @@ FAST_API = ("error_window_seconds=2", "poll_seconds=0.5", "log_minutes=5")
 
 async def start(env: dict[str, str], procedure: str, *sets: str, severity: str = "P1") -> str:
     args = [arg for value in sets for arg in ("--set", value)]
-    started = await cli(
-        env, "start", procedure, "--severity", severity, "--requested-by", "alice", *args, "--json"
+    started = await cli(  # signed with alice's key, as she would: her request, proven
+        as_approver(env, "alice"),
+        *("start", procedure, "--severity", severity, "--requested-by", "alice", *args, "--json"),
     )
     assert started.returncode == 0, started.stderr
     return str(json.loads(started.stdout)["workflow_id"])

@@ -38,7 +38,7 @@ async def test_llm_budget_raised_by_cli_keeps_other_keys_and_is_in_force(
     assert gauges(sandbox)["llm_budget_exhausted"] == 1
 
     started = await cli(
-        worker,
+        as_approver(worker, "alice"),  # signed: her request, proven
         "start",
         "llm-budget",
         "--requested-by",

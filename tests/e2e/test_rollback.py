@@ -51,7 +51,7 @@ async def test_rollback_script_updates_each_service_once_and_health_reports_the_
     before = await run_id_of(dev_env.client, "rollback/production")
     try:
         following = await script(
-            worker,
+            as_approver(worker, "alice"),  # her `runbook start` signs with her key
             *("production", "v1.4.2", "--requested-by", "alice"),
             *("--set", "reason=failed-smoke-tests"),
             *("--set", "poll_seconds=0.5", "--set", "verify_interval_seconds=1"),

@@ -1,12 +1,18 @@
-"""A roster and approver keys for tests, and signed decisions as `runbook approve` makes them."""
+"""A roster and approver keys for tests; starts as `runbook start` makes them (signed, under
+the id that names the resource) and signed decisions as `runbook approve` makes them."""
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.testing import WorkflowEnvironment
 
 from activities.approvals import SignedDecision, sign
-from workflows.models import Approval, Rejection, RunbookStatus
+from activities.requesters import SignedStart, input_digest, sign_start
+from workflows.models import Approval, Rejection, RunbookInput, RunbookStatus
+from workflows.registry import PROCEDURES
 
 ROSTER = {
     "alice": "on-call",
@@ -61,4 +67,38 @@ async def signed(
         )
     return Rejection(
         approver=approver, reason=reason, expires_at=decision.expires_at, signature=signature
+    )
+
+
+async def start_run(
+    env: WorkflowEnvironment,
+    inp: RunbookInput,
+    task_queue: str,
+    *,
+    signed: bool = True,
+    key: str | None = None,
+) -> WorkflowHandle[Any, Any]:
+    """Start a procedure as `runbook start` does: under the id that names its resource (a run
+    an earlier test left with that id is ended), signed with the requester's test key (or
+    `key`) at the server's time (the time-skipping server's clock runs ahead of ours)."""
+    procedure = next(p for p in PROCEDURES.values() if type(inp) is p.input_model)
+    if signed:
+        now = await env.get_current_time()
+        start = SignedStart(
+            kind="person",
+            requester=inp.requested_by,
+            workflow_type=procedure.workflow_type,
+            workflow_id=procedure.workflow_id(inp),
+            input_digest=input_digest(inp.model_dump(mode="json")),
+            issued_at=now,
+            expires_at=now + timedelta(minutes=10),
+        )
+        proof = sign_start(start, key or key_of(inp.requested_by))
+        inp = inp.model_copy(update={"requester_proof": proof})
+    return await env.client.start_workflow(
+        procedure.workflow.run,  # type: ignore[attr-defined]
+        inp,
+        id=procedure.workflow_id(inp),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
     )

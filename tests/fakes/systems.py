@@ -8,6 +8,7 @@ incident log). The other procedures' fakes take it for their gate (`gate_activit
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from activities.rds import (
     WaitAvailableRequest,
     WaitAvailableResult,
 )
+from activities.requesters import EarlierRuns
 from activities.worker_mode import WorkerModeActivities
 
 GATE_ACTIVITIES = {
@@ -51,11 +53,21 @@ def activity_name(fn: Callable[..., Any]) -> str:
     return defn.name
 
 
+async def no_earlier_runs(
+    workflow_id: str, since: datetime, signature: str
+) -> list[tuple[str, datetime]]:
+    """Temporal's visibility, faked for workflow-logic tests: no other run of the id since.
+    (The time-skipping server cannot list workflows; the real lookup runs in the dev-server
+    tests: tests/workflows/test_gate.py, tests/e2e, tests/reliability.)"""
+    return []
+
+
 @dataclass
 class FakeSystems:
     # The real approvals activities (pure logic over files), with a test roster.
     roster: tuple[Path, Path]
-    policy: EscalationPolicy = field(default_factory=EscalationPolicy)
+    # A game day: runs may shorten the gate's levels (`approval_timeout_seconds`).
+    policy: EscalationPolicy = field(default_factory=lambda: EscalationPolicy(game_day=True))
     multi_az: bool = True
     failover_error: str | None = None
     notify_fails: bool = False
@@ -70,6 +82,9 @@ class FakeSystems:
     # The worker's own rules (the real activity: it only reports them).
     environment: str = "production"
     read_only: bool = False
+    # Which runs a workflow id had since a time: Temporal's visibility (worker.earlier_runs)
+    # on the dev server; faked on the time-skipping server, which cannot list workflows.
+    earlier_runs: EarlierRuns = no_earlier_runs
 
     def activities(self) -> list[Any]:
         @activity.defn(name="rds.describe_instance")
@@ -143,7 +158,7 @@ class FakeSystems:
             self.incidents.append(incident)
             return RecordResult(incident_id=incident.incident_id, events=len(incident.timeline))
 
-        approvals = ApprovalActivities(self.policy, *self.roster)
+        approvals = ApprovalActivities(self.policy, *self.roster, earlier_runs=self.earlier_runs)
         # The real lock client (the lock itself is a workflow the test worker registers).
         locks = LockActivities(LockConfig(check_seconds=1))
         return [

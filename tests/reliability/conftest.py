@@ -22,7 +22,7 @@ import pytest
 
 from activities.approvals import load_table
 from stack.local import Stack
-from stack.roster import local_roster_files
+from stack.roster import local_roster_files, moto_recording_file
 from tests.conftest import embedded_environ, free_ports, state_dir
 from tests.reliability.harness import DevServer, MotoRecorder, Transcript, WorkerProcess
 
@@ -108,8 +108,8 @@ def reliability() -> Iterator[Reliability]:
     slack_token = f"slack-{secrets.token_hex(16)}"
     environ = {
         **embedded_environ(),
-        # moto writes its recording into the sandbox's working directory unless told.
-        "MOTO_RECORDER_FILEPATH": str(path / "moto-recording.jsonl"),
+        # Kept private: the recording holds secret values (stack/roster.py).
+        "MOTO_RECORDER_FILEPATH": str(moto_recording_file(path)),
         "SLACK_WEBHOOK_URL": f"http://127.0.0.1:{ports['sandbox']}/slack/webhook?token={slack_token}",
     }
     stack = Stack(path, ports=ports, environ=environ)

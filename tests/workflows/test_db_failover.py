@@ -1,7 +1,6 @@
 """DatabaseFailover workflow logic on the time-skipping test server, with fake activities."""
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -12,6 +11,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowUpdateFailedError,
 )
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
 from tests.fakes.approvers import signed
@@ -180,7 +180,11 @@ async def test_started_with_empty_input_uses_the_runbook_defaults(
     fakes = FakeSystems(roster)
     async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
         handle = await ts_env.client.start_workflow(
-            "DatabaseFailover", {}, id=f"db-failover/{uuid.uuid4()}", task_queue=queue
+            "DatabaseFailover",
+            {},
+            id="db-failover/production/prod-revenue-context-db",  # the id naming it
+            task_queue=queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
         )
         status = await until(handle, gate_open)
     assert status.resource == "prod-revenue-context-db" and status.severity == "P1"

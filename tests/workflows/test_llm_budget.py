@@ -1,12 +1,12 @@
 """LlmBudgetExhaustion workflow logic on the time-skipping test server, with fake activities."""
 
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
 from tests.fakes.approvers import signed
@@ -144,7 +144,11 @@ async def test_started_with_empty_input_uses_the_runbook_defaults(
 ) -> None:
     async with running(ts_env, [LlmBudgetExhaustion], fakes.activities()) as queue:
         handle = await ts_env.client.start_workflow(
-            "LlmBudgetExhaustion", {}, id=f"llm-budget/{uuid.uuid4()}", task_queue=queue
+            "LlmBudgetExhaustion",
+            {},
+            id="llm-budget/production/prod/revenue-context/config",  # the id naming it
+            task_queue=queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
         )
         status = await until(handle, gate_open)
         await handle.terminate("test done")  # no gate timers left for later tests

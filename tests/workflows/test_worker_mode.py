@@ -2,7 +2,6 @@
 run, and a run for another environment is refused before it reads anything. The decision is
 in the history: a shadow run replays as a dry run on a worker that is not in shadow mode."""
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from tests.fakes.systems import FakeSystems
-from tests.temporal_env import keep_history, running
+from tests.temporal_env import keep_history, running, start
 from worker import INTERCEPTORS
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
 from workflows.models import RunbookResult
@@ -25,12 +24,7 @@ async def test_shadow_mode_makes_every_run_a_dry_run(
 ) -> None:
     fakes = FakeSystems(roster, read_only=True)
     async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
-        handle = await ts_env.client.start_workflow(
-            DatabaseFailover.run,
-            DbFailoverInput(requested_by="alice", dry_run=False),
-            id=f"db-failover/production/{uuid.uuid4()}",
-            task_queue=queue,
-        )
+        handle = await start(ts_env, queue, DbFailoverInput(requested_by="alice", dry_run=False))
         result: RunbookResult = await handle.result()
     assert result.outcome == "dry_run" and result.summary.startswith("Dry run: Fail ")
     assert "force_failover" not in fakes.calls and not any(
@@ -55,12 +49,8 @@ async def test_a_run_for_another_environment_is_refused_before_anything_is_read(
 ) -> None:
     fakes = FakeSystems(roster, environment="staging")
     async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
-        handle = await ts_env.client.start_workflow(
-            DatabaseFailover.run,
-            DbFailoverInput(requested_by="alice"),  # environment: production (the default)
-            id=f"db-failover/production/{uuid.uuid4()}",
-            task_queue=queue,
-        )
+        # environment: production (the default)
+        handle = await start(ts_env, queue, DbFailoverInput(requested_by="alice"))
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
     message = str(failed.value.cause)
