@@ -225,7 +225,7 @@ class AcmActivities:
                 return arn
         return None
 
-    @activity.defn(name="acm.request_certificate")
+    @activity.defn(name="acm.request_certificate", no_thread_cancel_exception=True)
     @heartbeating
     def request_certificate(self, req: RequestCertificateRequest) -> RequestedCertificate:
         """Request a certificate with DNS validation, once per token; return it with its

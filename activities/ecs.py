@@ -285,7 +285,7 @@ class EcsActivities:
 
     # ---- scaling ------------------------------------------------------------------------
 
-    @activity.defn(name="ecs.scale_service")
+    @activity.defn(name="ecs.scale_service", no_thread_cancel_exception=True)
     @heartbeating
     def scale_service(self, req: ScaleRequest) -> ScaleResult:
         """Set the desired count, once: reads the current count first, never scales down
@@ -381,7 +381,7 @@ class EcsActivities:
         infos = [task_definition_info(self._task_definition(arn)) for arn in arns[: req.max_items]]
         return RevisionsResult(family=req.family, revisions=infos)
 
-    @activity.defn(name="ecs.force_new_deployment")
+    @activity.defn(name="ecs.force_new_deployment", no_thread_cancel_exception=True)
     @heartbeating
     def force_new_deployment(self, req: ForceDeploymentRequest) -> DeploymentStarted:
         """Restart the service's tasks (to pick up new configuration), once: if the PRIMARY
@@ -449,7 +449,7 @@ class EcsActivities:
             return False
         return not req.task_definition or task_def == req.task_definition
 
-    @activity.defn(name="ecs.register_memory_revision")
+    @activity.defn(name="ecs.register_memory_revision", no_thread_cancel_exception=True)
     @heartbeating
     def register_memory_revision(self, req: RegisterMemoryRequest) -> RegisterResult:
         """A revision copied from `task_definition` with only the task memory changed; an
@@ -476,7 +476,7 @@ class EcsActivities:
             reason=f"registered {info.ref}: memory {current.get('memory')} -> {req.memory}",
         )
 
-    @activity.defn(name="ecs.use_task_definition")
+    @activity.defn(name="ecs.use_task_definition", no_thread_cancel_exception=True)
     @heartbeating
     def use_task_definition(self, req: UseTaskDefinitionRequest) -> UseTaskDefinitionResult:
         """Point the service at a task definition, once: already on it, nothing is done."""

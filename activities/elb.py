@@ -118,7 +118,7 @@ class ElbActivities:
                 ) from None
             raise
 
-    @activity.defn(name="elb.set_listener_certificate")
+    @activity.defn(name="elb.set_listener_certificate", no_thread_cancel_exception=True)
     @heartbeating
     def set_listener_certificate(self, req: SetCertificateRequest) -> SetCertificateResult:
         """Make `certificate_arn` the listener's default certificate; nothing is sent when

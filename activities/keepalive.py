@@ -5,6 +5,12 @@ worker dies Temporal notices only when the start-to-close timeout runs out (30-6
 `@heartbeating` and a heartbeat timeout (`workflows.base.MUTATION_HEARTBEAT`) a lost attempt
 is retried within seconds, while a slow but live call keeps its full start-to-close time:
 the side thread beats for as long as the activity's own thread is working.
+
+Mutating activities are also declared `no_thread_cancel_exception=True`: when their run is
+reset, terminated or cancelled mid-call, the SDK would raise a cancel exception into the
+thread inside botocore's socket read, which urllib3 reports as a broken connection and
+botocore's retry sends the mutation again (seen: a second RebootDBInstance). The call that
+has begun finishes; its result is then simply not taken.
 """
 
 import contextvars

@@ -93,7 +93,7 @@ class RdsActivities:
     def describe_instance(self, req: DbInstanceRequest) -> DbInstance:
         return self._describe(req.db_instance_id)
 
-    @activity.defn(name="rds.force_failover")
+    @activity.defn(name="rds.force_failover", no_thread_cancel_exception=True)
     @heartbeating
     def force_failover(self, req: FailoverRequest) -> FailoverResult:
         db = self._describe(req.db_instance_id)

@@ -86,7 +86,7 @@ class Route53Activities:
             return [r["Value"] for r in found[0].get("ResourceRecords", [])]
         return None
 
-    @activity.defn(name="route53.upsert_record")
+    @activity.defn(name="route53.upsert_record", no_thread_cancel_exception=True)
     @heartbeating
     def upsert_record(self, req: RecordRequest) -> RecordChange:
         name = fqdn(req.name)

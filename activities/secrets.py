@@ -113,7 +113,7 @@ class SecretsActivities:
             key_count=len(values),
         )
 
-    @activity.defn(name="secrets.set_number")
+    @activity.defn(name="secrets.set_number", no_thread_cancel_exception=True)
     @heartbeating
     def set_number(self, req: SetSecretNumberRequest) -> SecretNumberChange:
         values, version_id, old = self._read(req.secret_id, req.key)

@@ -32,6 +32,7 @@ from typing import Any
 
 import boto3
 import httpx
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
@@ -50,6 +51,7 @@ from worker import AWS_CONFIG, build_worker
 from workflows import search_attributes
 from workflows.api_errors import ApiErrorRateSpike, ApiErrorsInput
 from workflows.models import RunbookResult
+from workflows.registry import PROCEDURES
 
 PARTS = ("postgres", "redis", "kafka", "sandbox", "aws")
 # Seconds added to each request of a backend: HTTP paths of the service, or moto services.
@@ -134,7 +136,11 @@ async def through_the_worker(
     """One dry run: (diagnosis span, client wall time, each check's time in the run)."""
     started = time.monotonic()
     result: RunbookResult = await env.client.execute_workflow(
-        ApiErrorRateSpike.run, inp, id=f"bench/api-errors/{uuid.uuid4()}", task_queue=queue
+        ApiErrorRateSpike.run,
+        inp,
+        id=PROCEDURES["api-errors"].workflow_id(inp),  # the worker checks the id names it
+        task_queue=queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
     )
     wall = time.monotonic() - started
     plan_at = next(i for i, s in enumerate(result.timeline) if s.name == "plan")

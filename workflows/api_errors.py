@@ -41,18 +41,18 @@ from workflows.diagnosis import (
 )
 from workflows.gate import GatedRunbook
 from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
-from workflows.models import Finding, ParamSpec, RunbookInput, RunbookResult
+from workflows.models import MAX_RESOURCE, Finding, ParamSpec, RunbookInput, RunbookResult
 
 CPU_HIGH = 80.0  # the `db-cpu-high` alarm's threshold, percent
 Recommendation = Literal["scale", "db-failover", "high-memory", "escalate", "none"]
 
 
 class ApiErrorsInput(RunbookInput):
-    cluster: str = Field("prod-revenue-context", min_length=1)
-    service: str = Field("api", min_length=1)
-    log_group: str = Field("/ecs/production/api", min_length=1)
+    cluster: str = Field("prod-revenue-context", min_length=1, max_length=MAX_RESOURCE)
+    service: str = Field("api", min_length=1, max_length=MAX_RESOURCE)
+    log_group: str = Field("/ecs/production/api", min_length=1, max_length=MAX_RESOURCE)
     log_minutes: int = Field(10, ge=1, le=24 * 60)
-    db_instance_id: str = Field("prod-revenue-context-db", min_length=1)
+    db_instance_id: str = Field("prod-revenue-context-db", min_length=1, max_length=MAX_RESOURCE)
     cpu_minutes: int = Field(30, ge=5, le=24 * 60)
     # runbook.md 3, Symptoms: "5xx errors > 5%".
     error_rate_threshold: float = Field(0.05, gt=0, lt=1)

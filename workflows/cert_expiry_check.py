@@ -27,7 +27,14 @@ with workflow.unsafe.imports_passed_through():
 from workflows import registry
 from workflows.base import READ_RETRY
 from workflows.cert_renewal import verdict
-from workflows.models import ENVIRONMENT_PATTERN, MAX_TEXT, AlarmDelivery, Severity, Trigger
+from workflows.models import (
+    ENVIRONMENT_PATTERN,
+    MAX_TEXT,
+    AlarmDelivery,
+    Resource,
+    Severity,
+    Trigger,
+)
 
 ALARM = "cert-expiry-check"
 
@@ -41,8 +48,8 @@ class CertExpiryCheckInput(BaseModel):
 
     days_before_expiry: int = Field(30, ge=1, le=365)
     # Load balancer names; empty: the worker's configured ALB(s) (ALB_NAMES), `*`: all.
-    load_balancers: list[str] = Field([], max_length=20)
-    procedure: str = "cert-renewal"
+    load_balancers: list[Resource] = Field([], max_length=20)
+    procedure: str = Field("cert-renewal", max_length=64)
     # The environment the started runbook acts in (the schedule's own).
     environment: str = Field("production", pattern=ENVIRONMENT_PATTERN)
     # Who asked: the schedule sends these (RunbookInput's fields).

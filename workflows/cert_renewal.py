@@ -61,7 +61,7 @@ from workflows.gate import GatedRunbook
 from workflows.idempotency import token
 from workflows.lock import StalePlan, exclusive, lease_for, stale
 from workflows.lock import listener as listener_resource
-from workflows.models import Finding, RunbookInput, RunbookResult
+from workflows.models import MAX_RESOURCE, Finding, Resource, RunbookInput, RunbookResult
 
 # runbook.md, "If Expired": `aws acm request-certificate --domain-name api.prod.revenue-context.com`
 DEFAULT_DOMAIN = "api.prod.revenue-context.com"
@@ -79,11 +79,11 @@ Verdict = Literal["ok", "expiring", "expired", "ineligible", "not_issued"]
 
 
 class CertRenewalInput(RunbookInput):
-    domain: str = DEFAULT_DOMAIN
+    domain: str = Field(DEFAULT_DOMAIN, max_length=MAX_RESOURCE)
     # Load balancer names; empty: the worker's configured ALB(s) (ALB_NAMES).
-    load_balancers: list[str] = Field([], max_length=20)
+    load_balancers: list[Resource] = Field([], max_length=20)
     # Only this listener; None: every HTTPS listener whose certificate covers the domain.
-    listener_arn: str | None = Field(None, min_length=1)
+    listener_arn: str | None = Field(None, min_length=1, max_length=MAX_RESOURCE)
     # Renew when the certificate expires within this many days (or is expired, or ACM will
     # not renew it itself).
     days_before_expiry: int = Field(30, ge=1, le=365)

@@ -38,14 +38,14 @@ with workflow.unsafe.imports_passed_through():
 from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
 from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
-from workflows.models import Finding, RunbookInput, RunbookResult
+from workflows.models import MAX_RESOURCE, Finding, RunbookInput, RunbookResult
 
 NAMESPACE, METRIC = "ECS/ContainerInsights", "MemoryUtilized"
 
 
 class HighMemoryInput(RunbookInput):
-    cluster: str = Field("prod-revenue-context", min_length=1)
-    service: str = Field("api", min_length=1)
+    cluster: str = Field("prod-revenue-context", min_length=1, max_length=MAX_RESOURCE)
+    service: str = Field("api", min_length=1, max_length=MAX_RESOURCE)
     # New task memory in MiB; None: double the current one (runbook: 2048 -> 4096).
     memory: int | None = Field(None, ge=512, le=122880)
     # After the change, MemoryUtilized must fall under this share of the task memory.

@@ -36,16 +36,16 @@ from workflows.diagnosis import (
 )
 from workflows.gate import GatedRunbook
 from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
-from workflows.models import Finding, Outcome, ParamSpec, RunbookInput, RunbookResult
+from workflows.models import MAX_RESOURCE, Finding, Outcome, ParamSpec, RunbookInput, RunbookResult
 
 
 class KafkaLagInput(RunbookInput):
-    cluster: str = Field("prod-revenue-context", min_length=1)
-    service: str = Field("context-engine", min_length=1)
-    consumer_group: str = Field("context_engine_group", min_length=1)
-    topic: str = Field("signals.raw", min_length=1)
-    dlq_topic: str = Field("signals.raw.dlq", min_length=1)
-    log_group: str = Field("/ecs/production/context-engine", min_length=1)
+    cluster: str = Field("prod-revenue-context", min_length=1, max_length=MAX_RESOURCE)
+    service: str = Field("context-engine", min_length=1, max_length=MAX_RESOURCE)
+    consumer_group: str = Field("context_engine_group", min_length=1, max_length=MAX_RESOURCE)
+    topic: str = Field("signals.raw", min_length=1, max_length=MAX_RESOURCE)
+    dlq_topic: str = Field("signals.raw.dlq", min_length=1, max_length=MAX_RESOURCE)
+    log_group: str = Field("/ecs/production/context-engine", min_length=1, max_length=MAX_RESOURCE)
     log_minutes: int = Field(10, ge=1, le=24 * 60)
     # runbook.md 2.1: "--desired-count 5" when nothing better is known.
     default_workers: int = Field(5, ge=1, le=100)

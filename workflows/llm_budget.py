@@ -44,9 +44,11 @@ from workflows.idempotency import token
 from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
 from workflows.lock import secret as secret_resource
 from workflows.models import (
+    MAX_RESOURCE,
     Finding,
     GateResult,
     ParamSpec,
+    Resource,
     RunbookInput,
     RunbookResult,
     Step,
@@ -77,9 +79,9 @@ class SpendWatch(BaseModel):
 class LlmBudgetInput(RunbookInput):
     secret_id: str = Field("prod/revenue-context/config", min_length=1, max_length=512)
     budget_key: str = Field("LLM_DAILY_BUDGET", min_length=1, max_length=128)
-    cluster: str = Field("prod-revenue-context", min_length=1)
+    cluster: str = Field("prod-revenue-context", min_length=1, max_length=MAX_RESOURCE)
     # Redeployed to pick up the new budget (runbook: `api`).
-    services: list[str] = Field(["api"], min_length=1, max_length=10)
+    services: list[Resource] = Field(["api"], min_length=1, max_length=10)
     watch_minutes: float = Field(60, ge=0, le=7 * 24 * 60)
     watch_interval_seconds: int = Field(60, ge=1, le=3600)
     alert_ratio: float = Field(0.8, gt=0, le=1)

@@ -37,7 +37,7 @@ Action = Literal[
 
 class LlmSpendWatchInput(BaseModel):
     threshold: float = Field(default=0.9, gt=0, le=2)
-    procedure: str = "llm-budget"
+    procedure: str = Field("llm-budget", max_length=64)
     # The environment the started runbook acts in (the schedule's own).
     environment: str = Field("production", pattern=ENVIRONMENT_PATTERN)
 

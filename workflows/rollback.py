@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
 from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
-from workflows.models import Finding, RunbookInput, RunbookResult
+from workflows.models import MAX_RESOURCE, Finding, Resource, RunbookInput, RunbookResult
 
 PREVIOUS = "previous"
 # runbook.md 5, "When to Rollback": a short name or the runbook's words; else free text.
@@ -58,9 +58,11 @@ OUTSIDE_PATCH = "rollback-reads-unselected-services"
 class RollbackInput(RunbookInput):
     # The environment's ECS cluster (its profile's `cluster`; runbook.md's production one).
     cluster: str = Field("prod-revenue-context", min_length=1, max_length=255)
-    services: list[str] = Field(default_factory=lambda: list(RUNBOOK_SERVICES), min_length=1)
+    services: list[Resource] = Field(
+        default_factory=lambda: list(RUNBOOK_SERVICES), min_length=1, max_length=10
+    )
     # "previous": each service's previous stable revision; else an image tag, e.g. v1.4.2.
-    target: str = PREVIOUS
+    target: str = Field(PREVIOUS, max_length=MAX_RESOURCE)
     # Why (runbook.md "When to Rollback"): error-rate-spike, performance-degradation,
     # critical-bug, failed-smoke-tests, the runbook's words, or free text.
     reason: str | None = Field(None, max_length=500)

@@ -22,18 +22,20 @@ from workflows.diagnosis import (
     judge_services,
     read,
 )
-from workflows.models import Finding, RunbookInput, RunbookResult
+from workflows.models import MAX_RESOURCE, Finding, Resource, RunbookInput, RunbookResult
 
 CONNECTIONS_HIGH = 400  # the `db-connections-high` alarm's threshold
 
 
 class TriageInput(RunbookInput):
-    cluster: str = Field("prod-revenue-context", min_length=1)
-    services: list[str] = Field(["api", "context-engine", "orchestration-engine"], min_length=1)
+    cluster: str = Field("prod-revenue-context", min_length=1, max_length=MAX_RESOURCE)
+    services: list[Resource] = Field(
+        ["api", "context-engine", "orchestration-engine"], min_length=1, max_length=10
+    )
     log_minutes: int = Field(10, ge=1, le=24 * 60)
     long_running_seconds: float = Field(30.0, ge=0)
-    consumer_group: str = Field("context_engine_group", min_length=1)
-    topic: str = Field("signals.raw", min_length=1)
+    consumer_group: str = Field("context_engine_group", min_length=1, max_length=MAX_RESOURCE)
+    topic: str = Field("signals.raw", min_length=1, max_length=MAX_RESOURCE)
     lag_threshold: int = Field(1000, ge=0)
     check_timeout_seconds: float = Field(30.0, ge=1, le=600)
 

@@ -19,12 +19,17 @@ from typing import Any
 
 import boto3
 import pytest
+from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.approvals import load_table
+from client.decisions import signed_start
 from stack.local import Stack
 from stack.roster import local_roster_files, moto_recording_file
 from tests.conftest import embedded_environ, free_ports, state_dir
 from tests.reliability.harness import DevServer, MotoRecorder, Transcript, WorkerProcess
+from workflows.models import RunbookResult
+from workflows.registry import PROCEDURES
 
 PARTS = ("postgres", "redis", "kafka", "sandbox", "aws")
 # The workers' own AWS access key id: moto's recorder tells their calls from the sandbox's.
@@ -91,6 +96,26 @@ class Reliability:
         if approver:
             env["RUNBOOK_APPROVER_KEY"] = self.approver_keys()[approver]
         return env
+
+    async def start(
+        self, task_queue: str, procedure: str, signed_by: str | None = "alice", **fields: Any
+    ) -> WorkflowHandle[Any, RunbookResult]:
+        """Start a procedure as `runbook start` does: under the id that names its resource (a
+        run another test left there is ended), requested by alice and signed with the key of
+        `signed_by` (None: unsigned, so the requester is unproven)."""
+        proc = PROCEDURES[procedure]
+        inp = proc.input_model.model_validate({"requested_by": "alice", **fields})
+        if signed_by:
+            inp = signed_start(proc, inp, self.approver_keys()[signed_by])
+        client = await self.temporal.client()
+        return await client.start_workflow(
+            proc.workflow_type,
+            inp,
+            id=proc.workflow_id(inp),
+            task_queue=task_queue,
+            result_type=RunbookResult,
+            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+        )
 
     def worker(self, task_queue: str, crash: str | None = None, **extra: str) -> WorkerProcess:
         """A worker process, spawned now; it polls once `.go()` is called."""

@@ -22,6 +22,7 @@ from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_nam
 from tests.reliability.harness import MotoRecorder, WorkerProcess, run_cli
 from tests.temporal_env import eventually
 from workflows.models import RunbookResult, RunbookStatus
+from workflows.registry import PROCEDURES
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -201,13 +202,8 @@ async def test_workflow_input_refused_naming_the_field(
 async def test_unknown_resource_is_refused_without_acting(
     bad: Fixture, workflow_type: str, value: dict[str, Any], refusal: str
 ) -> None:
-    handle = await bad.client.start_workflow(
-        workflow_type,
-        {**value, "requested_by": "alice"},
-        id=f"bad/unknown/{workflow_type}/{datetime.now(UTC).timestamp()}",
-        task_queue=bad.queue,
-        result_type=RunbookResult,
-    )
+    procedure = next(p.name for p in PROCEDURES.values() if p.workflow_type == workflow_type)
+    handle = await bad.rel.start(bad.queue, procedure, **value)
     result = await asyncio.wait_for(handle.result(), timeout=90)
     assert result.outcome == "refused"
     assert refusal in json.dumps(result.model_dump(mode="json"))
@@ -260,12 +256,7 @@ class Gate:
 async def gate(bad: Fixture) -> Gate:
     """A db-failover run waiting at its gate, requested by alice (P1: four eyes)."""
     httpx.post(f"{bad.rel.sandbox_url}/control/reset", timeout=10).raise_for_status()
-    handle = await bad.client.start_workflow(
-        "DatabaseFailover",
-        {"requested_by": "alice", "approval_timeout_seconds": 3600},
-        id=f"db-failover/bad-gate-{datetime.now(UTC).timestamp()}",
-        task_queue=bad.queue,
-    )
+    handle = await bad.rel.start(bad.queue, "db-failover")
     found = Gate(bad.client, handle.id, handle.result_run_id or "", bad.rel.approver_keys())
     await eventually(lambda: _open(found), "the gate to open", 90)
     return found
@@ -305,9 +296,9 @@ async def test_updates_refused_naming_the_field(bad: Fixture, gate: Gate) -> Non
     assert status.pending_gate is not None and status.pending_gate.approved_by == []
 
 
-async def test_signals_refused_are_kept_in_the_timeline(bad: Fixture, gate: Gate) -> None:
+async def test_signals_refused_are_kept_in_the_status(bad: Fixture, gate: Gate) -> None:
     handle = gate.client.get_workflow_handle(gate.workflow_id)
-    before = len([s for s in (await gate.status()).timeline if s.name == "decision refused"])
+    before = (await gate.status()).refused.count
     cases = [
         ("approve", {"approver": "bob"}, "signature"),
         ("approve", gate.signed("bob", gate="scale"), "does not match"),
@@ -319,10 +310,10 @@ async def test_signals_refused_are_kept_in_the_timeline(bad: Fixture, gate: Gate
         await handle.signal(signal, arg)
 
     async def refusals() -> list[str] | None:
-        found = [s.detail for s in (await gate.status()).timeline if s.name == "decision refused"]
-        return found[before:] if len(found) - before >= len(cases) else None
+        refused = (await gate.status()).refused  # a count and the last five
+        return refused.last if refused.count - before >= len(cases) else None
 
-    details = await eventually(refusals, "every refused signal in the timeline", 60)
+    details = await eventually(refusals, "every refused signal in the status", 60)
     assert len(details) == len(cases), details
     for _, _, expected in cases:  # in any order: some are refused only after the worker's check
         assert any(expected in detail for detail in details), (expected, details)

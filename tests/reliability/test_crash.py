@@ -59,7 +59,7 @@ async def test_db_failover_survives_a_crash_at_every_step(reliability: Reliabili
 
     first = asyncio.create_task(chain.crash_next("schedule:rds.describe_instance"))
     started = await run_cli(
-        rel.cli_env(queue),
+        rel.cli_env(queue, approver="alice"),  # her key signs her start
         rel.transcript,
         *("start", "db-failover", "--requested-by", "alice", "--json"),
         *("--set", "poll_seconds=0.2"),

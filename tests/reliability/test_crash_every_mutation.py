@@ -32,7 +32,6 @@ from tests.reliability.crash_chain import CrashChain
 from tests.reliability.harness import AwsCall
 from tests.temporal_env import eventually
 from workflows.models import RunbookResult, RunbookStatus
-from workflows.registry import PROCEDURES
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -141,16 +140,7 @@ async def crash_through(rel: Reliability, chain: Chain) -> RunbookResult:
     crashes = CrashChain(rel, queue, [*chain.plan, None], ahead=2)
     began = time.monotonic()
     worker = crashes.release()
-    procedure = PROCEDURES[chain.procedure]
-    inp = procedure.input_model.model_validate({"requested_by": "alice", **chain.inp})
-    client = await rel.temporal.client()
-    handle = await client.start_workflow(
-        procedure.workflow_type,
-        inp,
-        id=procedure.workflow_id(inp),
-        task_queue=queue,
-        result_type=RunbookResult,
-    )
+    handle = await rel.start(queue, chain.procedure, **chain.inp)
 
     async def gate_open() -> bool:
         status = await handle.query("status", result_type=RunbookStatus)

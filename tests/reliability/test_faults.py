@@ -5,7 +5,6 @@ is changed."""
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -15,6 +14,7 @@ from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_nam
 from tests.reliability.harness import WorkerProcess
 from tests.reliability.test_bad_input import MUTATIONS
 from workflows.models import RunbookResult
+from workflows.registry import PROCEDURES
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,14 +36,8 @@ def dependencies_down(reliability: Reliability) -> Iterator[tuple[str, WorkerPro
 
 
 async def run(rel: Reliability, queue: str, workflow_type: str, inp: dict) -> RunbookResult:
-    client = await rel.temporal.client()
-    handle = await client.start_workflow(
-        workflow_type,
-        {"requested_by": "alice", **inp},
-        id=f"faults/{workflow_type}/{datetime.now(UTC).timestamp()}",
-        task_queue=queue,
-        result_type=RunbookResult,
-    )
+    procedure = next(p.name for p in PROCEDURES.values() if p.workflow_type == workflow_type)
+    handle = await rel.start(queue, procedure, **inp)
     return await asyncio.wait_for(handle.result(), timeout=240)
 
 

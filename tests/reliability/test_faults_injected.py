@@ -21,7 +21,6 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import httpx
@@ -36,7 +35,6 @@ from tests.reliability.harness import WorkerProcess
 from tests.reliability.test_crash_every_mutation import KAFKA_INCIDENT, count, steps
 from tests.temporal_env import eventually
 from workflows.models import RunbookResult, RunbookStatus
-from workflows.registry import PROCEDURES
 
 pytestmark = pytest.mark.timeout(400)
 T = TypeVar("T")
@@ -83,16 +81,7 @@ def proxied(reliability: Reliability) -> Iterator[tuple[FaultProxy, str, WorkerP
 
 
 async def start(rel: Reliability, queue: str, procedure: str, **inp: object) -> WorkflowHandle:
-    proc = PROCEDURES[procedure]
-    model = proc.input_model.model_validate({"requested_by": "alice", **inp})
-    client = await rel.temporal.client()
-    return await client.start_workflow(
-        proc.workflow_type,
-        model,
-        id=f"{proc.workflow_id(model)}/{datetime.now(UTC).timestamp()}",
-        task_queue=queue,
-        result_type=RunbookResult,
-    )
+    return await rel.start(queue, procedure, **inp)
 
 
 async def approve(rel: Reliability, handle: WorkflowHandle) -> None:

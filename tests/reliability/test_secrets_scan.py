@@ -54,8 +54,9 @@ async def failover_end_to_end(rel: Reliability) -> None:
     sandbox.post("/control/incidents/db-failover").raise_for_status()
     worker = rel.worker(queue).go()
     env = rel.cli_env(queue)
-    started = await run_cli(
-        env, rel.transcript, "start", "db-failover", "--requested-by", "alice", "--json",
+    started = await run_cli(  # signed with alice's key: her start is proven
+        rel.cli_env(queue, approver="alice"), rel.transcript,
+        "start", "db-failover", "--requested-by", "alice", "--json",
         "--set", "poll_seconds=0.2",
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
