@@ -130,16 +130,15 @@ def test_the_layout_names_every_activity_module() -> None:
 
 
 def test_form_keeps_only_the_options_asked_and_fills_placeholders() -> None:
-    line = (
-        "runbook start db-failover --severity P1 [--env staging] [--set db_instance_id=...] "
-        "[--dry-run] [--json]"
-    )
-    assert form(line, "--json") == "runbook start db-failover --severity P1 --json"
+    line = START_DB
+    start = "runbook start db-failover --severity P1 --requested-by alice"
+    assert form(line, "--json") == f"{start} --json"
     assert form(line, "--set db_instance_id=...", etc="db-2") == (
-        "runbook start db-failover --severity P1 --set db_instance_id=db-2"
+        f"{start} --set db_instance_id=db-2"
     )
     assert runbook_argv(line) == [
-        *("start", "db-failover", "--severity", "P1", "--env", "staging"),
+        *("start", "db-failover", "--severity", "P1", "--requested-by", "alice"),
+        *("--env", "staging"),
         *("--set", "db_instance_id=x", "--dry-run", "--json"),
     ]
     with pytest.raises(AssertionError, match="no optional part"):
@@ -340,13 +339,14 @@ async def bring_down(sh: Shell) -> None:
 
 
 START_DB = (
-    "runbook start db-failover --severity P1 [--env staging] [--set db_instance_id=...] "
-    "[--dry-run] [--json]"
+    "runbook start db-failover --severity P1 --requested-by alice [--env staging] "
+    "[--set db_instance_id=...] [--dry-run] [--json]"
 )
 STATUS_DB = "runbook status db-failover/production/prod-revenue-context-db [--json] [--wait]"
 TEMPORAL_START = (
     "temporal workflow start --type DatabaseFailover --task-queue runbooks "
-    "--workflow-id db-failover/production/prod-revenue-context-db --input '{}'"
+    "--workflow-id db-failover/production/prod-revenue-context-db "
+    '--input "$(runbook sign-start db-failover --as alice)"'
 )
 
 
@@ -431,7 +431,9 @@ async def rollback_scene(sh: Shell, client: Client) -> None:
     inject = 'source .runbook/env && curl -s -X POST "$SANDBOX_URL/control/incidents/rollback"'
     assert "v1.5.0" in (await sh.line(inject)).ok().out
     approve = "runbook approve rollback/production --as bob"
-    following = sh.background("./scripts/rollback.sh production v1.4.2")
+    # Requested by alice, signed with her local key: a P0/P1 start by someone unproven (an
+    # OS login with no key) would need two approvers.
+    following = sh.background("./scripts/rollback.sh production v1.4.2 --requested-by alice")
     await status_when(client, ROLLBACK, at_gate)
     (await sh.line(approve)).ok("approved by bob")
     (await following).ok("outcome: completed", "/health 200 version v1.4.2")
@@ -441,7 +443,7 @@ async def rollback_scene(sh: Shell, client: Client) -> None:
     )
     (await sh.line(only_api)).ok()
     following = sh.background(
-        "./scripts/rollback.sh production previous --severity P0 "
+        "./scripts/rollback.sh production previous --requested-by alice --severity P0 "
         "--set reason=failed-smoke-tests --set services=api"
     )
     gate = (await status_when(client, ROLLBACK, at_gate)).pending_gate
@@ -452,7 +454,7 @@ async def rollback_scene(sh: Shell, client: Client) -> None:
 
 
 async def llm_budget(sh: Shell, client: Client) -> None:
-    start = "runbook start llm-budget --severity P1 [--set watch_minutes=0]"
+    start = "runbook start llm-budget --severity P1 --requested-by alice [--set watch_minutes=0]"
     (await sh.line(start, "--set watch_minutes=0")).ok("started llm-budget/")
     await status_when(client, LLM, at_gate)
     approve = (
