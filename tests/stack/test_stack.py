@@ -136,6 +136,16 @@ def test_env_file_can_be_sourced(full: Stack) -> None:
     assert shown == [full.client_env()["DATABASE_URL"], full.client_env()["TEMPORAL_ADDRESS"]]
 
 
+def test_secrets_bearing_files_are_the_owners_alone(full: Stack) -> None:
+    """moto's request recording holds secret values (PutSecretValue bodies); the intake key
+    signs alarm starts: neither is readable by others, and the key is in no client's env."""
+    recording = Path(full.child_env()["MOTO_RECORDER_FILEPATH"])
+    assert recording.exists() and recording.stat().st_mode & 0o777 == 0o600
+    assert recording.parent.stat().st_mode & 0o777 == 0o700
+    assert (full.state_dir / "intake.key").stat().st_mode & 0o777 == 0o600
+    assert "RUNBOOK_INTAKE_KEY" not in full.client_env()
+
+
 def test_down_leaves_no_process_behind(full: Stack) -> None:
     pids = {part.pid for part in full.status().values()}
     full.down()
