@@ -124,9 +124,11 @@ async def scenario(
         approved = await start(ts_env, queue, DbFailoverInput(requested_by="alice"))
         await until(approved, gate_open)
         await approved.execute_update(DatabaseFailover.approve, await signed(approved, "bob"))
-        unanswered = await start(
-            ts_env, queue, DbFailoverInput(requested_by="alice", approval_timeout_seconds=60)
+        # Another database: a run's id names its resource, one run a resource at a time.
+        other = DbFailoverInput(
+            requested_by="alice", db_instance_id="metrics-other-db", approval_timeout_seconds=60
         )
+        unanswered = await start(ts_env, queue, other)
         probe = await ts_env.client.start_workflow(
             MetricsProbe.run, id=f"metrics-probe/{uuid.uuid4()}", task_queue=probe_queue
         )
