@@ -140,6 +140,7 @@ async def crash_through(rel: Reliability, chain: Chain) -> RunbookResult:
     crashes = CrashChain(rel, queue, [*chain.plan, None], ahead=2)
     began = time.monotonic()
     worker = crashes.release()
+    client = await rel.temporal.client()
     handle = await rel.start(queue, chain.procedure, **chain.inp)
 
     async def gate_open() -> bool:
