@@ -36,6 +36,7 @@ from workflows.models import RunbookResult, RunbookStatus
 pytestmark = pytest.mark.timeout(600)
 
 SECRET = "prod/revenue-context/config"
+CLUSTER = "prod-revenue-context"
 GOOD_TAG = "v1.4.2"  # the sandbox's seed; its bad deploy is v1.5.0
 BUDGET_KEY = "LLM_DAILY_BUDGET"
 
@@ -170,6 +171,24 @@ async def crash_through(rel: Reliability, chain: Chain) -> RunbookResult:
     return result
 
 
+def only_the_running_revision(ecs: Any, service: str) -> None:
+    """A revision with more memory that an earlier test on this stack registered and left
+    (the adversarial resets put the service back, not its family) would be reused: the
+    chain's crash after RegisterTaskDefinition would never come. The sandbox's reset does
+    not touch ECS revisions, so the newer ones are deregistered here."""
+    [svc] = ecs.describe_services(cluster=CLUSTER, services=[service])["services"]
+    family, running = svc["taskDefinition"].rsplit("/", 1)[-1].split(":")
+    newer = [
+        arn
+        for arn in ecs.list_task_definitions(familyPrefix=family, status="ACTIVE")[
+            "taskDefinitionArns"
+        ]
+        if int(arn.rsplit(":", 1)[-1]) > int(running)
+    ]
+    for arn in newer:
+        ecs.deregister_task_definition(taskDefinition=arn)
+
+
 async def locks_released(client: Client, queue: str) -> bool:
     """No lock of the chain's queue is held: the run, on the worker that outlived the crashes,
     released what the killed workers had taken (and the idle lock ended)."""
@@ -205,6 +224,7 @@ async def test_every_mutation_survives_a_crash_before_inside_and_after_it(
     bad_deploy = {"services": ["context-engine"]}
     sandbox.post("/control/incidents/rollback", json=bad_deploy).raise_for_status()
     assert sandbox.get("/health").status_code == 503
+    only_the_running_revision(rel.aws("ecs"), "orchestration-engine")
     sm = rel.aws("secretsmanager")
 
     def versions() -> set[str]:
