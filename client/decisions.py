@@ -86,11 +86,12 @@ def key_source(name: str) -> str:
 Inp = TypeVar("Inp", bound=RunbookInput)
 
 
-def signed_start(procedure: "Procedure", inp: Inp, key: str) -> Inp:
+def signed_start(procedure: "Procedure", inp: Inp, key: str, now: datetime | None = None) -> Inp:
     """The input with a proof that its `requested_by` asked for it, made with their key: good
-    for the first run of its workflow id in the next ten minutes (activities/requesters.py)."""
+    for the first run of its workflow id in the next ten minutes (activities/requesters.py).
+    `now` is the clock the worker checks it against (a test server's may run ahead)."""
     unsigned = inp.model_copy(update={"requester_proof": None})
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     start = SignedStart(
         kind="person",
         requester=inp.requested_by,

@@ -2,28 +2,22 @@
 sentence that says what to do, the README's exit status, never a traceback."""
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK = str(ROOT / ".venv" / "bin" / "runbook")
 DB = "db-failover/production/prod-revenue-context-db"
 
 
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def runbook(command: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = os.environ | {
         "RUNBOOK_STATE_DIR": str(tmp_path),
-        "TEMPORAL_ADDRESS": f"127.0.0.1:{closed_port()}",
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_ports(('temporal',))['temporal']}",  # nobody there
     }
     return subprocess.run(
         ["bash", "-o", "pipefail", "-c", command],

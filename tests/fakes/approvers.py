@@ -10,7 +10,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
 from activities.approvals import SignedDecision, sign
-from activities.requesters import SignedStart, input_digest, sign_start
+from client.decisions import signed_start
 from workflows.models import Approval, Rejection, RunbookInput, RunbookStatus
 from workflows.registry import PROCEDURES
 
@@ -83,18 +83,8 @@ async def start_run(
     `key`) at the server's time (the time-skipping server's clock runs ahead of ours)."""
     procedure = next(p for p in PROCEDURES.values() if type(inp) is p.input_model)
     if signed:
-        now = await env.get_current_time()
-        start = SignedStart(
-            kind="person",
-            requester=inp.requested_by,
-            workflow_type=procedure.workflow_type,
-            workflow_id=procedure.workflow_id(inp),
-            input_digest=input_digest(inp.model_dump(mode="json")),
-            issued_at=now,
-            expires_at=now + timedelta(minutes=10),
-        )
-        proof = sign_start(start, key or key_of(inp.requested_by))
-        inp = inp.model_copy(update={"requester_proof": proof})
+        key = key or key_of(inp.requested_by)
+        inp = signed_start(procedure, inp, key, await env.get_current_time())
     return await env.client.start_workflow(
         procedure.workflow.run,  # type: ignore[attr-defined]
         inp,
