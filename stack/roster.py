@@ -7,6 +7,7 @@ RUNBOOK_INTAKE_KEY; these are for the demo and local work: four people on the ru
 escalation path.
 """
 
+import os
 import secrets
 from pathlib import Path
 
@@ -48,21 +49,29 @@ def local_webhook_token(state_dir: Path) -> str:
     """The alarm intake's bearer token on the embedded stack, made once (`<state>/webhook-
     token`, 0600). The stack hands it to the webhook and writes it to `<state>/env`, so a
     local Alertmanager (or curl) can post alarms without configuring one."""
-    path = state_dir / "webhook-token"
-    if not path.exists():
-        state_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(32) + "\n")
-    return path.read_text().strip()
+    return secret_made_once(state_dir / "webhook-token", secrets.token_urlsafe(32))
 
 
 def ensure_intake_key(state_dir: Path) -> str:
     """The key the stack's webhook signs alarm starts with (and its worker checks)."""
-    path = state_dir / "intake.key"
-    state_dir.mkdir(parents=True, exist_ok=True)
+    return secret_made_once(state_dir / "intake.key", secrets.token_hex(32))
+
+
+def secret_made_once(path: Path, fresh: str) -> str:
+    """The secret in `path` (0600), written with `fresh` by the first caller. The stack
+    starts its parts in threads that may ask at once: the file appears whole (linked from a
+    complete temporary file) or not at all, so nobody reads it half written."""
     if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_hex(32) + "\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        draft.touch(mode=0o600)
+        draft.write_text(fresh + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another caller made it first: theirs stands
+        finally:
+            draft.unlink()
     return path.read_text().strip()
 
 
