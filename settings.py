@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     # Resource locks (workflows/lock.py): how often a lock asks whether its holder still runs
     # (a terminated holder is released within about this long).
     lock_check_seconds: float = Field(15.0, ge=0.1, le=3600, alias="RUNBOOK_LOCK_CHECK_SECONDS")
+    lock_linger_seconds: float = Field(30.0, ge=0, le=3600, alias="RUNBOOK_LOCK_LINGER_SECONDS")
 
     # The incident log: the project's own database, never the one being failed over.
     runbook_database_url: str | None = Field(None, alias="RUNBOOK_DATABASE_URL")

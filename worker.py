@@ -206,7 +206,11 @@ def build_activities(
         intake_key=intake_key,
         earlier_runs=earlier_runs(client),
     )
-    locks = LockActivities(LockConfig(check_seconds=settings.lock_check_seconds))
+    locks = LockActivities(
+        LockConfig(
+            check_seconds=settings.lock_check_seconds, linger_seconds=settings.lock_linger_seconds
+        )
+    )
     return [
         *(acm.describe_certificates, acm.list_certificates, acm.request_certificate),
         acm.wait_issued,

@@ -46,6 +46,10 @@ class LockConfig(BaseModel):
     check_seconds: float = Field(15.0, ge=0.1, le=3600)
     # Events a lock handles before it continues as new (its history stays short).
     continue_after: int = Field(200, ge=2, le=10_000)
+    # How long a free lock stays up for the next request before it ends: a procedure's
+    # second step, or the next run in a burst, finds it running instead of starting it again
+    # (or meeting it as it ends and retrying).
+    linger_seconds: float = Field(30.0, ge=0, le=3600)
 
 
 class LockRequest(BaseModel):

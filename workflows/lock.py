@@ -11,8 +11,8 @@ an environment's runs share its task queue, see activities/locks.py).
   `check_seconds` whether the holder's run still runs and releases a closed one; the lease
   (from the holder's own timeouts) bounds the hold if even that check keeps failing.
 - FIFO; durable like any workflow (a worker or server restart loses neither holder nor
-  queue); it continues as new every `continue_after` events and ends as soon as it is free
-  with nobody waiting (no idle timer is left behind).
+  queue); it continues as new every `continue_after` events and ends once it has been free,
+  with nobody waiting, for `linger_seconds` (no timer is left behind).
 
 A procedure takes its locks after the gate, right before its first mutation, holds them
 through the verification of the effect and re-reads the resource once they are granted
@@ -52,6 +52,7 @@ from workflows.models import Finding, RunbookResult
 
 # One patch id for every procedure: runs recorded before locks existed replay without them.
 PATCH = "resource-lock"
+LINGER_PATCH = "lock-lingers-when-free"
 GRANTED_SIGNAL = "lock_granted"
 RELEASE_SIGNAL = "release"
 QUEUE_MAX = 50
@@ -108,8 +109,10 @@ class ResourceLock:
             await self._grant_next()
             holder = self._state.holder
             if holder is None and not self._state.queue:
-                # Free and nobody waits: the lock ends (no timer left behind); the next
-                # request starts it again.
+                # Free and nobody waits: the lock waits a while for the next request, then
+                # ends (no timer left behind); a later request starts it again.
+                if await self._linger(config.linger_seconds):
+                    continue
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if self._idle():
                     return self._state
@@ -181,6 +184,13 @@ class ResourceLock:
         self._changed = True
         self._events_here += 1
         self._state.handled += 1
+
+    async def _linger(self, seconds: float) -> bool:
+        """True when a request came while the free lock waited (locks recorded before the
+        wait existed end at once, as they did)."""
+        if seconds <= 0 or not workflow.patched(LINGER_PATCH):
+            return False
+        return await self._wait(seconds)
 
     async def _wait(self, seconds: float) -> bool:
         """Until something changes (True) or `seconds` pass (False)."""

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from activities.locks import LOCK_WORKFLOW
+from activities.locks import LOCK_WORKFLOW, STATE_QUERY, LockState
 from tests.e2e.test_kafka_lag_api_errors_triage import KAFKA_INCIDENT
 from tests.fakes.approvers import signed
 from tests.reliability.conftest import WORKER_ACCESS_KEY, Reliability, queue_name
@@ -190,12 +190,17 @@ def only_the_running_revision(ecs: Any, service: str) -> None:
 
 
 async def locks_released(client: Client, queue: str) -> bool:
-    """No lock of the chain's queue is held: the run, on the worker that outlived the crashes,
-    released what the killed workers had taken (and the idle lock ended)."""
+    """No lock of the chain's queue is held or asked for: the run, on the worker that outlived
+    the crashes, released what the killed workers had taken (a free lock may linger)."""
     running = f'WorkflowType = "{LOCK_WORKFLOW}" AND ExecutionStatus = "Running"'
-    return not [
-        w async for w in client.list_workflows(running) if w.id.startswith(f"lock/{queue}/")
-    ]
+    for found in [w async for w in client.list_workflows(running)]:
+        if found.id.startswith(f"lock/{queue}/"):
+            state = await client.get_workflow_handle(found.id).query(
+                STATE_QUERY, result_type=LockState
+            )
+            if state.holder or state.queue:
+                return False
+    return True
 
 
 def count(calls: list[AwsCall], action: str, **params: object) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -35,7 +35,8 @@ from workflows.lock import ResourceLock, ecs_service
 from workflows.models import RunbookStatus
 
 pytestmark = pytest.mark.timeout(120)
-FAST = LockConfig(check_seconds=0.5)
+# Free locks end at once here: a lingering one outlives its test's worker and queue.
+FAST = LockConfig(check_seconds=0.5, linger_seconds=0)
 
 
 @dataclass
@@ -158,7 +159,7 @@ async def test_a_cancelled_holder_and_a_cancelled_waiter_let_go(
 ) -> None:
     client, resource = dev_env.client, a_resource()
     # Liveness checks far apart: only the runs' own release can free the lock here.
-    slow = LockConfig(check_seconds=3600)
+    slow = LockConfig(check_seconds=3600, linger_seconds=0)
     async with lock_worker(dev_env, slow) as (queue, _):
         holder = await hold(client, queue, resource)
         await until(holder, holding)
@@ -180,7 +181,7 @@ async def test_a_cancelled_holder_and_a_cancelled_waiter_let_go(
 
 async def test_a_lease_bounds_the_hold(dev_env: WorkflowEnvironment) -> None:
     client, resource = dev_env.client, a_resource()
-    async with lock_worker(dev_env, LockConfig(check_seconds=3600)) as (queue, _):
+    async with lock_worker(dev_env, LockConfig(check_seconds=3600, linger_seconds=0)) as (queue, _):
         holder = await hold(client, queue, resource, lease=1)
         await until(holder, holding)
         waiter = await hold(client, queue, resource)
@@ -194,7 +195,9 @@ async def test_a_lease_bounds_the_hold(dev_env: WorkflowEnvironment) -> None:
 
 async def test_continue_as_new_keeps_holder_and_queue(dev_env: WorkflowEnvironment) -> None:
     client, resource = dev_env.client, a_resource()
-    async with lock_worker(dev_env, LockConfig(check_seconds=0.5, continue_after=2)) as (queue, _):
+    async with lock_worker(
+        dev_env, LockConfig(check_seconds=0.5, continue_after=2, linger_seconds=0)
+    ) as (queue, _):
         holder = await hold(client, queue, resource)
         await until(holder, holding)
         first_run = (await client.get_workflow_handle(lock_id(queue, resource)).describe()).run_id
@@ -210,6 +213,39 @@ async def test_continue_as_new_keeps_holder_and_queue(dev_env: WorkflowEnvironme
             await until(handle, holding)
             await handle.signal(LockHolderProbe.let_go)
             await handle.result()
+
+
+async def test_a_free_lock_serves_the_next_request_then_ends(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    """Freed, the lock stays up a while: the next request meets the same run (no restart, no
+    retry against a lock that is ending); left alone it ends, and a later request starts it
+    again."""
+    client, resource = dev_env.client, a_resource()
+    async with lock_worker(dev_env, LockConfig(check_seconds=0.5, linger_seconds=3)) as (
+        queue,
+        _,
+    ):
+        lock = client.get_workflow_handle(lock_id(queue, resource))
+        first = await hold(client, queue, resource)
+        await until(first, holding)
+        run_id = (await lock.describe()).run_id
+        await first.signal(LockHolderProbe.let_go)
+        await first.result()
+        second = await hold(client, queue, resource)
+        await until(second, holding)
+        assert (await lock.describe()).run_id == run_id
+        await second.signal(LockHolderProbe.let_go)
+        await second.result()
+        deadline = time.monotonic() + 60
+        while (await lock.describe()).status != WorkflowExecutionStatus.COMPLETED:
+            assert time.monotonic() < deadline, "the free lock never ended"
+            await asyncio.sleep(0.2)
+        third = await hold(client, queue, resource)
+        await until(third, holding)
+        assert (await lock.describe()).run_id != run_id
+        await third.signal(LockHolderProbe.let_go)
+        await third.result()
 
 
 async def test_a_forged_grant_is_ignored(dev_env: WorkflowEnvironment) -> None:
@@ -292,3 +328,35 @@ async def test_runbook_locks_lists_holders_and_queues(
             await until(handle, holding)
             await handle.signal(LockHolderProbe.let_go)
             await handle.result()
+
+
+async def test_runbook_locks_names_a_lock_that_does_not_answer(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A held lock whose worker is gone is listed as not answering, and does not hang the
+    listing of the others."""
+    client, resource = dev_env.client, a_resource()
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "RUNBOOK_STATE_DIR": str(tmp_path),
+    }
+    async with lock_worker(dev_env) as (queue, _):
+        holder = await hold(client, queue, resource)
+        await until(holder, holding)
+    try:
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "cli.main", "locks", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        rows = json.loads(shown.stdout)["locks"]
+        [row] = [r for r in rows if r["lock"] == lock_id(queue, resource)]
+        assert row["answering"] is False and row["holder"] is None
+    finally:
+        for workflow_id in (holder.id, lock_id(queue, resource)):
+            await client.get_workflow_handle(workflow_id).terminate("test done")
