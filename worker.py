@@ -278,7 +278,11 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
         interceptors=[
             *INTERCEPTORS,
             ActivityAttemptsInterceptor(),
-            DecisionGuard(settings.roster_file, settings.approver_keys_file),
+            DecisionGuard(
+                settings.roster_file,
+                settings.approver_keys_file,
+                settings.intake_key.get_secret_value() if settings.intake_key else None,
+            ),
         ],
         workflow_runner=WORKFLOW_RUNNER,
         # Bad input (from the Temporal UI, say) fails the run with a message naming the

@@ -6,6 +6,10 @@ with any name in it. So a decision carries an HMAC-SHA256, made with the approve
 over the workflow id, run id, gate, decision, approver, parameters and an expiry. The
 worker checks it against the keys file; the workflow refuses a signature it has seen before.
 
+A decision clicked in Slack is signed by the intake (RUNBOOK_INTAKE_KEY) once it has
+verified Slack's request signature; it names the Slack user, and the worker takes it only
+for the roster person that Slack user id belongs to (`slack = "U..."` in the roster).
+
 A decision is checked twice: when the gate takes it (`approvals.verify`), and again by the
 worker right before each mutating activity runs (`DecisionGuard`), against the run that
 activity belongs to. A reset run (or any copy of a run) has a new run id: the approvals it
@@ -20,7 +24,7 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from temporalio import activity
 
 from activities.requesters import EarlierRuns, RequesterClaim, RequesterVerdict, judge_requester
@@ -35,6 +39,40 @@ ESCALATION_PATH: dict[str, tuple[str, ...]] = {
 }
 # The longest a signature may be valid for: a stolen one is useless soon after.
 MAX_VALIDITY = timedelta(hours=1)
+
+
+# A Slack user id (U... or W... for Enterprise Grid), as Slack's payloads carry it.
+SLACK_USER_ID = r"^[UW][A-Z0-9]{2,31}$"
+
+
+class RosterEntry(BaseModel):
+    """One person of the roster: `name = "on-call"`, or `name = { role = "on-call",
+    slack = "U..." }` for someone who may also decide by a Slack click."""
+
+    role: str
+    slack: str | None = Field(None, pattern=SLACK_USER_ID)
+
+
+def load_roster(path: Path | None) -> dict[str, RosterEntry]:
+    """The roster file's `[people]`; empty when no file is configured."""
+    if path is None:
+        return {}
+    people = tomllib.loads(path.read_text()).get("people", {})
+    if not isinstance(people, dict):
+        raise ValueError(f"{path}: [people] must be a table of name = role")
+    roster = {}
+    for name, value in people.items():
+        try:
+            entry = value if isinstance(value, dict) else {"role": value}
+            roster[str(name)] = RosterEntry.model_validate(entry)
+        except ValidationError as err:
+            raise ValueError(f"{path}: people.{name}: {err.errors()[0]['msg']}") from None
+    return roster
+
+
+def slack_people(roster: dict[str, RosterEntry]) -> dict[str, str]:
+    """Slack user id -> roster name, for the people who have one."""
+    return {entry.slack: name for name, entry in roster.items() if entry.slack}
 
 
 class EscalationPolicy(BaseModel):
@@ -93,9 +131,13 @@ class SignedDecision(BaseModel):
     approver: str
     params: dict[str, str] = {}
     expires_at: datetime
+    # Set when the intake signed for a Slack click: the Slack user who clicked.
+    slack_user: str = ""
 
     def message(self) -> bytes:
         fields = self.model_dump(mode="json")
+        if not self.slack_user:
+            del fields["slack_user"]  # signatures made before Slack existed stay valid
         return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -117,6 +159,7 @@ class Approved(BaseModel):
     params: dict[str, str] = {}
     expires_at: datetime
     signature: str
+    slack_user: str = ""  # set: intake-signed for this Slack user's click
 
 
 class Authority(BaseModel):
@@ -148,14 +191,28 @@ def sign(decision: SignedDecision, key: str) -> str:
 
 
 def signature_refusal(
-    decision: SignedDecision, signature: str, roster: dict[str, str], keys: dict[str, str]
+    decision: SignedDecision,
+    signature: str,
+    roster: dict[str, RosterEntry],
+    keys: dict[str, str],
+    intake_key: str | None = None,
 ) -> str | None:
-    """Why the signature does not prove the decision (expiry aside), or None."""
-    if decision.approver not in roster:
+    """Why the signature does not prove the decision (expiry aside), or None. A Slack
+    decision is signed with the intake's key and holds only for the person whose Slack id
+    clicked."""
+    person = roster.get(decision.approver)
+    if person is None:
         return f"{decision.approver!r} is not on the roster"
-    key = keys.get(decision.approver)
-    if not key:
-        return f"no key is registered for {decision.approver!r}"
+    if decision.slack_user:
+        if person.slack != decision.slack_user:
+            return f"Slack user {decision.slack_user} is not {decision.approver!r} on the roster"
+        key = intake_key
+        if not key:
+            return "this worker has no intake key (RUNBOOK_INTAKE_KEY) to check a Slack decision"
+    else:
+        key = keys.get(decision.approver)
+        if not key:
+            return f"no key is registered for {decision.approver!r}"
     if not hmac.compare_digest(sign(decision, key), signature):
         return "signature does not match: forged or altered"
     return None
@@ -165,8 +222,9 @@ def authority_refusal(
     authority: Authority | None,
     workflow_id: str,
     run_id: str,
-    roster: dict[str, str],
+    roster: dict[str, RosterEntry],
     keys: dict[str, str],
+    intake_key: str | None = None,
 ) -> str | None:
     """Why a mutation may not run in this run with these approvals, or None. The expiry is
     not checked again: the gate took the approvals while they were valid, and a rollout of
@@ -182,8 +240,9 @@ def authority_refusal(
             approver=approved.approver,
             params=approved.params,
             expires_at=approved.expires_at,
+            slack_user=approved.slack_user,
         )
-        if refusal := signature_refusal(decision, approved.signature, roster, keys):
+        if refusal := signature_refusal(decision, approved.signature, roster, keys, intake_key):
             return (
                 f"the approval by {approved.approver!r} does not hold for run {run_id} "
                 f"({refusal}); a reset or copied run needs a fresh decision"
@@ -255,7 +314,10 @@ class ApprovalActivities:
         if req.requester is None:
             return RequesterVerdict(proven=False, detail="the run did not say who started it")
         keys = load_table(self._keys_file, "keys")
-        return await judge_requester(req.requester, keys, self._intake_key, self._earlier_runs)
+        slack = slack_people(load_roster(self._roster_file))
+        return await judge_requester(
+            req.requester, keys, self._intake_key, self._earlier_runs, slack
+        )
 
     def _level_time(self, req: EscalationRequest) -> tuple[timedelta | None, str]:
         """The run's own level time when this worker honours it, else None (the policy's),
@@ -287,12 +349,13 @@ class ApprovalActivities:
     def verify(self, req: VerifyRequest) -> VerifyResult:
         # Files are read on every call: a roster change or a revoked key takes effect at once.
         decision = req.decision
-        roster = load_table(self._roster_file, "people")
-        role = roster.get(decision.approver)
+        roster = load_roster(self._roster_file)
+        person = roster.get(decision.approver)
+        role = person.role if person else None
         if role is not None and role not in ROLES:
             return VerifyResult(ok=False, reason=f"roster role {role!r} is none of {ROLES}")
         keys = load_table(self._keys_file, "keys")
-        if refusal := signature_refusal(decision, req.signature, roster, keys):
+        if refusal := signature_refusal(decision, req.signature, roster, keys, self._intake_key):
             return VerifyResult(ok=False, reason=refusal)
         now = datetime.now(UTC)
         if decision.expires_at <= now:

@@ -15,16 +15,19 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from activities.approvals import GUARDED_ACTIVITIES, authority_refusal, load_table
+from activities.approvals import GUARDED_ACTIVITIES, authority_refusal, load_roster, load_table
 
 
 class DecisionGuard(Interceptor):
     """Built by the worker with the roster and keys files (read on every call, like
     `approvals.verify`: a revoked key stops the actions it approved that have not run)."""
 
-    def __init__(self, roster_file: Path | None, keys_file: Path | None) -> None:
+    def __init__(
+        self, roster_file: Path | None, keys_file: Path | None, intake_key: str | None = None
+    ) -> None:
         self._roster_file = roster_file
         self._keys_file = keys_file
+        self._intake_key = intake_key  # checks approvals clicked in Slack
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _Guard(next, self)
@@ -38,8 +41,9 @@ class DecisionGuard(Interceptor):
             authority,
             info.workflow_id or "",
             info.workflow_run_id or "",
-            load_table(self._roster_file, "people"),
+            load_roster(self._roster_file),
             load_table(self._keys_file, "keys"),
+            self._intake_key,
         )
 
 

@@ -10,7 +10,9 @@ checks here:
   sign-start` prints a signed input for the Temporal CLI or UI.
 - kind `intake`: the same, with the intake's key (RUNBOOK_INTAKE_KEY), for what the alarm
   webhook and the schedules start; the requester must then be `alarm:<name>` or
-  `schedule:<name>`. A later front door (Slack) adds its kind here.
+  `schedule:<name>`.
+- kind `slack`: the intake's key too, for `/runbook start` in Slack: the requester is the
+  roster person whose Slack id (`slack_user`, signed) typed it, checked against the roster.
 
 A proof is good for one run: the first run of its workflow id, started after it was signed,
 that carries it (Temporal's visibility says which runs that id had since; their start events
@@ -31,7 +33,7 @@ from pydantic import BaseModel, Field
 MAX_START_VALIDITY = timedelta(hours=1)
 # The signer's clock and Temporal's may disagree this much.
 CLOCK_SKEW = timedelta(minutes=5)
-ProofKind = Literal["person", "intake"]
+ProofKind = Literal["person", "intake", "slack"]
 MACHINE_REQUESTERS = ("alarm:", "schedule:")
 
 
@@ -42,6 +44,8 @@ class StartProof(BaseModel):
     issued_at: datetime
     expires_at: datetime
     signature: str = Field(min_length=1, max_length=128)
+    # Kind `slack`: who typed the command (Slack user id).
+    slack_user: str = Field("", max_length=32)
 
 
 class SignedStart(BaseModel):
@@ -54,9 +58,12 @@ class SignedStart(BaseModel):
     input_digest: str
     issued_at: datetime
     expires_at: datetime
+    slack_user: str = ""
 
     def message(self) -> bytes:
         fields = {"purpose": "start", **self.model_dump(mode="json")}
+        if not self.slack_user:
+            del fields["slack_user"]  # starts signed before Slack existed stay valid
         return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -75,6 +82,7 @@ def sign_start(start: SignedStart, key: str) -> StartProof:
         issued_at=start.issued_at,
         expires_at=start.expires_at,
         signature=signature,
+        slack_user=start.slack_user,
     )
 
 
@@ -107,11 +115,13 @@ async def judge_requester(
     keys: dict[str, str],
     intake_key: str | None,
     earlier_runs: EarlierRuns | None,
+    slack_people: dict[str, str] | None = None,
 ) -> RequesterVerdict:
+    """`slack_people`: Slack user id -> roster name (a Slack start's requester)."""
     proof = claim.proof
     if proof is None:
         return RequesterVerdict(proven=False, detail="the start was not signed")
-    if refusal := _signature_refusal(claim, proof, keys, intake_key):
+    if refusal := _signature_refusal(claim, proof, keys, intake_key, slack_people or {}):
         return RequesterVerdict(proven=False, detail=refusal)
     if earlier_runs is None:
         return RequesterVerdict(proven=False, detail="this worker cannot look up earlier runs")
@@ -122,16 +132,25 @@ async def judge_requester(
                 proven=False,
                 detail=f"the signed start was already used by run {run_id}: a copy proves nothing",
             )
-    how = "by the intake" if proof.kind == "intake" else f"by {claim.requester}"
+    how = {
+        "intake": "by the intake",
+        "slack": f"by the intake for {claim.requester} (Slack {proof.slack_user})",
+    }.get(proof.kind, f"by {claim.requester}")
     return RequesterVerdict(proven=True, detail=f"start signed {how}")
 
 
 def _signature_refusal(
-    claim: RequesterClaim, proof: StartProof, keys: dict[str, str], intake_key: str | None
+    claim: RequesterClaim,
+    proof: StartProof,
+    keys: dict[str, str],
+    intake_key: str | None,
+    slack_people: dict[str, str],
 ) -> str | None:
-    if proof.kind == "intake":
-        if not claim.requester.startswith(MACHINE_REQUESTERS):
+    if proof.kind in ("intake", "slack"):
+        if proof.kind == "intake" and not claim.requester.startswith(MACHINE_REQUESTERS):
             return f"an intake-signed start names an alarm or schedule, not {claim.requester!r}"
+        if proof.kind == "slack" and slack_people.get(proof.slack_user) != claim.requester:
+            return f"Slack user {proof.slack_user!r} is not {claim.requester!r} on the roster"
         key = intake_key
         if not key:
             return "this worker has no intake key (RUNBOOK_INTAKE_KEY) to check the signature"
@@ -147,6 +166,7 @@ def _signature_refusal(
         input_digest=claim.input_digest,
         issued_at=proof.issued_at,
         expires_at=proof.expires_at,
+        slack_user=proof.slack_user,
     )
     if not hmac.compare_digest(sign_start(start, key).signature, proof.signature):
         return "the start's signature does not match: forged, altered, or for another start"

@@ -44,6 +44,9 @@ class SandboxState:
     slack_messages: list[Any] = field(default_factory=list)
     slack_fail_status: int = 200
     slack_rejected: int = 0
+    # The Slack Web API twin: the bot token it takes, and the calls it answered.
+    slack_bot_token: str | None = None
+    slack_calls: list[Any] = field(default_factory=list)
     pagerduty_events: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -77,6 +80,7 @@ class SandboxState:
             self.slack_messages.clear()
             self.slack_fail_status = 200
             self.slack_rejected = 0
+            self.slack_calls.clear()
             self.pagerduty_events.clear()
 
     def snapshot(self) -> dict[str, Any]:

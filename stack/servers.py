@@ -28,7 +28,7 @@ from temporalio.client import Client
 from settings import PROJECT_DIR
 from stack import postgres, probes
 from stack.processes import HOST, Launch, StackError, log_tail, terminate_group
-from stack.roster import ensure_intake_key, local_webhook_token
+from stack.roster import ensure_intake_key, local_slack_app, local_webhook_token
 from workflows import search_attributes
 from workflows.search_attributes import DEV_SERVER_ARGS
 
@@ -190,7 +190,17 @@ def sandbox_env(stack: StackView) -> dict[str, str]:
         "SLACK_WEBHOOK_URL": f"{base}/slack/webhook",
         "PAGERDUTY_EVENTS_URL": f"{base}/pagerduty/v2/enqueue",
     }
-    return env | passed(stack.environ, *notify)  # a real channel wins
+    return env | slack_env(stack, base) | passed(stack.environ, *notify)  # a real channel wins
+
+
+SLACK_APP = ("SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN", "SLACK_API_URL")
+
+
+def slack_env(stack: StackView, sandbox: str) -> dict[str, str]:
+    """The Slack app: a configured one, else the stack's own against the sandbox's twin."""
+    if stack.environ.get("SLACK_BOT_TOKEN"):
+        return passed(stack.environ, *SLACK_APP)
+    return {**local_slack_app(stack.state_dir), "SLACK_API_URL": f"{sandbox}/slack/api/"}
 
 
 def aws_env(stack: StackView) -> dict[str, str]:

@@ -177,6 +177,7 @@ class GatedRunbook(RunbookWorkflow):
                     params=d.params,
                     expires_at=d.expires_at,
                     signature=d.signature,
+                    slack_user=d.slack_user,
                 )
                 for d in self._approvals
                 if d.expires_at is not None
@@ -330,6 +331,7 @@ class GatedRunbook(RunbookWorkflow):
                     approver=decision.approver,
                     params=decision.params,
                     expires_at=decision.expires_at,
+                    slack_user=decision.slack_user,
                 ),
                 signature=decision.signature,
             ),
@@ -367,7 +369,8 @@ class GatedRunbook(RunbookWorkflow):
         assert gate is not None
         verb = "approved" if decision.approve else "rejected"
         said = f": {decision.comment}" if decision.comment else ""
-        self.record(f"gate {gate.gate} {verb}", "ok", f"by {decision.approver}{said}")
+        via = f" via slack ({decision.slack_user})" if decision.slack_user else ""
+        self.record(f"gate {gate.gate} {verb}", "ok", f"by {decision.approver}{via}{said}")
         if decision.approve:
             self._approvers.append(decision.approver)
             self._first_approval_at = self._first_approval_at or workflow.now()

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
 ENVIRONMENT_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 Severity = Literal["P0", "P1", "P2", "P3"]
 SEVERITIES: tuple[Severity, ...] = ("P0", "P1", "P2", "P3")
-Trigger = Literal["ui", "cli", "alarm", "schedule"]
+Trigger = Literal["ui", "cli", "alarm", "schedule", "slack"]
 Verdict = Literal["ok", "degraded", "failing", "unavailable"]
 # stale: approved, but once the run had the resource's lock the resource was no longer what
 # the approver saw (another run changed it meanwhile): nothing was done. Not `refused`, which
@@ -92,14 +92,17 @@ class Decision(BaseModel):
     params: dict[str, str] = {}
     expires_at: datetime | None = None
     signature: str = ""
+    slack_user: str = ""
 
 
 class Signed(BaseModel):
     """Proof that the named approver sent the decision: `runbook approve` (or `runbook sign`
-    for the Temporal CLI and UI) signs with the approver's key; the worker checks it."""
+    for the Temporal CLI and UI) signs with the approver's key; the worker checks it. A click
+    in Slack is signed by the intake for the Slack user who clicked (`slack_user`)."""
 
     expires_at: datetime | None = None
     signature: str = Field("", max_length=128)
+    slack_user: str = Field("", pattern=r"^([UW][A-Z0-9]{2,31})?$")
 
 
 class Approval(Signed):
@@ -117,6 +120,7 @@ class Approval(Signed):
             params=self.params,
             expires_at=self.expires_at,
             signature=self.signature,
+            slack_user=self.slack_user,
         )
 
 
@@ -133,6 +137,7 @@ class Rejection(Signed):
             comment=self.reason,
             expires_at=self.expires_at,
             signature=self.signature,
+            slack_user=self.slack_user,
         )
 
 

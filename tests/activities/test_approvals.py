@@ -12,9 +12,12 @@ from activities.approvals import (
     GUARDED_ACTIVITIES,
     Approved,
     Authority,
+    RosterEntry,
     SignedDecision,
     authority_refusal,
+    load_roster,
     sign,
+    slack_people,
 )
 from activities.requesters import (
     RequesterClaim,
@@ -163,8 +166,9 @@ def approval(
 
 
 def refusal(authority: Authority | None, run_id: str = "run-1", **tables: Any) -> str | None:
-    roster = tables.get("roster", {"alice": "on-call", "bob": "on-call", "erin": "cto"})
-    keys = tables.get("keys", {n: key_of(n) for n in roster})
+    roles = tables.get("roster", {"alice": "on-call", "bob": "on-call", "erin": "cto"})
+    keys = tables.get("keys", {n: key_of(n) for n in roles})
+    roster = {name: RosterEntry(role=role) for name, role in roles.items()}
     return authority_refusal(authority, "db-failover/db-1", run_id, roster, keys)
 
 
@@ -216,3 +220,77 @@ def test_every_mutating_activity_the_worker_runs_is_guarded(
     # A mutation's AWS call, once begun, is not interrupted into a botocore retry.
     mutating = GUARDED_ACTIVITIES | {"acm.request_certificate", "route53.upsert_record"}
     assert all(registered[name].no_thread_cancel_exception for name in mutating)
+
+
+# ---- Slack: decisions and starts the intake signs for a Slack user --------------------------
+
+
+def test_the_roster_takes_a_role_alone_or_a_role_with_a_slack_id(tmp_path: Path) -> None:
+    path = tmp_path / "roster.toml"
+    path.write_text('[people]\nalice = "on-call"\nbob = { role = "on-call", slack = "U0BOB" }\n')
+    roster = load_roster(path)
+    assert roster["alice"] == RosterEntry(role="on-call")
+    assert slack_people(roster) == {"U0BOB": "bob"}
+    path.write_text('[people]\nbob = { role = "on-call", slack = "bob@example.com" }\n')
+    with pytest.raises(ValueError, match=r"people\.bob"):
+        load_roster(path)
+
+
+def slack_approval(approver: str, slack_user: str, key: str = INTAKE_KEY) -> Approved:
+    expires = NOW + timedelta(minutes=10)
+    decision = SignedDecision(
+        workflow_id="db-failover/db-1",
+        run_id="run-1",
+        gate="failover",
+        approve=True,
+        approver=approver,
+        expires_at=expires,
+        slack_user=slack_user,
+    )
+    return Approved(
+        approver=approver, expires_at=expires, signature=sign(decision, key), slack_user=slack_user
+    )
+
+
+def slack_refusal(approved: Approved, intake_key: str | None = INTAKE_KEY) -> str | None:
+    roster = {
+        "bob": RosterEntry(role="on-call", slack="U0BOB"),
+        "alice": RosterEntry(role="on-call", slack="U0ALICE"),
+    }
+    authority = Authority(gate="failover", approvals=[approved])
+    return authority_refusal(authority, "db-failover/db-1", "run-1", roster, KEYS, intake_key)
+
+
+def test_an_intake_signed_decision_holds_only_for_the_person_of_that_slack_id() -> None:
+    assert slack_refusal(slack_approval("bob", "U0BOB")) is None
+    # The intake's key signs for bob, but the Slack user who clicked is alice.
+    assert "U0ALICE is not 'bob'" in (slack_refusal(slack_approval("bob", "U0ALICE")) or "")
+    assert "does not match" in (slack_refusal(slack_approval("bob", "U0BOB", "guess")) or "")
+    # bob's own key does not make a Slack decision: it is the intake's signature or nothing.
+    assert slack_refusal(slack_approval("bob", "U0BOB", key_of("bob")))
+    assert "no intake key" in (slack_refusal(slack_approval("bob", "U0BOB"), None) or "")
+
+
+async def test_a_slack_start_proves_the_person_whose_slack_id_typed_it() -> None:
+    fields = {**INPUT, "trigger": "slack"}
+
+    def slack_proof(slack_user: str) -> StartProof:
+        start = SignedStart(
+            kind="slack",
+            requester="alice",
+            workflow_type="DatabaseFailover",
+            workflow_id="db-failover/db-1",
+            input_digest=input_digest(fields),
+            issued_at=NOW,
+            expires_at=NOW + timedelta(minutes=10),
+            slack_user=slack_user,
+        )
+        return sign_start(start, INTAKE_KEY)
+
+    people = {"U0ALICE": "alice", "U0BOB": "bob"}
+    good = claim(slack_proof("U0ALICE"), trigger="slack")
+    verdict = await judge_requester(good, KEYS, INTAKE_KEY, runs(), people)
+    assert verdict.proven and "for alice (Slack U0ALICE)" in verdict.detail
+    bob_typed = claim(slack_proof("U0BOB"), trigger="slack")
+    verdict = await judge_requester(bob_typed, KEYS, INTAKE_KEY, runs(), people)
+    assert not verdict.proven and "is not 'alice'" in verdict.detail

@@ -4,7 +4,15 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from stack.roster import ensure_intake_key, local_webhook_token
+from activities.approvals import load_roster, slack_people
+from stack.roster import (
+    LOCAL_ROSTER,
+    ensure_intake_key,
+    ensure_local_roster,
+    local_roster_files,
+    local_slack_app,
+    local_webhook_token,
+)
 
 
 def test_secrets_asked_for_at_once_are_one_whole_value(tmp_path: Path) -> None:
@@ -25,3 +33,17 @@ def test_secrets_asked_for_at_once_are_one_whole_value(tmp_path: Path) -> None:
 def test_a_secret_once_made_is_kept(tmp_path: Path) -> None:
     first = local_webhook_token(tmp_path)
     assert local_webhook_token(tmp_path) == first
+
+
+def test_the_local_roster_gives_each_person_a_slack_id(tmp_path: Path) -> None:
+    roster, _ = local_roster_files(tmp_path)
+    roster.write_text(
+        '[people]\nalice = "on-call"\nbob = "on-call"\n'
+        'erin = "engineering-manager"\ncarol = "cto"\n'
+    )  # written before Slack
+    ensure_local_roster(tmp_path)
+    people = slack_people(load_roster(roster))
+    assert sorted(people.values()) == sorted(LOCAL_ROSTER)
+    secrets = local_slack_app(tmp_path)
+    assert secrets["SLACK_BOT_TOKEN"].startswith("xoxb-") and local_slack_app(tmp_path) == secrets
+    assert stat.S_IMODE((tmp_path / "slack-signing-secret").stat().st_mode) == 0o600
