@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from temporalio.client import WorkflowHandle
 
 from activities.approvals import SignedDecision, load_table, sign
-from activities.requesters import SignedStart, input_digest, sign_start
+from activities.requesters import ProofKind, SignedStart, input_digest, sign_start
 from client.errors import BadInput
 from settings import get_settings
 from workflows.gate import GatedRunbook
@@ -86,20 +86,30 @@ def key_source(name: str) -> str:
 Inp = TypeVar("Inp", bound=RunbookInput)
 
 
-def signed_start(procedure: "Procedure", inp: Inp, key: str, now: datetime | None = None) -> Inp:
-    """The input with a proof that its `requested_by` asked for it, made with their key: good
-    for the first run of its workflow id in the next ten minutes (activities/requesters.py).
-    `now` is the clock the worker checks it against (a test server's may run ahead)."""
+def signed_start(
+    procedure: "Procedure",
+    inp: Inp,
+    key: str,
+    now: datetime | None = None,
+    *,
+    kind: ProofKind = "person",
+    slack_user: str = "",
+) -> Inp:
+    """The input with a proof that its `requested_by` asked for it, made with their key (or
+    the intake's, `kind="slack"`, for the Slack user who typed it): good for the first run of
+    its workflow id in the next ten minutes (activities/requesters.py). `now` is the clock
+    the worker checks it against (a test server's may run ahead)."""
     unsigned = inp.model_copy(update={"requester_proof": None})
     now = now or datetime.now(UTC)
     start = SignedStart(
-        kind="person",
+        kind=kind,
         requester=inp.requested_by,
         workflow_type=procedure.workflow_type,
         workflow_id=procedure.workflow_id(inp),
         input_digest=input_digest(unsigned.model_dump(mode="json")),
         issued_at=now,
         expires_at=now + SIGNATURE_VALIDITY,
+        slack_user=slack_user,
     )
     return unsigned.model_copy(update={"requester_proof": sign_start(start, key)})
 

@@ -3,6 +3,8 @@
 POST /sns            CloudWatch alarms delivered by Amazon SNS (signature verified)
 POST /alertmanager   Prometheus Alertmanager webhooks (Authorization: Bearer <token>)
 GET  /routes         which alarm starts which runbook, and whether it is installed
+POST /slack/interactions  the Slack app's buttons and modals (intake/slack.py)
+POST /slack/commands      the `/runbook` slash command
 GET  /health         liveness
 GET  /metrics        requests by route and status, for Prometheus (intake/metrics.py)
 
@@ -21,6 +23,7 @@ from typing import Any
 
 import httpx
 from pydantic import Field, SecretStr, ValidationError
+from slack_sdk import WebClient
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -35,6 +38,7 @@ from intake import payloads
 from intake.alarms import Intake, Planned, Rejected
 from intake.metrics import CountRequests, RequestCounter
 from intake.routes import describe_routes, load_routes
+from intake.slack import MAX_SLACK_BODY, SlackFront
 from intake.sns import (
     DEFAULT_CERT_HOST_PATTERN,
     CertificateStore,
@@ -76,6 +80,10 @@ class WebhookConfig(Settings):
     sns_max_age_seconds: float = Field(3600, gt=0, alias="SNS_MAX_AGE_SECONDS")
     # A storm's repeats of one alarm reach its run together, at first after this long.
     coalesce_seconds: float = Field(10, gt=0, le=300, alias="RUNBOOK_ALARM_COALESCE_SECONDS")
+    # The Slack app (intake/slack.py): unset signing secret: the Slack endpoints answer 404.
+    slack_signing_secret: SecretStr | None = Field(None, alias="SLACK_SIGNING_SECRET")
+    slack_bot_token: SecretStr | None = Field(None, alias="SLACK_BOT_TOKEN")
+    slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
 
     def topics(self) -> set[str]:
         return {t.strip() for t in self.sns_topic_arns.split(",") if t.strip()}
@@ -102,6 +110,7 @@ class Webhook:
         self.policy = UrlPolicy(config.sns_cert_host_pattern)
         self.certs = CertificateStore(http, self.policy)
         self.http = http
+        self.slack = slack_front(config, client, key)
 
     # ---- SNS ------------------------------------------------------------------------------
 
@@ -189,6 +198,18 @@ class Webhook:
             **outcome.model_dump(),
         }
 
+    # ---- Slack ------------------------------------------------------------------------------
+
+    async def slack_interactions(self, request: Request) -> Response:
+        if self.slack is None:
+            raise Rejected(404, "the Slack app is not configured: SLACK_SIGNING_SECRET is unset")
+        return await self.slack.interactions(request, await read_body(request, MAX_SLACK_BODY))
+
+    async def slack_commands(self, request: Request) -> Response:
+        if self.slack is None:
+            raise Rejected(404, "the Slack app is not configured: SLACK_SIGNING_SECRET is unset")
+        return await self.slack.commands(request, await read_body(request, MAX_SLACK_BODY))
+
     async def routes_view(self, request: Request) -> Response:
         return JSONResponse(describe_routes(self.routes, set(registry.PROCEDURES)))
 
@@ -212,16 +233,26 @@ def check_age(timestamp: str, max_age: timedelta = SNS_MAX_AGE) -> None:
         raise Rejected(403, f"SNS message from the future: signed {sent:%Y-%m-%d %H:%M:%S} UTC")
 
 
-async def read_body(request: Request) -> bytes:
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY:
-        raise Rejected(413, f"body over {MAX_BODY} bytes")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Rejected(413, f"body over {limit} bytes")
     body = b""
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY:
-            raise Rejected(413, f"body over {MAX_BODY} bytes")
+        if len(body) > limit:
+            raise Rejected(413, f"body over {limit} bytes")
     return body
+
+
+def slack_front(config: WebhookConfig, client: Client, intake_key: str | None) -> SlackFront | None:
+    """The Slack endpoints when the app's signing secret is configured."""
+    if config.slack_signing_secret is None:
+        return None
+    token = config.slack_bot_token.get_secret_value() if config.slack_bot_token else None
+    web = WebClient(token=token, base_url=config.slack_api_url, timeout=10)
+    secret = config.slack_signing_secret.get_secret_value()
+    return SlackFront(client, secret, web, config.roster_file, intake_key)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -274,6 +305,8 @@ def create_app(config: WebhookConfig | None = None, client: Client | None = None
         Route("/sns", refusing(method("sns")), methods=["POST"]),
         Route("/alertmanager", refusing(method("alertmanager")), methods=["POST"]),
         Route("/routes", refusing(method("routes_view")), methods=["GET"]),
+        Route("/slack/interactions", refusing(method("slack_interactions")), methods=["POST"]),
+        Route("/slack/commands", refusing(method("slack_commands")), methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", counter.endpoint, methods=["GET"]),
     ]
