@@ -252,7 +252,7 @@ def slack_front(config: WebhookConfig, client: Client, intake_key: str | None) -
     token = config.slack_bot_token.get_secret_value() if config.slack_bot_token else None
     web = WebClient(token=token, base_url=config.slack_api_url, timeout=10)
     secret = config.slack_signing_secret.get_secret_value()
-    return SlackFront(client, secret, web, config.roster_file, intake_key)
+    return SlackFront(client, secret, web, config.roster_file, intake_key, config.profile())
 
 
 Handler = Callable[[Request], Awaitable[Response]]

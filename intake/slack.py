@@ -35,13 +35,16 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.approvals import SignedDecision, load_roster, sign, slack_people
 from client.decisions import SIGNATURE_VALIDITY, signed_start
 from client.render import pending_row, render_status
-from client.runs import query_status, start_or_join
+from client.runs import query_status
 from intake.alarms import Rejected
+from settings import EnvironmentProfile
 from workflows.gate import GatedRunbook
 from workflows.models import Approval, DecisionAck, PendingGate, Rejection
 
@@ -125,8 +128,10 @@ class SlackFront:
         web: WebClient,
         roster_file: Path | None,
         intake_key: str | None,
+        profile: EnvironmentProfile,
     ) -> None:
         self.client = client
+        self.profile = profile  # the environment `/runbook start` starts runs in
         self.verifier = SignatureVerifier(signing_secret)
         self.web = web
         self.roster_file = roster_file
@@ -363,22 +368,44 @@ class SlackFront:
         if not words or words[0] not in PROCEDURES:
             return f"Refused: name a procedure: {', '.join(sorted(PROCEDURES))}"
         procedure = PROCEDURES[words[0]]
-        severity = words[1] if len(words) > 1 and words[1] in ("P0", "P1", "P2", "P3") else None
-        sets = words[2:] if severity else words[1:]
+        severity = words[1] if len(words) > 1 and words[1] in ("P0", "P1", "P2", "P3") else "P1"
+        sets = words[2:] if len(words) > 1 and words[1] == severity else words[1:]
         if not self.intake_key:
             return "Refused: the intake has no key (RUNBOOK_INTAKE_KEY) to sign starts with"
-        from cli.runs import build_input
+        from cli.common import parse_sets, validation_message
+        from cli.inputs import input_values
         from client.errors import BadInput
 
-        args = SimpleArgs(set=sets, severity=severity, dry_run=False, requested_by=who.person)
+        model = procedure.input_model
+        values = {
+            k: v
+            for k, v in self.profile.input_defaults(procedure.name).items()
+            if k in model.model_fields
+        }
         try:
-            inp = build_input(procedure, args, trigger="slack")  # type: ignore[arg-type]
+            values.update(input_values(model, parse_sets(sets)))
+            values.update(
+                severity=severity,
+                requested_by=who.person,
+                trigger="slack",
+                environment=self.profile.name,
+            )
+            inp = model.model_validate(values)
         except BadInput as err:
             return f"Refused: {err}"
+        except ValidationError as err:
+            return f"Refused: {validation_message(err)}"
         inp = signed_start(procedure, inp, self.intake_key, kind="slack", slack_user=who.user_id)
-        handle, started = await start_or_join(self.client, procedure, inp)
-        if not started:
-            return f"{handle.id} is already running: no second run was started"
+        try:
+            handle = await self.client.start_workflow(
+                procedure.workflow_type,
+                inp,
+                id=procedure.workflow_id(inp),
+                task_queue=self.profile.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            )
+        except WorkflowAlreadyStartedError as err:
+            return f"{err.workflow_id} is already running: no second run was started"
         log.info("%s started %s from Slack (%s)", who.person, handle.id, who.user_id)
         return f"Started {handle.id} as {who.person} (run {handle.result_run_id})"
 
@@ -405,17 +432,6 @@ class SlackFront:
             return
         state = desc.status.name if desc.status else "UNKNOWN"
         await self._tell(who, f"```{render_status(status, state)[:2800]}```")
-
-
-@dataclass
-class SimpleArgs:
-    """What cli.runs.build_input reads of the command line."""
-
-    set: list[str]
-    severity: str | None
-    dry_run: bool
-    requested_by: str
-    env: str | None = None
 
 
 def modal_values(view: dict[str, Any]) -> dict[str, str]:

@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from settings import Settings
-from stack.roster import local_key
+from stack.roster import ensure_intake_key, local_key
 from tests.temporal_env import eventually, keep_history
 from worker import INTERCEPTORS, build_worker
 from workflows.models import RunbookStatus
@@ -42,6 +42,8 @@ async def worker(
         **stack_env,
         "RUNBOOK_TASK_QUEUE": f"e2e-{time.monotonic_ns()}",
         "LLM_BUDGET_MAX": "500",
+        # The stack's intake key: what the intake signs (alarms, Slack clicks) is checked.
+        "RUNBOOK_INTAKE_KEY": ensure_intake_key(Path(stack_env["RUNBOOK_STATE_DIR"])),
     }
     # A game-day worker: a run may shorten its gate's levels (the escalation test's 1 s).
     settings = Settings.model_validate(
