@@ -311,7 +311,8 @@ class SlackFront:
             )
             ack = cast(DecisionAck, answer)  # the SDK's hints say coroutine (client/decisions)
         except WorkflowUpdateFailedError as err:
-            return f"Refused on {workflow_id}: {err.cause or err}"
+            why = getattr(err.cause, "message", None) or str(err.cause or err)
+            return f"Refused on {workflow_id}: {why}"
         except RPCError as err:
             if "already completed" in err.message:
                 return f"Refused: {workflow_id} has finished: there is nothing to decide"
