@@ -3,7 +3,9 @@ acting as Slack) through the real intake over HTTP, against the real worker on t
 server; the intake's answers read back from the sandbox's Slack twin."""
 
 import asyncio
+import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,10 +16,18 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from client.decisions import signed_start
 from intake.app import WebhookConfig
-from sandbox.slack_client import ActingSlack, answers, local_slack, signed_headers, slash_command
-from stack.roster import LOCAL_SLACK_IDS
-from tests.conftest import serving_webhook
+from sandbox.slack_client import (
+    ActingSlack,
+    answers,
+    block_actions,
+    local_slack,
+    signed_headers,
+    slash_command,
+)
+from stack.roster import LOCAL_SLACK_IDS, local_key
+from tests.conftest import free_ports, serving_webhook
 from tests.e2e.conftest import gate_open
 from tests.temporal_env import eventually
 from workflows.models import RunbookStatus
@@ -247,3 +257,110 @@ async def test_bad_requests_start_and_decide_nothing(
     assert "refused 401" in logged and "refused 413" in logged and "refused 403" in logged
     assert resource not in logged and "v0=" not in logged  # neither body nor signature
     assert "not on the runbook roster" in await slack.told_id("U0NOBODY")
+
+
+class Valve:
+    """A TCP relay to Temporal that can be shut: bytes then go nowhere, as when the network
+    stops, so the intake behind it is caught between Slack's request and its Update."""
+
+    def __init__(self, target: str) -> None:
+        self.host, port = target.rsplit(":", 1)
+        self.target_port = int(port)
+        self.open = asyncio.Event()
+        self.open.set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> "Valve":
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self.tasks.add(task)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await source.read(65536):
+                await self.open.wait()
+                sink.write(data)
+                await sink.drain()
+        sink.close()
+
+
+@contextlib.asynccontextmanager
+async def intake_process(env: dict[str, str], temporal: str) -> AsyncIterator[str]:
+    """The intake as the stack runs it (`python -m intake`), in its own process."""
+    port = free_ports(("webhook",))["webhook"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "intake",
+        "--port",
+        str(port),
+        env={**env, "TEMPORAL_ADDRESS": temporal, "RUNBOOK_LOCAL_STACK": "1"},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as http:
+
+            async def up() -> bool:
+                assert proc.returncode is None, "the intake exited"
+                return (await http.get(f"{url}/health")).status_code == 200
+
+            await eventually(up, "the intake process", 60, 0.2)
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def test_a_retried_click_after_the_intake_crashed_decides_once(
+    worker: dict[str, str], sandbox: httpx.Client, slack: Slack, dev_env: WorkflowEnvironment
+) -> None:
+    sandbox.post("/control/incidents/db-failover").raise_for_status()
+    procedure = PROCEDURES["db-failover"]
+    inp = procedure.input_model.model_validate(
+        {"severity": "P2", "requested_by": "alice", "trigger": "cli", "poll_seconds": 0.5}
+    )
+    key = local_key(Path(worker["RUNBOOK_STATE_DIR"]), "alice")
+    handle = await slack.client.start_workflow(
+        procedure.workflow_type,
+        signed_start(procedure, inp, key),
+        id=DB,
+        task_queue=worker["RUNBOOK_TASK_QUEUE"],
+    )
+    assert (await gate_open(slack.client, DB)).pending_gate
+    # Slack's request, kept as sent: its retry carries the same body and signature.
+    body = block_actions(BOB, "runbook.approve", DB, "C1")
+    headers = signed_headers(slack.acting.signing_secret, body)
+    target = dev_env.client.service_client.config.target_host
+
+    async with Valve(target) as valve, intake_process(worker, f"127.0.0.1:{valve.port}") as url:
+        valve.open.clear()
+        async with httpx.AsyncClient() as http:
+            answer = await http.post(f"{url}/slack/interactions", content=body, headers=headers)
+        assert answer.status_code == 200  # acknowledged; the work was still to do
+    # The intake is gone (killed on leaving), its Update never sent: nothing was decided.
+    status = await status_of(handle)
+    assert status.pending_gate and status.pending_gate.approved_by == []
+
+    async with intake_process(worker, target) as url, httpx.AsyncClient() as http:
+        for _ in range(2):  # Slack's retry, and one more
+            answer = await http.post(f"{url}/slack/interactions", content=body, headers=headers)
+            assert answer.status_code == 200
+        await slack.told("bob", "approved by bob", DB)
+        result = await handle.result()
+    approvals = [s for s in result["timeline"] if s["name"] == "gate failover approved"]
+    assert len(approvals) == 1 and result["outcome"] == "completed"
+    assert sandbox.get("/control/state").json()["failover_count"] == 1
