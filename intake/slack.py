@@ -373,29 +373,30 @@ class SlackFront:
         sets = words[2:] if len(words) > 1 and words[1] == severity else words[1:]
         if not self.intake_key:
             return "Refused: the intake has no key (RUNBOOK_INTAKE_KEY) to sign starts with"
-        from cli.common import parse_sets, validation_message
-        from cli.inputs import input_values
-        from client.errors import BadInput
-
         model = procedure.input_model
-        values = {
+        values: dict[str, Any] = {
             k: v
             for k, v in self.profile.input_defaults(procedure.name).items()
             if k in model.model_fields
         }
+        for pair in sets[:20]:
+            name, sep, value = pair.partition("=")
+            if not sep or not name:
+                return f"Refused: {pair[:64]!r}: expected key=value"
+            values[name] = value  # pydantic reads numbers and booleans from text
+        values.update(
+            severity=severity,
+            requested_by=who.person,
+            trigger="slack",
+            environment=self.profile.name,
+        )
         try:
-            values.update(input_values(model, parse_sets(sets)))
-            values.update(
-                severity=severity,
-                requested_by=who.person,
-                trigger="slack",
-                environment=self.profile.name,
-            )
             inp = model.model_validate(values)
-        except BadInput as err:
-            return f"Refused: {err}"
         except ValidationError as err:
-            return f"Refused: {validation_message(err)}"
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()[:3]
+            )
+            return f"Refused: {problems}"
         inp = signed_start(procedure, inp, self.intake_key, kind="slack", slack_user=who.user_id)
         try:
             handle = await self.client.start_workflow(
