@@ -120,7 +120,7 @@ async def test_slack_start_then_the_requester_is_refused_and_a_click_approves(
     assert (await slack.click("alice", "runbook.approve", DB)).status_code == 200
     assert "second person must decide" in await slack.told("alice", "Refused")
     assert (await slack.click("bob", "runbook.approve", DB)).status_code == 200
-    assert "approved by bob (via Slack)" in await slack.told("bob", DB)
+    await slack.told("bob", "approved by bob (via Slack)", DB)
 
     handle = slack.client.get_workflow_handle(DB)
     result = await handle.result()
@@ -148,6 +148,13 @@ async def test_unproven_p1_needs_two_people_a_double_click_counts_once_and_a_rej
     assert "already approved" in await slack.told("bob", "Refused")
     status = await status_of(handle)
     assert status.pending_gate and status.pending_gate.approved_by == ["bob"]
+    # What is waiting, and this run's status, asked in Slack.
+    helped = (await slack.command("erin", "help")).json()["text"]
+    assert "/runbook pending" in helped
+    await slack.command("erin", "pending")
+    assert "P1 on-call" in await slack.told("erin", f"`{DB}`")
+    await slack.command("erin", f"status {DB}")
+    assert "awaiting approval" in await slack.told("erin", "```")
 
     # erin rejects: the button opens a modal asking why, the submission decides.
     await slack.click("erin", "runbook.reject", DB)
@@ -159,7 +166,7 @@ async def test_unproven_p1_needs_two_people_a_double_click_counts_once_and_a_rej
     view = await eventually(modal, "the reject modal", 60, 0.2)
     assert view["callback_id"] == "runbook.reject" and view["private_metadata"] == DB
     await slack.submit("erin", "runbook.reject", DB, {"reason": "replica lag too high"})
-    assert "rejected by erin" in await slack.told("erin", DB)
+    await slack.told("erin", "rejected by erin", DB)
     result = await handle.result()
     assert result["outcome"] == "rejected"
     steps = {s["name"]: s for s in result["timeline"]}
@@ -187,7 +194,7 @@ async def test_an_escalated_gate_takes_a_click_from_its_level_only(
     await slack.click("bob", "runbook.approve", DB)
     assert "only engineering-manager, cto may decide" in await slack.told("bob", "Refused")
     await slack.click("erin", "runbook.approve", DB)
-    assert "approved by erin" in await slack.told("erin", DB)
+    await slack.told("erin", "approved by erin", DB)
     assert (await handle.result())["outcome"] == "completed"
 
 
