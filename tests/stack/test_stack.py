@@ -144,6 +144,10 @@ def test_secrets_bearing_files_are_the_owners_alone(full: Stack) -> None:
     assert recording.parent.stat().st_mode & 0o777 == 0o700
     assert (full.state_dir / "intake.key").stat().st_mode & 0o777 == 0o600
     assert "RUNBOOK_INTAKE_KEY" not in full.client_env()
+    # The local Slack app's secrets: the env file (0600) carries them for acting as Slack.
+    for name in ("slack-signing-secret", "slack-bot-token"):
+        assert (full.state_dir / name).stat().st_mode & 0o777 == 0o600
+    assert full.client_env()["SLACK_API_URL"] == f"{full.client_env()['SANDBOX_URL']}/slack/api/"
 
 
 def test_down_leaves_no_process_behind(full: Stack) -> None:
