@@ -448,26 +448,13 @@ def modal_values(view: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def _about(gate: PendingGate) -> SectionBlock:
-    plan = "\n".join(f"• {line}" for line in gate.plan)
-    return SectionBlock(text=f"*{gate.summary}*\n{plan}"[:2900])
-
-
 def reject_modal(workflow_id: str, gate: PendingGate) -> View:
     reason = InputBlock(
         block_id="reason",
         label="Why not?",
         element=PlainTextInputElement(action_id="value", multiline=True, max_length=1000),
     )
-    return View(
-        type="modal",
-        callback_id=REJECT,
-        private_metadata=workflow_id,
-        title="Reject runbook",
-        submit="Reject",
-        close="Cancel",
-        blocks=[_about(gate), reason],
-    )
+    return _form(REJECT, workflow_id, gate, [reason])
 
 
 def params_modal(workflow_id: str, gate: PendingGate) -> View:
@@ -483,12 +470,21 @@ def params_modal(workflow_id: str, gate: PendingGate) -> View:
         )
         for spec in gate.params
     ]
+    return _form(APPROVE, workflow_id, gate, inputs)
+
+
+def _form(callback_id: str, workflow_id: str, gate: PendingGate, inputs: list[InputBlock]) -> View:
+    """A modal about the gate: its summary and plan, then `inputs`; submitted back to us with
+    the callback id and the workflow id (private_metadata)."""
+    verb = "Approve" if callback_id == APPROVE else "Reject"
+    plan = "\n".join(f"• {line}" for line in gate.plan)
+    about = SectionBlock(text=f"*{gate.summary}*\n{plan}"[:2900])
     return View(
         type="modal",
-        callback_id=APPROVE,
+        callback_id=callback_id,
         private_metadata=workflow_id,
-        title="Approve runbook",
-        submit="Approve",
+        title=f"{verb} runbook",
+        submit=verb,
         close="Cancel",
-        blocks=[_about(gate), *inputs],
+        blocks=[about, *inputs],
     )

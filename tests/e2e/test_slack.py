@@ -28,7 +28,7 @@ from sandbox.slack_client import (
 )
 from stack.roster import LOCAL_SLACK_IDS, local_key
 from tests.conftest import free_ports, serving_webhook
-from tests.e2e.conftest import gate_open, replay_and_keep
+from tests.e2e.conftest import cli, gate_open, replay_and_keep
 from tests.temporal_env import eventually
 from workflows.models import RunbookStatus
 from workflows.registry import PROCEDURES
@@ -129,6 +129,9 @@ async def test_slack_start_then_the_requester_is_refused_and_a_click_approves(
     assert steps["gate failover approved"]["detail"] == f"by bob via slack ({BOB})"
     assert sandbox.get("/control/state").json()["failover_count"] == 1
     await replay_and_keep(slack.client, DB, "db_failover_slack")
+    run_id = (await handle.describe()).run_id
+    draft = await cli(worker, "postmortem", run_id[:13])  # the incident log says so too
+    assert draft.returncode == 0 and f"by bob via slack ({BOB})" in draft.stdout, draft.stderr
 
     await slack.click("bob", "runbook.approve", DB)  # on the finished run
     assert "has finished (completed)" in await slack.told("bob", "Refused")
