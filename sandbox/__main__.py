@@ -54,7 +54,9 @@ def wait_for_signal() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sim = Simulator(SandboxState(heal_delay=args.heal_delay), dependencies_from_env())
+    state = SandboxState(heal_delay=args.heal_delay)
+    state.slack_bot_token = os.environ.get("SLACK_BOT_TOKEN") or None  # the Slack app twin's
+    sim = Simulator(state, dependencies_from_env())
     try:
         aws = None
         if args.moto_port:

@@ -167,6 +167,8 @@ class Handler(BaseHTTPRequestHandler):
         self.sim.latency.delay(path)  # latency injected by /control/latency (bench)
         try:
             body = self._body()
+            if path.startswith(slack.API):  # the Slack twin checks the bot token
+                body = slack.ApiCall(self.headers.get("Authorization", ""), body)
             reply = route(self.sim, body) if route else json_reply(404, {"error": "not found"})
         except BadRequest as exc:
             reply = json_reply(exc.status, {"error": str(exc)})
