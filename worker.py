@@ -162,14 +162,17 @@ def aws_access(settings: Settings, profile: EnvironmentProfile) -> AwsAccess:
     )
 
 
+# Where the Slack app posts when the environment names no channel (deploy/environments.toml's).
+DEFAULT_SLACK_CHANNEL = "#incidents"
+
+
 def slack_app(settings: Settings, profile: EnvironmentProfile) -> SlackApp | None:
-    """The Slack app, when a bot token and the environment's channel are set."""
+    """The Slack app when a bot token is set: it posts to the environment's channel."""
     if settings.slack_bot_token is None:
         return None
-    if not profile.slack_channel:
-        raise SystemExit("worker: SLACK_BOT_TOKEN needs a channel: set RUNBOOK_SLACK_CHANNEL")
     token = settings.slack_bot_token.get_secret_value()
-    return SlackApp(token, settings.slack_api_url, profile.slack_channel)
+    channel = profile.slack_channel or DEFAULT_SLACK_CHANNEL
+    return SlackApp(token, settings.slack_api_url, channel)
 
 
 def build_activities(
