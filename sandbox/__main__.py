@@ -55,7 +55,7 @@ def wait_for_signal() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     state = SandboxState(heal_delay=args.heal_delay)
-    state.slack_bot_token = os.environ.get("SLACK_BOT_TOKEN") or None  # the Slack app twin's
+    state.slack_bot_token = os.environ.get("SLACK_BOT_TOKEN") or None  # the Slack twin's
     sim = Simulator(state, dependencies_from_env())
     try:
         aws = None

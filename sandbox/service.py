@@ -163,18 +163,23 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
-        route = ROUTES.get((self.command, path))
+        route = ROUTES.get((self.command, path)) or self._slack_api(path)
         self.sim.latency.delay(path)  # latency injected by /control/latency (bench)
         try:
             body = self._body()
-            if path.startswith(slack.API):  # the Slack twin checks the bot token
-                body = slack.ApiCall(self.headers.get("Authorization", ""), body)
             reply = route(self.sim, body) if route else json_reply(404, {"error": "not found"})
         except BadRequest as exc:
             reply = json_reply(exc.status, {"error": str(exc)})
         if not path.startswith(HARNESS_PREFIXES):
             self.sim.systems.metrics.observe(reply.status)
         self._send(reply)
+
+    def _slack_api(self, path: str) -> Route | None:
+        """A Slack Web API call: its answer depends on the Authorization header."""
+        if self.command != "POST" or not path.startswith(slack.API_PREFIX):
+            return None
+        authorization = self.headers.get("Authorization")
+        return lambda sim, body: slack.web_api(sim.state, path, authorization, body)
 
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)

@@ -8,7 +8,6 @@ import itertools
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sandbox.replies import BadRequest, Reply, field, json_reply
@@ -35,6 +34,8 @@ def messages(state: SandboxState, _: Any) -> Reply:
 def clear(state: SandboxState, _: Any) -> Reply:
     with state.lock:
         state.slack_messages.clear()
+        state.slack_calls.clear()
+        state.slack_app_messages.clear()
     return json_reply(200, {"cleared": True})
 
 
@@ -53,75 +54,80 @@ def fail(state: SandboxState, body: Any) -> Reply:
     return json_reply(200, {"slack_fail_status": status, "slack_api_error": error})
 
 
-# ----- the Web API of a Slack app (chat.postMessage, chat.update) -------------------------
+# ----- the Web API of a Slack app: chat.postMessage, chat.update -------------------------
 
-API = "/slack/api/"
+API_PREFIX = "/slack/api/"
 ERROR_CODE = re.compile(r"[a-z_]{1,60}")
-_SEQUENCE = itertools.count(1)
+_ids = itertools.count(1)
 
 
-@dataclass
-class ApiCall:
-    """A Web API request: its Authorization header beside its JSON body."""
-
-    authorization: str
-    body: Any
-
-
-def _refusal(state: SandboxState, call: ApiCall) -> Reply | None:
-    """Slack's answer to a call that is not taken (caller holds the lock)."""
-    if state.slack_fail_status != 200:
-        state.slack_rejected += 1
-        return json_reply(state.slack_fail_status, {"ok": False, "error": "internal_error"})
-    token = state.slack_bot_token
-    given = call.authorization.removeprefix("Bearer ")
-    if token is not None and not hmac.compare_digest(given.encode(), token.encode()):
+def web_api(state: SandboxState, path: str, authorization: str | None, body: Any) -> Reply:
+    """One Web API call: the token checked, the call kept, the method's answer."""
+    method = path.removeprefix(API_PREFIX)
+    token = (authorization or "").removeprefix("Bearer ").strip()
+    with state.lock:
+        expected = state.slack_bot_token
+    if not token:
+        return json_reply(200, {"ok": False, "error": "not_authed"})
+    if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
         return json_reply(200, {"ok": False, "error": "invalid_auth"})
-    if state.slack_api_error:
-        state.slack_rejected += 1
-        return json_reply(200, {"ok": False, "error": state.slack_api_error})
-    if not isinstance(call.body, dict) or not isinstance(call.body.get("channel"), str):
+    chat = CHAT_METHODS.get(method)
+    if chat is None:
+        return json_reply(404, {"ok": False, "error": "unknown_method"})
+    if not isinstance(body, dict) or not isinstance(body.get("channel"), str):
         return json_reply(200, {"ok": False, "error": "channel_not_found"})
-    return None
+    with state.lock:
+        if state.slack_fail_status != 200:  # Slack down (/control/slack/fail)
+            state.slack_rejected += 1
+            return json_reply(state.slack_fail_status, {"ok": False, "error": "internal_error"})
+        if state.slack_api_error:  # Slack refusing (/control/slack/fail with an error)
+            state.slack_rejected += 1
+            return json_reply(200, {"ok": False, "error": state.slack_api_error})
+        reply = chat(state, body)
+        if reply.get("ok"):
+            state.slack_calls.append({"method": method, "body": body, "reply": reply})
+    return json_reply(200, reply)
 
 
-def post_message(state: SandboxState, call: ApiCall) -> Reply:
+def post_message(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
     """chat.postMessage: kept by ts (and in the webhook's list, as Slack shows it)."""
-    with state.lock:
-        if refused := _refusal(state, call):
-            return refused
-        body = call.body
-        ts = f"{int(time.time())}.{next(_SEQUENCE):06d}"
-        thread_ts = body.get("thread_ts")
-        if thread_ts is not None and thread_ts not in state.slack_app_messages:
-            return json_reply(200, {"ok": False, "error": "thread_not_found"})
-        message = {
-            "channel": body["channel"],
-            "ts": ts,
-            "thread_ts": thread_ts,
-            "reply_broadcast": bool(body.get("reply_broadcast")),
-            "text": body.get("text", ""),
-            "blocks": body.get("blocks", []),
-            "updates": 0,
-        }
-        state.slack_app_messages[ts] = message
-        state.slack_messages.append(body)
-    return json_reply(200, {"ok": True, "channel": body["channel"], "ts": ts, "message": message})
+    thread_ts = body.get("thread_ts")
+    if thread_ts is not None and thread_ts not in state.slack_app_messages:
+        return {"ok": False, "error": "thread_not_found"}
+    ts = f"{int(time.time())}.{next(_ids):06d}"
+    message = {
+        "channel": body["channel"],
+        "ts": ts,
+        "thread_ts": thread_ts,
+        "reply_broadcast": bool(body.get("reply_broadcast")),
+        "text": body.get("text", ""),
+        "blocks": body.get("blocks", []),
+        "updates": 0,
+    }
+    state.slack_app_messages[ts] = message
+    state.slack_messages.append(body)
+    return {"ok": True, "channel": body["channel"], "ts": ts, "message": dict(message)}
 
 
-def update_message(state: SandboxState, call: ApiCall) -> Reply:
+def update_message(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
     """chat.update: the message at `ts` now has the new text and blocks."""
+    message = state.slack_app_messages.get(body.get("ts"))  # type: ignore[arg-type]
+    if message is None or message["channel"] != body["channel"]:
+        return {"ok": False, "error": "message_not_found"}
+    message.update(text=body.get("text", message["text"]), blocks=body.get("blocks", []))
+    message["updates"] += 1
+    return {"ok": True, "channel": message["channel"], "ts": message["ts"], "text": message["text"]}
+
+
+CHAT_METHODS: dict[str, Callable[[SandboxState, dict[str, Any]], dict[str, Any]]] = {
+    "chat.postMessage": post_message,
+    "chat.update": update_message,
+}
+
+
+def calls(state: SandboxState, _: Any) -> Reply:
     with state.lock:
-        if refused := _refusal(state, call):
-            return refused
-        body = call.body
-        message = state.slack_app_messages.get(body.get("ts"))
-        if message is None or message["channel"] != body["channel"]:
-            return json_reply(200, {"ok": False, "error": "message_not_found"})
-        message.update(text=body.get("text", message["text"]), blocks=body.get("blocks", []))
-        message["updates"] += 1
-        answer = {"ok": True, "channel": message["channel"], "ts": message["ts"]}
-    return json_reply(200, {**answer, "text": message["text"]})
+        return json_reply(200, list(state.slack_calls))
 
 
 def app_messages(state: SandboxState, _: Any) -> Reply:
@@ -131,7 +137,7 @@ def app_messages(state: SandboxState, _: Any) -> Reply:
 
 
 def set_token(state: SandboxState, body: Any) -> Reply:
-    """The bot token the Web API accepts (null: any; at start: SLACK_BOT_TOKEN's)."""
+    """The bot token the Web API takes (at start: SLACK_BOT_TOKEN's; null: none)."""
     token = body.get("token") if isinstance(body, dict) else None
     if token is not None and not (isinstance(token, str) and 0 < len(token) <= 200):
         raise BadRequest("token must be a string of 1-200 characters, or null")
@@ -145,8 +151,7 @@ ROUTES: dict[tuple[str, str], Callable[[SandboxState, Any], Reply]] = {
     ("GET", "/slack/messages"): messages,
     ("DELETE", "/slack/messages"): clear,
     ("POST", "/control/slack/fail"): fail,
-    ("POST", API + "chat.postMessage"): post_message,
-    ("POST", API + "chat.update"): update_message,
-    ("GET", API + "messages"): app_messages,
+    ("GET", "/slack/api/calls"): calls,
+    ("GET", API_PREFIX + "messages"): app_messages,
     ("POST", "/control/slack/token"): set_token,
 }

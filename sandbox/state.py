@@ -44,12 +44,14 @@ class SandboxState:
     slack_messages: list[Any] = field(default_factory=list)
     slack_fail_status: int = 200
     slack_rejected: int = 0
-    # The Slack app twin (sandbox/slack.py): the bot token it accepts (None: any), each
-    # message by ts as it is now, and the `ok: false` error it answers with (None: none).
+    # The Slack Web API twin: the bot token it takes, and the calls it answered.
     slack_bot_token: str | None = None
+    slack_calls: list[Any] = field(default_factory=list)
+    pagerduty_events: list[Any] = field(default_factory=list)
+    # The Slack app's messages by ts as they are now, and the `ok: false` error the Web API
+    # answers with (None: none; sandbox/slack.py).
     slack_app_messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     slack_api_error: str | None = None
-    pagerduty_events: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.default_heal_delay = self.heal_delay
@@ -82,9 +84,10 @@ class SandboxState:
             self.slack_messages.clear()
             self.slack_fail_status = 200
             self.slack_rejected = 0
+            self.slack_calls.clear()
+            self.pagerduty_events.clear()
             self.slack_app_messages.clear()
             self.slack_api_error = None
-            self.pagerduty_events.clear()
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
