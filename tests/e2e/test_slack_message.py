@@ -4,6 +4,7 @@ buttons, updated in place as the run moves, and the run's later messages go in i
 
 import base64
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -99,8 +100,8 @@ async def posted(twin: httpx.Client, workflow_id: str) -> dict[str, Any]:
     return message
 
 
-async def start(env: dict[str, str], *args: str) -> str:
-    started = await cli(env, "start", "db-failover", "--requested-by", "alice", *args, "--json")
+async def start(env: dict[str, str], *args: str, requester: str = "alice") -> str:
+    started = await cli(env, "start", "db-failover", "--requested-by", requester, *args, "--json")
     assert started.returncode == 0, started.stderr
     return str(json.loads(started.stdout)["workflow_id"])
 
@@ -112,8 +113,12 @@ async def finished(env: dict[str, str], workflow_id: str) -> dict[str, Any]:
 
 
 async def test_the_message_follows_an_approved_run_to_verified(
-    slack_worker: dict[str, str], twin: httpx.Client, dev_env: WorkflowEnvironment
+    slack_worker: dict[str, str],
+    twin: httpx.Client,
+    dev_env: WorkflowEnvironment,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="slack_sdk")  # its requests, headers included
     twin.post("/control/incidents/db-failover").raise_for_status()
     alice = as_approver(slack_worker, "alice")
     workflow_id = await start(alice, "--set", "poll_seconds=0.5")
@@ -149,6 +154,7 @@ async def test_the_message_follows_an_approved_run_to_verified(
     payloads = decoded(json.loads(history))
     assert message["ts"] in payloads and TOKEN not in payloads + history  # the ref, no token
     assert TOKEN not in json.dumps(status)
+    assert "chat.update" in caplog.text and TOKEN not in caplog.text
 
 
 async def test_an_unanswered_gate_escalates_in_place_then_times_out(
@@ -178,19 +184,32 @@ async def test_an_unanswered_gate_escalates_in_place_then_times_out(
 async def test_a_rejection_shows_on_the_message_and_in_its_thread(
     slack_worker: dict[str, str], twin: httpx.Client, dev_env: WorkflowEnvironment
 ) -> None:
-    workflow_id = await start(slack_worker)
+    # Nobody's key signs dave's start: an unproven P1 requester, so two people must approve.
+    workflow_id = await start(slack_worker, requester="dave")
     await gate_open(dev_env.client, workflow_id)
     message = await posted(twin, workflow_id)
-    bob = as_approver(slack_worker, "bob")
-    rejected = await cli(bob, "reject", workflow_id, "--as", "bob", "--reason", "not now")
+    bob, erin = as_approver(slack_worker, "bob"), as_approver(slack_worker, "erin")
+    assert (await cli(bob, "approve", workflow_id, "--as", "bob")).returncode == 0
+
+    async def first_approval_shown() -> dict[str, Any] | None:
+        now = top(twin)
+        return now if now and now["updates"] else None
+
+    now = await eventually(first_approval_shown, "the first approval on the message", 60, 0.2)
+    assert status_lines(now) == [":ballot_box_with_check: Approved by bob; waiting for 1 more"]
+    assert buttons(now) == buttons(message)  # still open
+    rejected = await cli(erin, "reject", workflow_id, "--as", "erin", "--reason", "not now")
     assert rejected.returncode == 0, rejected.stderr
     assert (await finished(slack_worker, workflow_id))["outcome"] == "rejected"
 
     now = top(twin)
     assert now is not None and now["ts"] == message["ts"] and buttons(now) == []
-    assert status_lines(now)[0] == ":no_entry_sign: Rejected by bob: not now"
+    assert status_lines(now)[1:] == [
+        ":no_entry_sign: Rejected by erin: not now",
+        ":no_entry_sign: db-failover not run for prod-revenue-context-db",
+    ]
     reply = replies(twin, now)[0]
-    assert "Rejected by bob: not now; nothing was changed" in json.dumps(reply)
+    assert "Rejected by erin: not now; nothing was changed" in json.dumps(reply)
 
 
 async def test_slack_refusing_updates_is_recorded_and_the_run_goes_on(
