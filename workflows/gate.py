@@ -386,16 +386,15 @@ class GatedRunbook(RunbookWorkflow):
         assert gate is not None
         verb = "approved" if decision.approve else "rejected"
         said = f": {decision.comment}" if decision.comment else ""
-        step = self.record(f"gate {gate.gate} {verb}", "ok", f"by {decision.approver}{said}")
+        self.record(f"gate {gate.gate} {verb}", "ok", f"by {decision.approver}{said}")
         if decision.approve:
             self._approvers.append(decision.approver)
             self._first_approval_at = self._first_approval_at or workflow.now()
             gate.approved_by.append(decision.approver)
             self._approvals.append(decision)
             if (left := gate.approvals_required - len(gate.approved_by)) > 0:
-                self._slack.line(
-                    f":ballot_box_with_check: Approved {step.detail}; waiting for {left} more"
-                )
+                by = self._timeline[-1].detail  # whom by, and through what
+                self._slack.line(f":ballot_box_with_check: Approved {by}; waiting for {left} more")
                 return DecisionAck(gate=gate.gate, approved=False, decided_by=decision.approver)
         # Every approval carries the same values (_disagreement): the first one's are taken.
         given = self._approvals[0].params if self._approvals else {}
