@@ -76,6 +76,10 @@ class Settings(BaseSettings):
 
     # Notifications
     slack_webhook_url: str | None = Field(None, alias="SLACK_WEBHOOK_URL")
+    # A Slack app (a secret bot token, chat:write): the approval message with buttons,
+    # updated in place, the run's later messages in its thread; in place of the webhook.
+    slack_bot_token: SecretStr | None = Field(None, alias="SLACK_BOT_TOKEN")
+    slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
     cloudwatch_dashboard_url: str = Field(
         "https://console.aws.amazon.com/cloudwatch/home?region=us-east-1"
         "#dashboards:name=production-revenue-context",

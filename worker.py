@@ -44,6 +44,7 @@ from activities.redis_info import RedisActivities
 from activities.requesters import EarlierRuns
 from activities.route53 import Route53Activities
 from activities.secrets import SecretsActivities
+from activities.slack_app import SlackApp
 from activities.spend import SpendActivities
 from activities.worker_mode import WorkerModeActivities
 from client.namespace import NamespaceNotReady, check_namespace
@@ -161,6 +162,19 @@ def aws_access(settings: Settings, profile: EnvironmentProfile) -> AwsAccess:
     )
 
 
+# Where the Slack app posts when the environment names no channel (deploy/environments.toml's).
+DEFAULT_SLACK_CHANNEL = "#incidents"
+
+
+def slack_app(settings: Settings, profile: EnvironmentProfile) -> SlackApp | None:
+    """The Slack app when a bot token is set: it posts to the environment's channel."""
+    if settings.slack_bot_token is None:
+        return None
+    token = settings.slack_bot_token.get_secret_value()
+    channel = profile.slack_channel or DEFAULT_SLACK_CHANNEL
+    return SlackApp(token, settings.slack_api_url, channel)
+
+
 def build_activities(
     client: Client, settings: Settings, http: httpx.AsyncClient, profile: EnvironmentProfile
 ) -> list[Any]:
@@ -196,6 +210,7 @@ def build_activities(
         ],
         PagerDutyConfig(settings.pagerduty_routing_key, settings.pagerduty_events_url),
         profile.slack_channel,
+        slack_app(settings, profile),
     )
     incidents = IncidentActivities(settings.runbook_database_url)
     intake_key = settings.intake_key.get_secret_value() if settings.intake_key else None
@@ -230,7 +245,7 @@ def build_activities(
         RedisActivities(settings.redis_url).info_stats,
         *(route53.find_zone, route53.upsert_record),
         *(secrets.read_number, secrets.set_number),
-        *(notify.slack, notify.pagerduty),
+        *(notify.slack, notify.slack_update, notify.pagerduty),
         *(approvals.plan_escalation, approvals.verify),
         incidents.record,
         *(locks.request, locks.state, locks.holder_status),

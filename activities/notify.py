@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 if TYPE_CHECKING:
     import httpx
+
+    from activities.slack_app import SlackApp
 
 Kind = Literal["approval_request", "escalation", "resolved", "failed", "rejected", "info"]
 EMOJI: dict[str, str] = {
@@ -31,6 +33,13 @@ class Link(BaseModel):
     url: str
 
 
+class SlackRef(BaseModel):
+    """Where a Slack app message is: what chat.update and a thread reply need."""
+
+    channel: str = Field(min_length=1, max_length=100)
+    ts: str = Field(min_length=1, max_length=40)
+
+
 class Notification(BaseModel):
     kind: Kind = "info"
     title: str
@@ -38,6 +47,22 @@ class Notification(BaseModel):
     text: str
     fields: dict[str, str] = {}
     links: list[Link] = []
+    # Through a Slack app only (the webhook's message is as it always was): the diagnosis's
+    # key findings, the run's message to reply under, and whether a reply shows in the
+    # channel too.
+    findings: list[str] = Field(default=[], max_length=20)
+    thread: SlackRef | None = None
+    broadcast: bool = False
+
+
+class MessageUpdate(BaseModel):
+    """The approval message as it is now: the request as first posted (its level fields
+    updated on escalation), the run's status lines, and whether the buttons still show."""
+
+    ref: SlackRef
+    note: Notification
+    status: list[str] = Field(default=[], max_length=20)
+    open: bool = True
 
 
 class PagerDutyEvent(BaseModel):
@@ -53,6 +78,7 @@ PAGERDUTY_SEVERITY = {"P0": "critical", "P1": "error", "P2": "warning", "P3": "i
 class NotifyResult(BaseModel):
     delivered: bool
     detail: str
+    message: SlackRef | None = None  # a Slack app message posted (none by a webhook)
 
 
 def slack_blocks(note: Notification) -> dict[str, Any]:
@@ -111,8 +137,11 @@ class NotifyActivities:
         dashboards: list[Link],
         pagerduty: PagerDutyConfig | None = None,
         slack_channel: str | None = None,
+        slack_app: "SlackApp | None" = None,
     ) -> None:
         self._slack_url = slack_webhook_url
+        # With a bot token the messages go through the Slack app (activities/slack_app.py).
+        self._app = slack_app
         # The environment's channel; a Slack app's webhook posts to its own channel (give
         # each environment's workers their own webhook), a legacy webhook takes this one.
         self._channel = slack_channel
@@ -153,6 +182,8 @@ class NotifyActivities:
 
     @activity.defn(name="notify.slack")
     async def slack(self, note: Notification) -> NotifyResult:
+        if self._app is not None:
+            return await self._post_app(note)
         if not self._slack_url:
             return NotifyResult(delivered=False, detail="SLACK_WEBHOOK_URL is not configured")
         payload = slack_blocks(self._with_links(note))
@@ -160,6 +191,34 @@ class NotifyActivities:
             payload["channel"] = self._channel
         await self._post("Slack webhook", self._slack_url, payload, 200)
         return NotifyResult(delivered=True, detail="sent to Slack")
+
+    async def _post_app(self, note: Notification) -> NotifyResult:
+        """An approval request becomes the app message with buttons; the rest is posted as
+        the webhook's message is, in the run's thread when it has one."""
+        from activities.slack_app import approval_blocks
+
+        assert self._app is not None
+        note = self._with_links(note)
+        if note.kind == "approval_request":
+            blocks = approval_blocks(note, activity.info().workflow_id or "", [], True)
+        else:
+            blocks = slack_blocks(note)["blocks"]
+        ref = await self._app.post(note, blocks, note.thread)
+        where = "in the run's thread" if note.thread else f"to {ref.channel}"
+        return NotifyResult(delivered=True, detail=f"posted {where}", message=ref)
+
+    @activity.defn(name="notify.slack_update")
+    async def slack_update(self, update: MessageUpdate) -> NotifyResult:
+        """The run's approval message updated in place (chat.update)."""
+        from activities.slack_app import approval_blocks
+
+        if self._app is None:
+            return NotifyResult(delivered=False, detail="SLACK_BOT_TOKEN is not configured")
+        note = self._with_links(update.note)
+        info = activity.info()
+        blocks = approval_blocks(note, info.workflow_id or "", update.status, update.open)
+        await self._app.update(update.ref, note, blocks)
+        return NotifyResult(delivered=True, detail="message updated", message=update.ref)
 
     @activity.defn(name="notify.pagerduty")
     async def pagerduty(self, event: PagerDutyEvent) -> NotifyResult:

@@ -48,6 +48,10 @@ class SandboxState:
     slack_bot_token: str | None = None
     slack_calls: list[Any] = field(default_factory=list)
     pagerduty_events: list[Any] = field(default_factory=list)
+    # The Slack app's messages by ts as they are now, and the `ok: false` error the Web API
+    # answers with (None: none; sandbox/slack.py).
+    slack_app_messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    slack_api_error: str | None = None
 
     def __post_init__(self) -> None:
         self.default_heal_delay = self.heal_delay
@@ -82,6 +86,8 @@ class SandboxState:
             self.slack_rejected = 0
             self.slack_calls.clear()
             self.pagerduty_events.clear()
+            self.slack_app_messages.clear()
+            self.slack_api_error = None
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:

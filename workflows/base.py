@@ -17,7 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.incidents import IncidentRecord, IncidentStep
-    from activities.notify import Notification, NotifyActivities
+    from activities.notify import MessageUpdate, Notification, NotifyActivities
 
 from workflows import metrics
 from workflows import search_attributes as sa
@@ -34,6 +34,7 @@ from workflows.models import (
     Severity,
     Step,
 )
+from workflows.slack_message import SlackMessage
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -60,6 +61,9 @@ REFUSED = "refused"
 # Distinct alarms with a timeline line of their own; more are counted on one shared line.
 MAX_ALARM_LINES = 10
 OTHER_ALARMS = "(other alarms)"
+# Notifications that end a run: its Slack app message takes their mark.
+ENDINGS = ("resolved", "failed", "rejected")
+MAX_DIAGNOSED = 20
 
 
 def failure_message(err: BaseException) -> str:
@@ -107,6 +111,8 @@ class RunbookWorkflow:
         self._findings: list[Finding] = []
         self._plan: list[str] = []
         self._summary = ""
+        self._diagnosed: list[Finding] = []  # every check's finding, for the approval message
+        self._slack = SlackMessage()
 
     # ---- state --------------------------------------------------------------------------
 
@@ -119,6 +125,7 @@ class RunbookWorkflow:
 
     def set_phase(self, phase: str) -> None:
         self._phase = phase
+        self._slack.phase(phase)
 
     def record(self, name: str, outcome: Any, detail: str = "") -> Step:
         now = workflow.now()
@@ -257,8 +264,19 @@ class RunbookWorkflow:
         try:
             result = await self.step(name, action, lambda r: describe_finding(judge(r)))
         except ActivityError as err:
-            return Finding(check=name, verdict="unavailable", summary=failure_message(err)), None
-        return judge(result), result
+            finding = Finding(check=name, verdict="unavailable", summary=failure_message(err))
+            return self._diagnosis(finding), None
+        return self._diagnosis(judge(result)), result
+
+    def _diagnosis(self, finding: Finding) -> Finding:
+        if len(self._diagnosed) < MAX_DIAGNOSED:  # the first ones: the diagnosis's
+            self._diagnosed.append(finding)
+        return finding
+
+    def key_findings(self) -> list[str]:
+        """What the diagnosis found wrong first, then what it found fine."""
+        ranked = sorted(self._diagnosed, key=lambda f: f.verdict == "ok")
+        return [f"{f.check}: {describe_finding(f)}"[:300] for f in ranked[:6]]
 
     async def check_all(self, *checks: Awaitable[tuple[Finding, Any]]) -> list[tuple[Finding, Any]]:
         """Checks run in parallel: the diagnosis takes as long as its slowest check."""
@@ -266,11 +284,30 @@ class RunbookWorkflow:
 
     # ---- notifications ------------------------------------------------------------------
 
-    async def notify(self, kind: Any, title: str, text: str, fields: dict[str, str]) -> bool:
-        """Send to Slack; a failed notification is recorded and never fails the runbook."""
+    async def notify(
+        self,
+        kind: Any,
+        title: str,
+        text: str,
+        fields: dict[str, str],
+        findings: list[str] | None = None,
+    ) -> bool:
+        """Send to Slack; a failed notification is recorded and never fails the runbook.
+        With a Slack app message (workflows/slack_message.py) the run's later messages go in
+        its thread, and the last one marks the message itself first."""
         note = Notification(
-            kind=kind, title=title, severity=self._input.severity, text=text, fields=fields
+            kind=kind,
+            title=title,
+            severity=self._input.severity,
+            text=text,
+            fields=fields,
+            findings=findings or [],
         )
+        if self._slack.ref is not None and kind != "approval_request":
+            note.thread, note.broadcast = self._slack.ref, kind == "escalation"
+            if kind in ENDINGS:
+                self._slack.ended(kind, title)
+                await self._slack.settle()
         try:
             result = await workflow.execute_activity_method(
                 NotifyActivities.slack,
@@ -283,7 +320,22 @@ class RunbookWorkflow:
             metrics.notification_failed(self.procedure, "slack", kind)
             return False
         self.record(f"notify {kind}", "ok" if result.delivered else "skipped", result.detail)
+        if kind == "approval_request":
+            self._slack.posted(note, result, self._update_message)
         return result.delivered
+
+    async def _update_message(self, update: MessageUpdate) -> None:
+        """The Slack app message as the run is now; a failed update is recorded, never fatal."""
+        try:
+            await workflow.execute_activity_method(
+                NotifyActivities.slack_update,
+                update,
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=NOTIFY_RETRY,
+            )
+        except ActivityError as err:
+            self.record("notify update", "failed", failure_message(err))
+            metrics.notification_failed(self.procedure, "slack", "update")
 
     # ---- alarm deliveries -----------------------------------------------------------------
 

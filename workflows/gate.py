@@ -130,11 +130,23 @@ class GatedRunbook(RunbookWorkflow):
             self._decision = GateResult(approved=False, timed_out=True)
             path = " -> ".join(level.role for level in escalation.levels)
             self.record(f"gate {gate} timed out", "refused", f"no decision from {path}")
+            self._slack.decided(f":hourglass: No decision from {path}: not approved")
+        else:
+            self._slack.decided(self._decided_line(gate))
         self._approved_at = metrics.gate_closed(self.procedure, level.role, opened, self._decision)
         await self._page("resolve", "decided")
         self._pending = None
         workflow.upsert_search_attributes([sa.GATE.value_set("none"), sa.GATE_LEVEL.value_set("")])
         return self._decision
+
+    def _decided_line(self, gate: str) -> str:
+        """The approval message's line for the decision, as the timeline says it (whom by,
+        and through what)."""
+        assert self._decision is not None
+        verb = "approved" if self._decision.approved else "rejected"
+        said = [s.detail for s in self._timeline if s.name == f"gate {gate} {verb}"]
+        mark = ":white_check_mark:" if self._decision.approved else ":no_entry_sign:"
+        return f"{mark} {verb.capitalize()} {'; '.join(said)}"
 
     def _requester_claim(self) -> RequesterClaim:
         info, inp = workflow.info(), self._input
@@ -220,7 +232,14 @@ class GatedRunbook(RunbookWorkflow):
                 f"{spec.minimum:g}-{spec.maximum:g} (default {spec.default:g})"
             )
         body = gate.summary + "\n" + "\n".join(f"• {line}" for line in gate.plan)
-        await self.notify("approval_request" if first else "escalation", title, body, fields)
+        if first:
+            await self.notify("approval_request", title, body, fields, self.key_findings())
+        else:
+            until = f"{level.deadline:%Y-%m-%d %H:%M} UTC"
+            self._slack.escalated(
+                fields, f":rotating_light: Escalated to {level.role} until {until}"
+            )
+            await self.notify("escalation", title, body, fields)
         await self._page("trigger", f"{title} ({level.role})")
 
     async def _page(self, action: str, summary: str) -> None:
@@ -376,7 +395,9 @@ class GatedRunbook(RunbookWorkflow):
             self._first_approval_at = self._first_approval_at or workflow.now()
             gate.approved_by.append(decision.approver)
             self._approvals.append(decision)
-            if len(gate.approved_by) < gate.approvals_required:
+            if (left := gate.approvals_required - len(gate.approved_by)) > 0:
+                by = self._timeline[-1].detail  # whom by, and through what
+                self._slack.line(f":ballot_box_with_check: Approved {by}; waiting for {left} more")
                 return DecisionAck(gate=gate.gate, approved=False, decided_by=decision.approver)
         # Every approval carries the same values (_disagreement): the first one's are taken.
         given = self._approvals[0].params if self._approvals else {}
