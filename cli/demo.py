@@ -33,6 +33,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from demos.narration import say
     from stack.local import local_stack
 
+    if args.via == "slack" and args.procedure != "db-failover":
+        print(f"--via slack: only the db-failover demo is decided in Slack, not {args.procedure}")
+        return 2
     started = time.monotonic()
     say("Starting the embedded local stack (Temporal + UI, AWS, PostgreSQL, Redis, Kafka, ...)")
     stack = local_stack()
@@ -40,7 +43,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stack.write_env_file()
     load_stack_env()
     names = list(DEMOS) if args.procedure == "all" else [args.procedure]
-    ok = asyncio.run(run_demos(names))
+    ok = asyncio.run(run_demos(names, args.via))
     print(f"\ndemo {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s")
     print(AFTER.format(ui=os.environ.get("TEMPORAL_UI_URL", "the Temporal UI")))
     return 0 if ok else 1
@@ -48,4 +51,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("procedure", nargs="?", default="db-failover", choices=[*NAMES, "all"])
+    parser.add_argument(
+        "--via",
+        choices=("cli", "slack"),
+        default="cli",
+        help="slack: start with /runbook and approve with the message's button (db-failover)",
+    )
     parser.set_defaults(func=cmd_demo)

@@ -9,7 +9,7 @@ from temporalio.client import Client
 
 from demos.api_errors import demo_api_errors
 from demos.cert_renewal import demo_cert_renewal
-from demos.db_failover import demo_db_failover
+from demos.db_failover import demo_db_failover, demo_db_failover_via_slack
 from demos.high_memory import demo_high_memory
 from demos.kafka_lag import demo_kafka_lag
 from demos.llm_budget import demo_llm_budget
@@ -29,8 +29,14 @@ DEMOS: dict[str, Callable[[Client, httpx.AsyncClient], Awaitable[bool]]] = {
 }
 
 
-async def run_demos(names: list[str]) -> bool:
+# Decided in Slack (`runbook demo db-failover --via slack`): started by /runbook, approved by
+# a button.
+VIA_SLACK = {"db-failover": demo_db_failover_via_slack}
+
+
+async def run_demos(names: list[str], via: str = "cli") -> bool:
     client = await temporal_client()
+    chosen = VIA_SLACK if via == "slack" else DEMOS
     async with httpx.AsyncClient(base_url=os.environ["SANDBOX_URL"], timeout=10) as sandbox:
-        results = [await DEMOS[name](client, sandbox) for name in names]
+        results = [await chosen[name](client, sandbox) for name in names]
     return all(results)

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,10 +129,14 @@ class ActingSlack:
 
 
 def local_slack(intake_url: str, state_dir: Path) -> ActingSlack:
-    """Acting as the local stack's Slack: its signing secret and its people's Slack ids."""
+    """Acting as the local stack's Slack: its signing secret (the configured one, as the
+    stack hands it to the intake, else the stack's own) and its people's Slack ids."""
     from stack.roster import LOCAL_SLACK_IDS, local_slack_app
 
-    secret = local_slack_app(state_dir)["SLACK_SIGNING_SECRET"]
+    secret = (
+        os.environ.get("SLACK_SIGNING_SECRET")
+        or (local_slack_app(state_dir)["SLACK_SIGNING_SECRET"])
+    )
     return ActingSlack(intake_url, secret, dict(LOCAL_SLACK_IDS))
 
 

@@ -79,7 +79,9 @@ class SlackMessage:
             return
         self._open = False
         self._note = self._note.model_copy(update={"kind": kind})
-        self.line(f"{EMOJI.get(kind, '')} {title}")
+        # A gated run ends "resolved" only once its fix is verified: the message says so.
+        verified = "Verified: " if kind == "resolved" else ""
+        self.line(f"{EMOJI.get(kind, '')} {verified}{title}")
 
     async def settle(self) -> None:
         """Until every state so far is on Slack (or its update failed and was recorded)."""

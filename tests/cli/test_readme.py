@@ -267,6 +267,8 @@ async def walk_env(
         "DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "API_BASE_URL", "SANDBOX_URL",
         "SLACK_WEBHOOK_URL", "PAGERDUTY_EVENTS_URL", "RUNBOOK_DATABASE_URL", "AWS_ENDPOINT_URL",
         "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION",
+        # the session sandbox's Slack twin takes the session's bot token
+        "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_API_URL",
     )  # fmt: skip
     return {
         **system,
@@ -306,6 +308,9 @@ async def test_the_readme_walked_on_the_embedded_stack(
         fast_failovers(sandbox)
         # The rollback verifies /health/detailed, which the demo's incident fails.
         await asyncio.gather(db_failover_scene(sh, client), rollback_scene(sh, client), others)
+        (await sh.line("runbook demo db-failover --via slack")).ok(
+            "Started db-failover/production", "Approved by bob via slack", "demo passed"
+        )
         await bring_down(sh)
         assert sh.walked == set(readme_commands()) - set(NOT_WALKED), "README lines not walked"
     finally:
