@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ROOT, loadavg, machine
 
 BENCH = ROOT / "bench"
-NAMES = ("to_gate", "fanout", "action", "scale", "cold", "lock")
+NAMES = ("to_gate", "fanout", "action", "scale", "cold", "lock", "slack")
 
 
 def plan(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -44,6 +44,7 @@ def plan(args: argparse.Namespace) -> dict[str, list[str]]:
         "scale": ["scale.py", f"--incidents={args.incidents}", f"--probes={args.probes}"],
         "cold": ["cold_start.py", f"--stack-runs={args.stack_runs}"],
         "lock": ["lock_acquire.py", f"--runs={args.lock_runs}"],
+        "slack": ["slack_click.py", f"--runs={args.slack_runs}"],
     }
 
 
@@ -125,6 +126,7 @@ def main() -> int:
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--stack-runs", type=int, default=2)
     parser.add_argument("--lock-runs", type=int, default=200)
+    parser.add_argument("--slack-runs", type=int, default=30)
     parser.add_argument("--only", default="", help=f"comma-separated, of: {', '.join(NAMES)}")
     parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
     args = parser.parse_args()

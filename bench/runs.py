@@ -238,6 +238,7 @@ class ActionRun:
     between: list[str] = field(default_factory=list)  # activities run in between
     # Each activity after the approval: (name, scheduled, closed), seconds after it.
     steps: list[tuple[str, float, float | None]] = field(default_factory=list)
+    accepted_at: float | None = None  # the UpdateAccepted event's time (epoch seconds)
 
 
 async def to_action(handle: WorkflowHandle) -> ActionRun:
@@ -252,7 +253,7 @@ async def to_action(handle: WorkflowHandle) -> ActionRun:
     async for event in handle.fetch_history_events(wait_new_event=True):
         kind = event.event_type
         if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED and accepted is None:
-            accepted = event_seconds(event)
+            accepted = run.accepted_at = event_seconds(event)
             continue
         if accepted is None:
             continue
