@@ -1,19 +1,19 @@
 """Serve the intake (alarms today) with uvicorn."""
 
-import logging
-
 DEFAULT_PORT = 8790
 
 
 def serve(host: str, port: int) -> None:
     import uvicorn
 
-    from intake.app import ConfigError, create_app
+    from intake.app import ConfigError, WebhookConfig, create_app
     from settings import UnknownEnvironment
+    from telemetry import configure_logging, secret_values
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        app = create_app()
+        webhook = WebhookConfig()
+        configure_logging(secret_values(webhook.token, webhook.intake_key))
+        app = create_app(webhook)
     except (ConfigError, UnknownEnvironment) as err:
         raise SystemExit(f"intake: {err}") from None
     config = uvicorn.Config(

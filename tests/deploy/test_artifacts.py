@@ -112,13 +112,15 @@ def test_the_example_env_file_lists_every_setting_and_nothing_else() -> None:
     modules = [
         PROJECT_DIR / "worker.py",
         PROJECT_DIR / "settings.py",
+        PROJECT_DIR / "telemetry.py",
         *(PROJECT_DIR / "intake").glob("*.py"),
     ]
     reads = set().union(*(env_reads(m) for m in modules))
     reads |= set(re.findall(r"os\.environ\['([A-Z_]+)'\]", DOCKERFILE))  # the health check
     assert settings | reads <= listed, sorted((settings | reads) - listed)
-    # Beside ours: the Temporal SDK's and boto3's own configuration.
-    unknown = {n for n in listed - settings - reads if not n.startswith(("TEMPORAL_", "AWS_"))}
+    # Beside ours: the Temporal SDK's, boto3's and OpenTelemetry's own configuration.
+    own = ("TEMPORAL_", "AWS_", "OTEL_")
+    unknown = {n for n in listed - settings - reads if not n.startswith(own)}
     assert not unknown, sorted(unknown)
 
 
