@@ -67,7 +67,7 @@ from workflows.incident_log import IncidentLogInterceptor
 from workflows.input_guard import InputGuardInterceptor
 from workflows.llm_spend_watch import LlmSpendWatch
 from workflows.lock import ResourceLock
-from workflows.metrics import ActivityAttemptsInterceptor
+from workflows.metrics import ActivityAttemptsInterceptor, watch_gates
 from workflows.registry import PROCEDURES, WORKFLOWS
 from workflows.worker_mode import WorkerModeInterceptor
 
@@ -344,6 +344,8 @@ async def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     async with httpx.AsyncClient() as http, build_worker(client, settings, http):
+        # The gates waiting, as gauges (kept referenced: an unreferenced task may be collected).
+        gauges = settings.metrics_port and asyncio.create_task(watch_gates(client))  # noqa: F841
         profile = settings.profile()
         mode = " in shadow mode (RUNBOOK_READ_ONLY)" if settings.read_only else ""
         log.info("worker of %s polling task queue %s%s", profile.name, profile.task_queue, mode)
