@@ -55,7 +55,7 @@ def process_tracer(service: str) -> Any:
 
 def flush_traces() -> None:
     """Send the spans still batched (before os._exit, which skips atexit)."""
-    if process_tracer.cache_info().currsize:
+    if tracing_configured() and process_tracer.cache_info().currsize:
         from opentelemetry import trace
 
         provider: Any = trace.get_tracer_provider()

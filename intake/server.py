@@ -22,6 +22,7 @@ def serve(host: str, port: int) -> None:
         port=port,
         access_log=False,
         log_level="warning",
+        log_config=None,  # uvicorn's loggers go to the root's handler: JSON lines when asked
         lifespan="on",
         # Longer than a load balancer's idle timeout (ALB: 60 s), so the server is never the
         # side that closes a kept-alive connection under a request.
