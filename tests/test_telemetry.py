@@ -1,12 +1,19 @@
-"""Logs (telemetry.py): JSON lines carrying the run's fields, and a secret that reached an
+"""telemetry.py. Logs: JSON lines carrying the run's fields, and a secret that reached an
 activity's input never in a line, not even in the SDK's own report of the activity's failure.
-(Traces: tests/e2e/test_tracing.py.)"""
+Traces: a configured process exports by OTLP (one trace through the system:
+tests/e2e/test_tracing.py)."""
 
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -15,9 +22,10 @@ from temporalio.common import RetryPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner
 
-from telemetry import MASK, configure_logging, secret_values
+from telemetry import MASK, configure_logging, secret_values, tracing_configured
 from tests.temporal_env import running
 
+ROOT = Path(__file__).resolve().parents[1]
 SECRET = "https://hooks.slack.test/services/T000/B000/very-secret-token"
 module_log = logging.getLogger("runbook.test.probe")
 
@@ -110,3 +118,54 @@ def test_text_stays_the_default_and_is_masked(monkeypatch: pytest.MonkeyPatch) -
     assert line.endswith(f"WARNING runbook.test webhook {MASK} refused\n")
     with pytest.raises(json.JSONDecodeError):
         json.loads(line)
+
+
+# ---- the process's tracer: OTLP/HTTP to a collector ----------------------------------------
+
+
+def test_a_configured_process_exports_its_spans_by_otlp() -> None:
+    """What the worker, intake and CLI do when OTEL_EXPORTER_OTLP_ENDPOINT is set: spans
+    batched, sent to the collector's /v1/traces when the process flushes before os._exit."""
+    received: list[tuple[str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    code = (
+        "import os\n"
+        "from telemetry import flush_traces, process_tracer\n"
+        "with process_tracer('runbook-probe').start_as_current_span('probe-span'): pass\n"
+        "flush_traces()\n"
+        "os._exit(0)\n"
+    )
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}"}
+    env.pop("OTEL_SERVICE_NAME", None)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, timeout=60
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    assert [path for path, _ in received] == ["/v1/traces"]
+    body = received[0][1]  # protobuf: the names are in it as they are
+    assert b"probe-span" in body and b"runbook-probe" in body
+
+
+def test_tracing_is_off_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RUNBOOK_TRACING", "0")
+    assert not tracing_configured()
+    monkeypatch.setenv("RUNBOOK_TRACING", "1")
+    assert tracing_configured()
