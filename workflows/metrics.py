@@ -139,12 +139,14 @@ class ActivityAttemptsInterceptor(Interceptor):
 # ---- gates waiting now (Temporal's visibility) --------------------------------------------------
 
 WAITING_QUERY = 'ExecutionStatus = "Running" AND RunbookGate = "waiting"'
-GateKey = tuple[str, str, str]  # procedure, severity, level
+GateKey = tuple[str, str, str, str]  # procedure, severity, level, environment
+GATE_LABELS = ("procedure", "severity", "level", "environment")
 
 
 async def gates_waiting(client: Client, now: datetime) -> dict[GateKey, tuple[int, float]]:
-    """Runs waiting at a gate, by procedure, severity and level: how many, and the oldest's
-    age in seconds (from its run's start: its gate opened after a diagnosis of minutes)."""
+    """Runs waiting at a gate, by procedure, severity, level and environment: how many, and
+    the oldest's age in seconds (from its run's start: its gate opened after a diagnosis of
+    minutes)."""
     found: dict[GateKey, tuple[int, float]] = {}
     async for run in client.list_workflows(WAITING_QUERY):
         attrs = run.typed_search_attributes
@@ -152,6 +154,7 @@ async def gates_waiting(client: Client, now: datetime) -> dict[GateKey, tuple[in
             attrs.get(sa.PROCEDURE) or run.workflow_type,
             attrs.get(sa.SEVERITY) or "",
             attrs.get(sa.GATE_LEVEL) or "",
+            attrs.get(sa.ENVIRONMENT) or "",
         )
         count, oldest = found.get(key, (0, 0.0))
         found[key] = count + 1, max(oldest, (now - run.start_time).total_seconds())
@@ -180,7 +183,7 @@ async def watch_gates(
         else:
             for key in seen | set(now_waiting):
                 count, age = now_waiting.get(key, (0, 0.0))
-                labels = dict(zip(("procedure", "severity", "level"), key, strict=True))
+                labels = dict(zip(GATE_LABELS, key, strict=True))
                 waiting.set(count, labels)
                 oldest.set(age, labels)
             seen |= set(now_waiting)

@@ -339,7 +339,12 @@ async def gate_gauges(
         ahead = lambda: datetime.now(UTC) + HOUR  # noqa: E731
         watching = asyncio.create_task(metrics.watch_gates(client, interval=0.2, clock=ahead))
         try:
-            key = {"procedure": "db-failover", "severity": "P0", "level": "on-call"}
+            key = {
+                "procedure": "db-failover",
+                "severity": "P0",
+                "level": "on-call",
+                "environment": "production",
+            }
             waiting = await eventually(
                 lambda: _gauge(url, metrics.GATES_WAITING, 1, **key), "the gate counted"
             )
@@ -357,7 +362,12 @@ async def _gauge(url: str, name: str, want: float, **labels: str) -> Samples | N
 
 
 def test_the_gates_waiting_gauges_come_from_visibility(gate_gauges: Samples) -> None:
-    key = {"procedure": "db-failover", "severity": "P0", "level": "on-call"}
+    key = {
+        "procedure": "db-failover",
+        "severity": "P0",
+        "level": "on-call",
+        "environment": "production",
+    }
     assert value(gate_gauges, metrics.GATES_WAITING, **key) == 1
     oldest = value(gate_gauges, metrics.GATE_OLDEST_SECONDS, **key)
     assert HOUR.total_seconds() <= oldest < HOUR.total_seconds() + 600  # the clock's hour ahead
