@@ -92,19 +92,25 @@ async def scrape(url: str) -> Samples:
         return parse((await http.get(url, timeout=10)).raise_for_status().text)
 
 
+async def serving_metrics(env: WorkflowEnvironment) -> tuple[Client, str]:
+    """A client of `env`'s server whose runtime serves metrics (as the worker's does), and the
+    endpoint's URL."""
+    port = free_ports(("metrics",))["metrics"]
+    client = await Client.connect(
+        env.client.service_client.config.target_host,
+        namespace=env.client.namespace,
+        data_converter=pydantic_data_converter,
+        runtime=metrics_runtime(f"127.0.0.1:{port}"),
+    )
+    return client, f"http://127.0.0.1:{port}/metrics"
+
+
 @pytest.fixture(scope="module")
 async def scenario(
     ts_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Scenario]:
     """The scenario once for the module, scraped before and after; its worker still polls."""
-    port = free_ports(("metrics",))["metrics"]
-    url = f"http://127.0.0.1:{port}/metrics"
-    client = await Client.connect(
-        ts_env.client.service_client.config.target_host,
-        namespace=ts_env.client.namespace,
-        data_converter=pydantic_data_converter,
-        runtime=metrics_runtime(f"127.0.0.1:{port}"),
-    )
+    client, url = await serving_metrics(ts_env)
     # The worker on the client whose runtime serves the metrics.
     env = WorkflowEnvironment.from_client(client)
     fakes = FakeSystems(write_roster(tmp_path_factory.mktemp("roster")), notify_fails=True)
@@ -318,14 +324,7 @@ async def gate_gauges(
 ) -> AsyncIterator[Samples]:
     """A P0 failover waiting at its gate, counted by `watch_gates` with a clock an hour ahead;
     the gauges once it waits, and (checked here) back to 0 once the run has ended."""
-    port = free_ports(("metrics",))["metrics"]
-    url = f"http://127.0.0.1:{port}/metrics"
-    client = await Client.connect(
-        dev_env.client.service_client.config.target_host,
-        namespace=dev_env.client.namespace,
-        data_converter=pydantic_data_converter,
-        runtime=metrics_runtime(f"127.0.0.1:{port}"),
-    )
+    client, url = await serving_metrics(dev_env)
     fakes = FakeSystems(write_roster(tmp_path_factory.mktemp("gauges")))
     inp = DbFailoverInput(
         requested_by="alice", severity="P0", db_instance_id=f"gauges-db-{uuid.uuid4().hex[:8]}"
