@@ -99,6 +99,7 @@ def worker_secrets(settings: Settings) -> list[str]:
     """The secret values the worker holds: masked wherever they reach a log line."""
     return secret_values(
         settings.slack_webhook_url,
+        settings.slack_bot_token,
         settings.pagerduty_routing_key,
         settings.intake_key,
         settings.runbook_database_url,

@@ -12,7 +12,14 @@ def serve(host: str, port: int) -> None:
 
     try:
         webhook = WebhookConfig()
-        configure_logging(secret_values(webhook.token, webhook.intake_key))
+        configure_logging(
+            secret_values(
+                webhook.token,
+                webhook.intake_key,
+                webhook.slack_signing_secret,
+                webhook.slack_bot_token,
+            )
+        )
         app = create_app(webhook)
     except (ConfigError, UnknownEnvironment) as err:
         raise SystemExit(f"intake: {err}") from None
