@@ -16,7 +16,7 @@ COPY deploy/requirements.lock ./
 RUN pip install --require-hashes --no-deps -r requirements.lock
 
 # Production packages only: what the worker, the intake and the CLI need.
-COPY settings.py worker.py ./
+COPY settings.py worker.py telemetry.py ./
 COPY activities ./activities
 COPY workflows ./workflows
 COPY client ./client

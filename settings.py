@@ -209,11 +209,19 @@ def metrics_runtime(bind_address: str) -> Runtime:
     return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
 
 
-async def temporal_client(metrics_address: str | None = None) -> Client:
+async def temporal_client(metrics_address: str | None = None, tracer: Any = None) -> Client:
     """Temporal through the SDK's environment configuration (TEMPORAL_ADDRESS, namespace, TLS,
     API key), with the pydantic converter every client, worker and replayer shares;
-    `metrics_address`: host:port to serve the metrics on (the worker's)."""
+    `metrics_address`: host:port to serve the metrics on (the worker's); `tracer`: trace
+    starts, signals and (on a worker) workflows and activities (telemetry.py)."""
+    from telemetry import client_interceptors
+
     config = ClientConfig.load_client_connect_config()
     config.setdefault("target_host", "localhost:7233")
     runtime = metrics_runtime(metrics_address) if metrics_address else None
-    return await Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime)
+    return await Client.connect(
+        **config,
+        data_converter=pydantic_data_converter,
+        runtime=runtime,
+        interceptors=client_interceptors(tracer),
+    )

@@ -55,12 +55,19 @@ from settings import (
     get_settings,
     temporal_client,
 )
+from telemetry import (
+    client_tracer,
+    configure_logging,
+    flush_traces,
+    process_tracer,
+    secret_values,
+)
 from workflows.cert_expiry_check import CertExpiryCheck
 from workflows.incident_log import IncidentLogInterceptor
 from workflows.input_guard import InputGuardInterceptor
 from workflows.llm_spend_watch import LlmSpendWatch
 from workflows.lock import ResourceLock
-from workflows.metrics import ActivityAttemptsInterceptor
+from workflows.metrics import ActivityAttemptsInterceptor, watch_gates
 from workflows.registry import PROCEDURES, WORKFLOWS
 from workflows.worker_mode import WorkerModeInterceptor
 
@@ -79,13 +86,25 @@ AWS_CONFIG = Config(
 # model of workflows/ per run and kept a copy per cached run: with 1000 runs waiting at their
 # gates the worker held 0.8 MB a run and first workflow tasks took over 5 s (bench/scale.py).
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows", "opentelemetry")
 )
 
 # Every worker and replayer runs the same interceptors: they add commands to histories.
 # The input guard first: a run with no input fails before anything else sees it; then the
 # worker's own rules (its environment, shadow mode); a refused run is no incident.
 INTERCEPTORS = [InputGuardInterceptor(), WorkerModeInterceptor(), IncidentLogInterceptor()]
+
+
+def worker_secrets(settings: Settings) -> list[str]:
+    """The secret values the worker holds: masked wherever they reach a log line."""
+    return secret_values(
+        settings.slack_webhook_url,
+        settings.slack_bot_token,
+        settings.pagerduty_routing_key,
+        settings.intake_key,
+        settings.runbook_database_url,
+        settings.database_url,
+    )
 
 
 def migrate_incident_log(settings: Settings) -> None:
@@ -148,7 +167,7 @@ async def start_signature(client: Client, workflow_id: str, run_id: str) -> str 
     return None
 
 
-def aws_access(settings: Settings, profile: EnvironmentProfile) -> AwsAccess:
+def aws_access(settings: Settings, profile: EnvironmentProfile, tracer: Any = None) -> AwsAccess:
     """The environment's AWS roles: read for diagnosis, each procedure's mutate role only
     inside its mutating activities (activities/aws_access.py)."""
     return AwsAccess(
@@ -159,6 +178,7 @@ def aws_access(settings: Settings, profile: EnvironmentProfile) -> AwsAccess:
         mutate_role_arn=profile.mutate_role_arn,
         procedures={p.workflow_type: p.name for p in PROCEDURES.values()},
         read_only=settings.read_only,
+        tracer=tracer,
     )
 
 
@@ -179,7 +199,7 @@ def build_activities(
     client: Client, settings: Settings, http: httpx.AsyncClient, profile: EnvironmentProfile
 ) -> list[Any]:
     """Every activity of the procedures, each system's client built once."""
-    aws = aws_access(settings, profile)
+    aws = aws_access(settings, profile, client_tracer(client))  # traced when the client is
     ecs = EcsActivities(aws)
     acm = AcmActivities(aws)
     albs = [name.strip() for name in settings.alb_names.split(",") if name.strip()]
@@ -307,16 +327,16 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
 
 
 async def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # httpx logs every request's full URL at INFO: the Slack webhook URL is a secret.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
+    configure_logging(
+        worker_secrets(settings), {p.workflow_type: p.name for p in PROCEDURES.values()}
+    )
     try:
         settings.profile()
     except UnknownEnvironment as err:
         raise SystemExit(f"worker: {err}") from None
     migrate_incident_log(settings)
-    client = await temporal_client(settings.metrics_address())
+    client = await temporal_client(settings.metrics_address(), process_tracer("runbook-worker"))
     try:
         await check_namespace(client)
     except NamespaceNotReady as err:
@@ -325,6 +345,8 @@ async def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     async with httpx.AsyncClient() as http, build_worker(client, settings, http):
+        # The gates waiting, as gauges (kept referenced: an unreferenced task may be collected).
+        gauges = settings.metrics_port and asyncio.create_task(watch_gates(client))  # noqa: F841
         profile = settings.profile()
         mode = " in shadow mode (RUNBOOK_READ_ONLY)" if settings.read_only else ""
         log.info("worker of %s polling task queue %s%s", profile.name, profile.task_queue, mode)
@@ -346,6 +368,7 @@ def run() -> None:
             code = 1
         else:
             code = stop.code or 0
+    flush_traces()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from telemetry import trace_aws_calls
+
 if TYPE_CHECKING:  # boto is imported where it is used: the CLI imports this module's types
     import boto3
     from botocore.config import Config
@@ -57,6 +59,7 @@ class AwsAccess:
         mutate_role_arn: str | None = None,
         procedures: Mapping[str, str] | None = None,
         read_only: bool = False,
+        tracer: Any = None,
     ) -> None:
         """`mutate_role_arn` may hold `{procedure}`: the CLI name of the procedure whose
         workflow type (`procedures`: workflow type -> CLI name) is mutating."""
@@ -68,6 +71,7 @@ class AwsAccess:
         self._mutate_role = mutate_role_arn
         self._procedures = dict(procedures or {})
         self.read_only = read_only
+        self._tracer = tracer  # a span per AWS call when set (telemetry.py)
         # Clients are thread-safe, sessions are not: every client is made under the lock.
         self._lock = threading.RLock()  # a read client made may fetch its role: re-entered
         self._clients: dict[tuple[str, str], Any] = {}
@@ -80,9 +84,10 @@ class AwsAccess:
     def _cached(self, who: str, service: str, session: boto3.session.Session) -> Any:
         with self._lock:
             if (who, service) not in self._clients:
-                self._clients[who, service] = session.client(  # type: ignore[call-overload]
+                made = session.client(  # type: ignore[call-overload]
                     service, region_name=self._region, config=self._config
                 )
+                self._clients[who, service] = trace_aws_calls(made, self._tracer)
             return self._clients[who, service]
 
     def mutating(self, service: str) -> Any:
@@ -110,7 +115,7 @@ class AwsAccess:
                 aws_secret_access_key=creds["SecretAccessKey"],
                 aws_session_token=creds["SessionToken"],
             )
-        return _Refusing(raw, f"role {role}")
+        return _Refusing(trace_aws_calls(raw, self._tracer), f"role {role}")
 
     def _assume(self, role_arn: str, name: str, seconds: int) -> dict[str, Any]:
         sts = self._cached("own", "sts", self._base)

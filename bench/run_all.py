@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ROOT, loadavg, machine
 
 BENCH = ROOT / "bench"
-NAMES = ("to_gate", "fanout", "action", "scale", "cold", "lock", "slack")
+NAMES = ("to_gate", "fanout", "action", "metrics", "scale", "cold", "lock", "slack")
 
 
 def plan(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -41,6 +41,7 @@ def plan(args: argparse.Namespace) -> dict[str, list[str]]:
         ],
         "fanout": ["diagnosis_fanout.py", f"--runs={args.fanout_runs}"],
         "action": ["approval_to_action.py", f"--runs={args.action_runs}"],
+        "metrics": ["approval_to_action.py", "--compare-metrics", f"--runs={args.metrics_runs}"],
         "scale": ["scale.py", f"--incidents={args.incidents}", f"--probes={args.probes}"],
         "cold": ["cold_start.py", f"--stack-runs={args.stack_runs}"],
         "lock": ["lock_acquire.py", f"--runs={args.lock_runs}"],
@@ -122,6 +123,7 @@ def main() -> int:
     parser.add_argument("--window-runs", type=int, default=3)
     parser.add_argument("--fanout-runs", type=int, default=2)
     parser.add_argument("--action-runs", type=int, default=5)
+    parser.add_argument("--metrics-runs", type=int, default=30, help="each, with and without")
     parser.add_argument("--incidents", type=int, default=1000)
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--stack-runs", type=int, default=2)

@@ -101,6 +101,9 @@ def entry() -> None:
     """The console script. It leaves through os._exit: the Temporal client's native threads
     can abort a normal interpreter shutdown (temporalio/sdk-python issue 300)."""
     code = main()
+    from telemetry import flush_traces  # spans a traced command made (telemetry.py)
+
+    flush_traces()
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -13,6 +13,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from client.decisions import signed_start
 from client.errors import BadInput, Unreachable
 from settings import get_settings, temporal_client
+from telemetry import process_tracer
 from workflows.base import RunbookWorkflow
 from workflows.models import RunbookInput, RunbookStatus
 
@@ -27,7 +28,7 @@ STACK_HINT = "is the stack up? Run `runbook stack up` (or set TEMPORAL_ADDRESS t
 
 async def connect() -> Client:
     try:
-        return await temporal_client()
+        return await temporal_client(tracer=process_tracer("runbook-cli"))
     except RuntimeError as err:
         address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
         text = str(err)

@@ -47,7 +47,9 @@ from intake.sns import (
     UrlPolicy,
     verify,
 )
+from intake.tracing import TraceRequests
 from settings import Settings, temporal_client
+from telemetry import client_tracer, process_tracer
 from workflows import registry
 
 log = logging.getLogger("runbook.webhook")
@@ -275,14 +277,16 @@ def refusing(handler: Callable[[], Handler]) -> Handler:
 
 
 def create_app(config: WebhookConfig | None = None, client: Client | None = None) -> Starlette:
-    """`client`: a connected Temporal client (tests); default: the environment's."""
+    """`client`: a connected Temporal client (tests); default: the environment's. Requests are
+    traced with the client's tracer, or the process's when tracing is configured."""
     config = config or WebhookConfig()  # from the environment
     config.check()
+    tracer = client_tracer(client) if client else process_tracer("runbook-intake")
     holder: dict[str, Webhook] = {}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        temporal = client or await temporal_client()
+        temporal = client or await temporal_client(tracer=tracer)
         try:
             await check_namespace(temporal)
         except NamespaceNotReady as err:
@@ -310,8 +314,7 @@ def create_app(config: WebhookConfig | None = None, client: Client | None = None
         Route("/health", health, methods=["GET"]),
         Route("/metrics", counter.endpoint, methods=["GET"]),
     ]
-    return Starlette(
-        routes=routes,
-        middleware=[Middleware(CountRequests, counter=counter, routes=routes)],
-        lifespan=lifespan,
-    )
+    middleware = [Middleware(CountRequests, counter=counter, routes=routes)]
+    if tracer is not None:
+        middleware.append(Middleware(TraceRequests, tracer=tracer, routes=routes))
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -53,12 +53,14 @@ class CountRequests:
         try:
             await self.app(scope, receive, answered)
         finally:
-            route = self._route(scope)
+            route = route_name(self.routes, scope)
             self.counter.requests.labels(route, scope["method"], str(status)).inc()
 
-    def _route(self, scope: Scope) -> str:
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match != Match.NONE:
-                return getattr(route, "path", "other")
-        return "other"
+
+def route_name(routes: Sequence[BaseRoute], scope: Scope) -> str:
+    """The matched route's path; `other` for any path no route matches."""
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            return getattr(route, "path", "other")
+    return "other"

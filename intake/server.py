@@ -1,19 +1,26 @@
 """Serve the intake (alarms today) with uvicorn."""
 
-import logging
-
 DEFAULT_PORT = 8790
 
 
 def serve(host: str, port: int) -> None:
     import uvicorn
 
-    from intake.app import ConfigError, create_app
+    from intake.app import ConfigError, WebhookConfig, create_app
     from settings import UnknownEnvironment
+    from telemetry import configure_logging, secret_values
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        app = create_app()
+        webhook = WebhookConfig()
+        configure_logging(
+            secret_values(
+                webhook.token,
+                webhook.intake_key,
+                webhook.slack_signing_secret,
+                webhook.slack_bot_token,
+            )
+        )
+        app = create_app(webhook)
     except (ConfigError, UnknownEnvironment) as err:
         raise SystemExit(f"intake: {err}") from None
     config = uvicorn.Config(
@@ -22,6 +29,7 @@ def serve(host: str, port: int) -> None:
         port=port,
         access_log=False,
         log_level="warning",
+        log_config=None,  # uvicorn's loggers go to the root's handler: JSON lines when asked
         lifespan="on",
         # Longer than a load balancer's idle timeout (ALB: 60 s), so the server is never the
         # side that closes a kept-alive connection under a request.

@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         lock_id,
     )
 
+from workflows import metrics
 from workflows import search_attributes as sa
 from workflows.base import READ_RETRY, RunbookWorkflow
 from workflows.models import Finding, RunbookResult
@@ -317,6 +318,7 @@ async def _acquire(run: RunbookWorkflow, resource: str, request_id: str, lease: 
     )
     if answer.granted:
         run.record(f"lock {resource}", "ok", "granted (it was free)")
+        metrics.lock_waited(run.procedure, 0.0)
         return
     grants = _grants(run)
     waited_from = workflow.now()
@@ -336,6 +338,7 @@ async def _acquire(run: RunbookWorkflow, resource: str, request_id: str, lease: 
         grants.discard(request_id)
         run.record(f"lock {resource}", "refused", "a grant the lock did not make was ignored")
     waited = (workflow.now() - waited_from).total_seconds()
+    metrics.lock_waited(run.procedure, waited)
     step.ended_at, step.outcome = workflow.now(), "ok"
     step.detail = f"granted after {waited:.0f}s waiting ({held_by})"
     run.set_phase("act")

@@ -19,6 +19,7 @@ WORKER_ONLY = (
     "redis",
     "confluent_kafka.admin",
     "prometheus_client",
+    "opentelemetry",  # traces: loaded only when configured (telemetry.py)
 )
 REGISTRY = "workflows.registry"
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import yaml
 from packaging.requirements import Requirement
@@ -85,6 +86,49 @@ def test_every_pod_runs_as_non_root_read_only_with_limits() -> None:
             assert all("secretKeyRef" in e["valueFrom"] for e in secret_refs), name
 
 
+def deployment_pod(name: str) -> dict[str, Any]:
+    for doc in yaml.safe_load_all(
+        (DEPLOY / "kubernetes" / f"{name.split('-')[1]}.yaml").read_text()
+    ):
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == name:
+            return dict(doc["spec"]["template"])
+    raise AssertionError(f"no Deployment {name}")
+
+
+def test_prometheus_scrapes_the_worker_and_the_intake_where_they_serve() -> None:
+    metrics_port = re.findall(r"RUNBOOK_METRICS_PORT=(\d+)", DOCKERFILE)[0]
+    scrape = yaml.safe_load((DEPLOY / "observability" / "prometheus.yml").read_text())
+    assert [(DEPLOY / "observability" / f).exists() for f in scrape["rule_files"]] == [True]
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    intake_port = services["intake"]["command"][-1]
+    assert set(jobs["runbook-compose"]["static_configs"][0]["targets"]) == {
+        f"worker:{metrics_port}",
+        f"intake:{intake_port}",
+    }
+    assert metrics_port in services["worker"]["expose"]
+    for name, port in (("runbook-worker", metrics_port), ("runbook-intake", intake_port)):
+        pod = deployment_pod(name)
+        notes = pod["metadata"]["annotations"]
+        assert notes["prometheus.io/scrape"] == "true" and notes["prometheus.io/port"] == port
+        assert notes["prometheus.io/path"] == "/metrics"
+        served = {p["containerPort"] for c in pod["spec"]["containers"] for p in c["ports"]}
+        assert int(port) in served, name
+
+
+def test_the_intake_key_reaches_the_worker_and_the_intake_from_the_secret() -> None:
+    secret = yaml.safe_load((DEPLOY / "kubernetes" / "secret.example.yaml").read_text())
+    assert "RUNBOOK_INTAKE_KEY" in secret["stringData"]
+    for name in ("runbook-worker", "runbook-intake"):
+        env = {e["name"]: e for c in deployment_pod(name)["spec"]["containers"] for e in c["env"]}
+        ref = env["RUNBOOK_INTAKE_KEY"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == ("runbook-secrets", "RUNBOOK_INTAKE_KEY"), name
+    # compose: both read deploy/runbook.env, which the example lists it in.
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    assert all(services[s]["env_file"] == ["deploy/runbook.env"] for s in ("worker", "intake"))
+    assert re.search(r"^RUNBOOK_INTAKE_KEY=", (DEPLOY / "runbook.env.example").read_text(), re.M)
+
+
 # ---- deploy/runbook.env.example ----------------------------------------------------------
 
 
@@ -112,13 +156,15 @@ def test_the_example_env_file_lists_every_setting_and_nothing_else() -> None:
     modules = [
         PROJECT_DIR / "worker.py",
         PROJECT_DIR / "settings.py",
+        PROJECT_DIR / "telemetry.py",
         *(PROJECT_DIR / "intake").glob("*.py"),
     ]
     reads = set().union(*(env_reads(m) for m in modules))
     reads |= set(re.findall(r"os\.environ\['([A-Z_]+)'\]", DOCKERFILE))  # the health check
     assert settings | reads <= listed, sorted((settings | reads) - listed)
-    # Beside ours: the Temporal SDK's and boto3's own configuration.
-    unknown = {n for n in listed - settings - reads if not n.startswith(("TEMPORAL_", "AWS_"))}
+    # Beside ours: the Temporal SDK's, boto3's and OpenTelemetry's own configuration.
+    own = ("TEMPORAL_", "AWS_", "OTEL_")
+    unknown = {n for n in listed - settings - reads if not n.startswith(own)}
     assert not unknown, sorted(unknown)
 
 

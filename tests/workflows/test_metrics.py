@@ -3,12 +3,13 @@ the time-skipping server with fake activities (one approved failover whose Slack
 gate nobody answers, one workflow task that fails once, one activity retried past the limit).
 """
 
+import asyncio
 import json
 import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -91,19 +92,25 @@ async def scrape(url: str) -> Samples:
         return parse((await http.get(url, timeout=10)).raise_for_status().text)
 
 
+async def serving_metrics(env: WorkflowEnvironment) -> tuple[Client, str]:
+    """A client of `env`'s server whose runtime serves metrics (as the worker's does), and the
+    endpoint's URL."""
+    port = free_ports(("metrics",))["metrics"]
+    client = await Client.connect(
+        env.client.service_client.config.target_host,
+        namespace=env.client.namespace,
+        data_converter=pydantic_data_converter,
+        runtime=metrics_runtime(f"127.0.0.1:{port}"),
+    )
+    return client, f"http://127.0.0.1:{port}/metrics"
+
+
 @pytest.fixture(scope="module")
 async def scenario(
     ts_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Scenario]:
     """The scenario once for the module, scraped before and after; its worker still polls."""
-    port = free_ports(("metrics",))["metrics"]
-    url = f"http://127.0.0.1:{port}/metrics"
-    client = await Client.connect(
-        ts_env.client.service_client.config.target_host,
-        namespace=ts_env.client.namespace,
-        data_converter=pydantic_data_converter,
-        runtime=metrics_runtime(f"127.0.0.1:{port}"),
-    )
+    client, url = await serving_metrics(ts_env)
     # The worker on the client whose runtime serves the metrics.
     env = WorkflowEnvironment.from_client(client)
     fakes = FakeSystems(write_roster(tmp_path_factory.mktemp("roster")), notify_fails=True)
@@ -165,6 +172,9 @@ def test_the_runbooks_metrics_count_the_scenario(scenario: Scenario) -> None:
     failed = f"{metrics.NOTIFICATIONS_FAILED}_total"
     assert value(s, failed, channel="slack", kind="approval_request") == 2
     assert value(s, failed, channel="slack", kind="escalation") == 1
+    # The approved failover took its database's lock, free: one wait of 0 s.
+    assert value(s, f"{metrics.LOCK_WAIT_SECONDS}_count", procedure=procedure) == 1
+    assert value(s, f"{metrics.LOCK_WAIT_SECONDS}_bucket", procedure=procedure, le="0.5") == 1
     past_limit = f"{metrics.ACTIVITY_ATTEMPTS_PAST_LIMIT}_total"
     assert value(s, past_limit, activity_type="metrics-probe.flaky") == 1
     assert value(s, past_limit, activity_type="rds.force_failover") == 0
@@ -190,7 +200,8 @@ def test_the_sdk_metrics_are_on_the_same_endpoint(scenario: Scenario) -> None:
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy" / "observability"
 SELECTOR = re.compile(r"^(?P<name>[a-z_:][a-z0-9_:]*)(?:\{(?P<matchers>[^}]*)\})?$")
 THRESHOLD = re.compile(
-    r"^sum(?: by \((?P<by>[a-z_, ]*)\))? \((?P<inner>.+)\) (?P<op>[<>]=?|==) (?P<n>[0-9.]+)$"
+    r"^(?P<agg>sum|max)(?: by \((?P<by>[a-z_, ]*)\))? \((?P<inner>.+)\) "
+    r"(?P<op>[<>]=?|==) (?P<n>[0-9.]+)$"
 )
 INCREASE = re.compile(r"^increase\((?P<selector>.+)\[\d+[smhd]\]\)$")
 ABSENT = re.compile(r"^absent\((?P<selector>.+)\)$")
@@ -209,7 +220,7 @@ def series(samples: Samples, name: str, labels: dict[str, str]) -> dict[frozense
 
 
 def evaluate(expr: str, before: Samples, after: Samples) -> Firing:
-    """The label sets `expr` fires for: `A or B`, `absent(sel)`, `sum [by (..)] (X) op N`
+    """The label sets `expr` fires for: `A or B`, `absent(sel)`, `sum|max [by (..)] (X) op N`
     with X `sel` or `increase(sel[range])`."""
     if " or " in expr:
         return [f for part in expr.split(" or ") for f in evaluate(part, before, after)]
@@ -224,7 +235,10 @@ def evaluate(expr: str, before: Samples, after: Samples) -> Firing:
     sums: dict[tuple[tuple[str, str], ...], float] = {}
     for ls, v in series(after, name, labels).items():
         key = tuple((b, dict(ls).get(b, "")) for b in by)
-        sums[key] = sums.get(key, 0) + v - was.get(ls, 0)
+        if match["agg"] == "max":
+            sums[key] = max(sums.get(key, v), v - was.get(ls, 0))
+        else:
+            sums[key] = sums.get(key, 0) + v - was.get(ls, 0)
     compare = {"<": float.__lt__, ">": float.__gt__, "<=": float.__le__, ">=": float.__ge__}
     op = compare.get(match["op"], float.__eq__)
     return [dict(key) for key, total in sums.items() if op(float(total), float(match["n"]))]
@@ -239,10 +253,13 @@ def metric_names(expr: str) -> set[str]:
     return set(re.findall(r"\b(?:runbook|temporal)_[a-z_]+\b", expr))
 
 
-def test_every_rule_is_complete_and_names_exposed_metrics(scenario: Scenario) -> None:
-    exposed = {name for name, _ in scenario.after}
+def test_every_rule_is_complete_and_names_exposed_metrics(
+    scenario: Scenario, gate_gauges: Samples
+) -> None:
+    exposed = {name for name, _ in scenario.after} | {name for name, _ in gate_gauges}
     assert set(rules()) == {
         "RunbookGatePastDeadline",
+        "RunbookUrgentGateWaiting",
         "RunbookWorkflowTaskFailures",
         "RunbookActivityAttemptsHigh",
         "RunbookNotificationFailed",
@@ -278,13 +295,13 @@ def test_no_worker_polling_fires_when_the_workers_endpoint_is_gone(scenario: Sce
     assert evaluate(expr, {}, {}) == [{}]  # no worker: no series at all
 
 
-def test_the_dashboard_queries_exposed_metrics(scenario: Scenario) -> None:
+def test_the_dashboard_queries_exposed_metrics(scenario: Scenario, gate_gauges: Samples) -> None:
     dashboard = json.loads((OBSERVABILITY / "dashboard.json").read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     used = set().union(*(metric_names(e) for e in exprs))
     intake = RequestCounter()
     intake.requests.labels("/health", "GET", "200").inc()
-    exposed = {name for name, _ in scenario.after} | {
+    exposed = {name for name, _ in [*scenario.after, *gate_gauges]} | {
         s.name
         for f in text_string_to_metric_families(generate_latest(intake.registry).decode())
         for s in f.samples
@@ -294,3 +311,71 @@ def test_the_dashboard_queries_exposed_metrics(scenario: Scenario) -> None:
     assert {m for m in runbook_metrics if m.startswith("runbook_")} <= {
         re.sub(r"_(total|bucket)$", "", name) for name in used
     }  # every runbook metric has a panel
+
+
+# ---- the gates waiting now (Temporal's visibility: the dev server) ----------------------------
+
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+async def gate_gauges(
+    dev_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Samples]:
+    """A P0 failover waiting at its gate, counted by `watch_gates` with a clock an hour ahead;
+    the gauges once it waits, and (checked here) back to 0 once the run has ended."""
+    client, url = await serving_metrics(dev_env)
+    fakes = FakeSystems(write_roster(tmp_path_factory.mktemp("gauges")))
+    inp = DbFailoverInput(
+        requested_by="alice", severity="P0", db_instance_id=f"gauges-db-{uuid.uuid4().hex[:8]}"
+    )
+    unsandboxed = UnsandboxedWorkflowRunner()
+    async with running(
+        dev_env, [DatabaseFailover], fakes.activities(), workflow_runner=unsandboxed
+    ) as queue:
+        handle = await start(dev_env, queue, inp)
+        await until(handle, gate_open)
+        ahead = lambda: datetime.now(UTC) + HOUR  # noqa: E731
+        watching = asyncio.create_task(metrics.watch_gates(client, interval=0.2, clock=ahead))
+        try:
+            key = {
+                "procedure": "db-failover",
+                "severity": "P0",
+                "level": "on-call",
+                "environment": "production",
+            }
+            waiting = await eventually(
+                lambda: _gauge(url, metrics.GATES_WAITING, 1, **key), "the gate counted"
+            )
+            await handle.terminate("the gauges are read")
+            await eventually(lambda: _gauge(url, metrics.GATES_WAITING, 0, **key), "back to 0")
+        finally:
+            watching.cancel()
+    yield waiting
+
+
+async def _gauge(url: str, name: str, want: float, **labels: str) -> Samples | None:
+    samples = await scrape(url)
+    found = series(samples, name, labels)
+    return samples if found and sum(found.values()) == want else None
+
+
+def test_the_gates_waiting_gauges_come_from_visibility(gate_gauges: Samples) -> None:
+    key = {
+        "procedure": "db-failover",
+        "severity": "P0",
+        "level": "on-call",
+        "environment": "production",
+    }
+    assert value(gate_gauges, metrics.GATES_WAITING, **key) == 1
+    oldest = value(gate_gauges, metrics.GATE_OLDEST_SECONDS, **key)
+    assert HOUR.total_seconds() <= oldest < HOUR.total_seconds() + 600  # the clock's hour ahead
+
+
+def test_the_urgent_gate_rule_fires_on_an_old_p0_gate(gate_gauges: Samples) -> None:
+    expr = rules()["RunbookUrgentGateWaiting"]["expr"]
+    assert evaluate(expr, {}, gate_gauges) == [{"procedure": "db-failover", "level": "on-call"}]
+    younger = {
+        k: (v - 3000 if k[0] == metrics.GATE_OLDEST_SECONDS else v) for k, v in gate_gauges.items()
+    }
+    assert evaluate(expr, {}, younger) == []

@@ -7,10 +7,14 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from telemetry import client_interceptors
 from worker import INTERCEPTORS
 from workflows.registry import WORKFLOWS
 
@@ -58,9 +62,16 @@ async def stored() -> AsyncIterator[WorkflowHistory]:
 
 
 async def test_every_stored_history_replays() -> None:
-    """All in one replaying worker (a worker each costs about half a second here)."""
+    """All in one replaying worker (a worker each costs about half a second here), with the
+    tracing interceptor a traced worker adds (telemetry.py): it adds no command, so a history
+    that replays with it replays without it, and it makes no span while replaying."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
     replayer = Replayer(
-        workflows=WORKFLOWS, interceptors=INTERCEPTORS, data_converter=pydantic_data_converter
+        workflows=WORKFLOWS,
+        interceptors=[*INTERCEPTORS, *client_interceptors(provider.get_tracer("replay"))],
+        data_converter=pydantic_data_converter,
     )
     replayed, failed = [], {}
     async with replayer.workflow_replay_iterator(stored()) as results:
@@ -71,3 +82,4 @@ async def test_every_stored_history_replays() -> None:
                 failed[name] = repr(result.replay_failure)
     assert not failed, f"histories that no longer replay: {failed}"
     assert len(replayed) == len(HISTORIES)
+    assert exporter.get_finished_spans() == ()
