@@ -317,6 +317,8 @@ class SlackFront:
             if "already completed" in err.message:
                 return f"Refused: {workflow_id} has finished: there is nothing to decide"
             raise
+        verb = "approve" if approve else "reject"
+        log.info("%s by %s (Slack %s) taken on %s", verb, who.person, who.user_id, workflow_id)
         if ack.approved:
             return f"{workflow_id}: gate {ack.gate} approved by {ack.decided_by} (via Slack)"
         if approve:
