@@ -104,6 +104,12 @@ def interaction(body: bytes) -> dict[str, Any]:
     return payload
 
 
+def channel_id(channel: Any) -> str:
+    """A payload's channel id, or "" (the answer then goes to the user's DM with the app)."""
+    value = channel.get("id") if isinstance(channel, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= 32 else ""
+
+
 def workflow_id_of(value: Any) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_WORKFLOW_ID:
         raise Rejected(400, f"workflow id: 1 to {MAX_WORKFLOW_ID} characters required")
@@ -154,8 +160,7 @@ class SlackFront:
             if action.get("action_id") not in (APPROVE, REJECT):
                 raise Rejected(400, f"action_id: {APPROVE} or {REJECT} expected")
             workflow_id = workflow_id_of(action.get("value"))
-            channel = (payload.get("channel") or {}).get("id", "")
-            who = self._clicker(payload["user"].get("id"), channel)
+            who = self._clicker(payload["user"].get("id"), channel_id(payload.get("channel")))
             click = str(action.get("action_ts") or payload.get("trigger_id") or "")
             task = BackgroundTask(
                 self._clicked, who, action["action_id"], workflow_id, payload, click
@@ -180,7 +185,7 @@ class SlackFront:
         words = fields.get("text", "").split()
         if not words or words[0] == "help":
             return JSONResponse({"response_type": "ephemeral", "text": HELP})
-        who = self._clicker(fields["user_id"], fields.get("channel_id", ""))
+        who = self._clicker(fields["user_id"], channel_id({"id": fields.get("channel_id")}))
         verb, rest = words[0], words[1:]
         if verb == "start":
             task = BackgroundTask(self._start, who, rest)
@@ -317,6 +322,8 @@ class SlackFront:
             if "already completed" in err.message:
                 return f"Refused: {workflow_id} has finished: there is nothing to decide"
             raise
+        verb = "approve" if approve else "reject"
+        log.info("%s by %s (Slack %s) taken on %s", verb, who.person, who.user_id, workflow_id)
         if ack.approved:
             return f"{workflow_id}: gate {ack.gate} approved by {ack.decided_by} (via Slack)"
         if approve:
@@ -412,6 +419,13 @@ class SlackFront:
         return f"Started {handle.id} as {who.person} (run {handle.result_run_id})"
 
     async def _pending(self, who: Clicker) -> None:
+        try:
+            await self._tell(who, await self._waiting())
+        except Exception:
+            log.exception("/runbook pending by %s not handled", who.user_id)
+            await self._tell(who, "/runbook pending could not be handled; try again")
+
+    async def _waiting(self) -> str:
         query = 'ExecutionStatus = "Running" AND RunbookGate = "waiting"'
         now, lines = datetime.now(UTC), []
         async for wf in self.client.list_workflows(query, limit=20):
@@ -422,15 +436,16 @@ class SlackFront:
                     f"`{row['workflow_id']}` {row['severity']} {row['level']} "
                     f"waiting {row['age_seconds']}s: {row['summary']}"
                 )
-        await self._tell(who, "\n".join(lines) or "No gate is waiting.")
+        return "\n".join(lines) or "No gate is waiting."
 
     async def _status(self, who: Clicker, workflow_id: str) -> None:
         handle = self.client.get_workflow_handle(workflow_id)
         try:
             desc = await handle.describe()
             status = await query_status(handle)
-        except RPCError:
-            await self._tell(who, f"There is no run {workflow_id}")
+        except RPCError as err:
+            log.warning("/runbook status %s: %s", workflow_id, err.message)
+            await self._tell(who, f"No status for {workflow_id}: {err.message[:200]}")
             return
         state = desc.status.name if desc.status else "UNKNOWN"
         await self._tell(who, f"```{render_status(status, state)[:2800]}```")

@@ -4,12 +4,14 @@ server; the intake's answers read back from the sandbox's Slack twin."""
 
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -255,13 +257,16 @@ async def test_bad_requests_start_and_decide_nothing(
         for name, (content, headers, status) in cases.items():
             answer = await http.post(url, content=content, headers=headers)
             assert answer.status_code == status, (name, answer.text)
-        malformed = b"payload=%7Bnot-json"
-        answer = await http.post(
-            f"{acting.intake_url}/slack/interactions",
-            content=malformed,
-            headers=signed_headers(secret, malformed),
-        )
-        assert answer.status_code == 400 and "payload" in answer.json()["error"]
+        shapeless = urlencode(
+            {"payload": json.dumps({"type": "block_actions", "user": {"id": BOB}, "actions": 1})}
+        ).encode()
+        for malformed, why in ((b"payload=%7Bnot-json", "payload"), (shapeless, "actions")):
+            answer = await http.post(
+                f"{acting.intake_url}/slack/interactions",
+                content=malformed,
+                headers=signed_headers(secret, malformed),
+            )
+            assert answer.status_code == 400 and why in answer.json()["error"]
     workflow_id = f"db-failover/production/{resource}"
     assert not [wf async for wf in slack.client.list_workflows(f'WorkflowId = "{workflow_id}"')]
     logged = caplog.text

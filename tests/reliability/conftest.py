@@ -25,7 +25,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from activities.approvals import load_table
 from client.decisions import signed_start
 from stack.local import Stack
-from stack.roster import local_roster_files, moto_recording_file
+from stack.roster import local_roster_files, local_slack_app, moto_recording_file
 from tests.conftest import embedded_environ, free_ports, state_dir
 from tests.reliability.harness import DevServer, MotoRecorder, Transcript, WorkerProcess
 from workflows.models import RunbookResult
@@ -75,6 +75,9 @@ class Reliability:
         planted = {f"approver key of {n}": k for n, k in self.approver_keys().items()}
         planted["Slack webhook token"] = self.slack_token
         planted["PagerDuty routing key"] = self.routing_key
+        slack_app = local_slack_app(self.state)  # the stack's Slack app (intake and worker)
+        planted["Slack signing secret"] = slack_app["SLACK_SIGNING_SECRET"]
+        planted["Slack bot token"] = slack_app["SLACK_BOT_TOKEN"]
         return planted
 
     def env(self, task_queue: str, **extra: str) -> dict[str, str]:
