@@ -110,3 +110,40 @@ async def test_a_failed_action_marks_the_message_and_replies_in_its_thread(
     assert message["text"].startswith(":x:") and '"runbook.approve"' not in json.dumps(message)
     failed = [m for m in thread if m["thread_ts"] == message["ts"] and "FAILED" in m["text"]]
     assert len(failed) == 1 and "RDS said no" in json.dumps(failed[0]["blocks"])
+
+
+async def test_the_run_acts_without_waiting_for_a_slow_slack(
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path], twin: httpx.Client
+) -> None:
+    """Slack's chat.update held for 8 s: the failover is started while the message's first
+    update is still on its way (the updates have a task of their own)."""
+    fakes = FakeSystems(roster)
+    async with (
+        httpx.AsyncClient() as http,
+        running(ts_env, [DatabaseFailover], with_slack_app(fakes, twin, http)) as queue,
+    ):
+        handle = await start(ts_env, queue, DbFailoverInput(requested_by="alice"))
+        await until(handle, gate_open)
+        twin.post("/control/latency", json={"/slack/api/chat.update": 8}).raise_for_status()
+        await handle.execute_update(DatabaseFailover.approve, await signed(handle, "bob"))
+
+        async def failed_over() -> bool:
+            return "force_failover" in fakes.calls
+
+        await eventually(failed_over, "the failover", 60, 0.1)
+        twin.delete("/control/latency").raise_for_status()
+        assert (await handle.result()).outcome == "completed"
+        history = await handle.fetch_history()
+
+    names: dict[int, str] = {}
+    order: list[str] = []  # "scheduled <activity>" / "completed <activity>", as they happened
+    for e in history.events:
+        if e.HasField("activity_task_scheduled_event_attributes"):
+            names[e.event_id] = e.activity_task_scheduled_event_attributes.activity_type.name
+            order.append(f"scheduled {names[e.event_id]}")
+        elif e.HasField("activity_task_completed_event_attributes"):
+            done = e.activity_task_completed_event_attributes.scheduled_event_id
+            order.append(f"completed {names[done]}")
+    update, failover = "notify.slack_update", "rds.force_failover"
+    assert order.index(f"scheduled {update}") < order.index(f"scheduled {failover}")
+    assert order.index(f"scheduled {failover}") < order.index(f"completed {update}")
