@@ -133,7 +133,9 @@ async def test_slack_start_then_the_requester_is_refused_and_a_click_approves(
     (message,) = [m for m in sandbox.get("/slack/api/messages").json() if not m["thread_ts"]]
     lines = [e["text"] for b in message["blocks"] if b["type"] == "context" for e in b["elements"]]
     assert lines[0] == f":white_check_mark: Approved by bob via slack ({BOB})"  # the click
-    assert lines[-1].startswith(":white_check_mark: db-failover done")  # through to verified
+    assert lines[-1].startswith(
+        ":white_check_mark: Verified: db-failover done"
+    )  # through to verified
     assert "runbook.approve" not in str(message["blocks"])  # the buttons are gone
     await replay_and_keep(slack.client, DB, "db_failover_slack")
     run_id = (await handle.describe()).run_id

@@ -144,7 +144,7 @@ async def test_the_message_follows_an_approved_run_to_verified(
     lines = status_lines(now)
     assert lines[0] == ":white_check_mark: Approved by bob: go"
     assert lines.index(":gear: Acting") < lines.index(":mag: Verifying") < len(lines) - 1
-    assert lines[-1].startswith(":white_check_mark: db-failover done")
+    assert lines[-1].startswith(":white_check_mark: Verified: db-failover done")
     assert now["text"].startswith(":white_check_mark:")  # the headline marks the end
     reply, draft = replies(twin, now)  # the result, then the incident log's post-mortem draft
     assert "db-failover done" in reply["text"] and "available on us-east-1b" in json.dumps(reply)
