@@ -89,6 +89,8 @@ class FakeLagAndErrors:
         default_factory=lambda: {"/health/detailed": 200, "/health/workers": 503}
     )
     redis_down: bool = False
+    # api tasks stopped out of memory lately (api-errors then points at high-memory).
+    oom_stopped: int = 0
     calls: list[str] = field(default_factory=list)
 
     def _next(self, items: list[Any]) -> Any:
@@ -153,6 +155,16 @@ class FakeLagAndErrors:
                     health_status="UNHEALTHY" if i < self.unhealthy_api_tasks else "HEALTHY",
                 )
                 for i in range(self.desired.get(req.service, 1))
+            ]
+            tasks += [
+                EcsTask(
+                    task_arn=f"arn:task/oom-{i}",
+                    task_id=f"oom-{i}",
+                    last_status="STOPPED",
+                    desired_status="STOPPED",
+                    stopped_reason="OutOfMemoryError: Container killed due to memory usage",
+                )
+                for i in range(self.oom_stopped)
             ]
             return TasksResult(cluster=req.cluster, service=req.service, tasks=tasks)
 
