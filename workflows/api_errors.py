@@ -37,6 +37,7 @@ from workflows.diagnosis import (
     judge_one_service,
     judge_tasks,
     read,
+    recent_deploy,
     scale_and_wait,
     scale_stale,
 )
@@ -184,7 +185,7 @@ def _points_at(
         return _db_cause(findings)
     if procedure == "high-memory":
         return _oom_kills(findings.get(f"ecs {inp.service} tasks")) > 0
-    return _recent_deploy(svc, now) is not None
+    return recent_deploy(svc, now, RECENT_DEPLOY) is not None
 
 
 def _db_cause(findings: dict[str, Finding]) -> bool:
@@ -192,24 +193,6 @@ def _db_cause(findings: dict[str, Finding]) -> bool:
     db_down = health is not None and "database" in health.summary and health.verdict == "failing"
     cpu = findings.get("rds CPUUtilization")
     return db_down or (cpu is not None and cpu.verdict == "failing")
-
-
-def _recent_deploy(svc: EcsService | None, now: datetime) -> str | None:
-    """The service's newest deployment when it began within RECENT_DEPLOY and is not the
-    service's first (a new version, or a forced redeploy), described; else None."""
-    if svc is None:
-        return None
-    started = [d for d in svc.deployments if d.created_at is not None]
-    if not started:
-        return None
-    newest = max(started, key=lambda d: d.created_at or now)
-    assert newest.created_at is not None
-    first = svc.created_at is not None and newest.created_at - svc.created_at < timedelta(minutes=5)
-    if first or now - newest.created_at > RECENT_DEPLOY:
-        return None
-    minutes = max(0, int((now - newest.created_at).total_seconds() // 60))
-    revision = (newest.task_definition or "?").rsplit("/", 1)[-1]
-    return f"{revision} deployed {minutes} min ago"
 
 
 def _recommend(
@@ -256,7 +239,7 @@ def _recommend(
         return ApiPlan(
             action="none", recommendation="none", summary="Error rate and tasks normal", steps=[]
         )
-    deploy = _recent_deploy(svc, now) if now is not None else None
+    deploy = recent_deploy(svc, now, RECENT_DEPLOY) if now is not None else None
     if deploy:
         return ApiPlan(
             action="none",

@@ -38,9 +38,9 @@ async def test_api_errors_hands_off_to_high_memory_once_and_links_both_runs(
     dev_env: WorkflowEnvironment, roster: tuple[Path, Path]
 ) -> None:
     gate = FakeSystems(roster, intake_key=INTAKE_KEY)
-    fakes = FakeLagAndErrors(gate, oom_stopped=2)
-    memory = FakeMemory(gate)
     service = f"svc-{uuid.uuid4().hex[:8]}"  # its own ids on the shared dev server
+    fakes = FakeLagAndErrors(gate, oom_stopped={service: 2})
+    memory = FakeMemory(gate)
     target_queue = f"test-{uuid.uuid4()}"
     handoff = HandoffActivities(dev_env.client, target_queue, INTAKE_KEY)
     async with (
