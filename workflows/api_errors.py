@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.redis_info import RedisActivities, RedisStats, RedisStatsRequest
 
-from workflows.base import failure_message
+from workflows.base import failure_message, problems
 from workflows.db_failover import DatabaseFailover, DbFailoverInput
 from workflows.diagnosis import (
     first_service,
@@ -47,7 +47,7 @@ from workflows.handoffs import GATE as HANDOFF_GATE
 from workflows.high_memory import HighMemory, HighMemoryInput
 from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
 from workflows.models import MAX_RESOURCE, Finding, ParamSpec, RunbookInput, RunbookResult
-from workflows.rollback import Rollback, RollbackInput
+from workflows.rollback import RUNBOOK_SERVICES, Rollback, RollbackInput
 
 CPU_HIGH = 80.0  # the `db-cpu-high` alarm's threshold, percent
 # runbook.md 5, When to Rollback: "Deployment causes error rate spike"; a deploy this recent
@@ -185,7 +185,8 @@ def _points_at(
         return _db_cause(findings)
     if procedure == "high-memory":
         return _oom_kills(findings.get(f"ecs {inp.service} tasks")) > 0
-    return recent_deploy(svc, now, RECENT_DEPLOY) is not None
+    rollable = inp.service in RUNBOOK_SERVICES
+    return rollable and recent_deploy(svc, now, RECENT_DEPLOY) is not None
 
 
 def _db_cause(findings: dict[str, Finding]) -> bool:
@@ -239,7 +240,9 @@ def _recommend(
         return ApiPlan(
             action="none", recommendation="none", summary="Error rate and tasks normal", steps=[]
         )
-    deploy = recent_deploy(svc, now, RECENT_DEPLOY) if now is not None else None
+    deploy = None
+    if now is not None and inp.service in RUNBOOK_SERVICES:  # what rollback can roll back
+        deploy = recent_deploy(svc, now, RECENT_DEPLOY)
     if deploy:
         return ApiPlan(
             action="none",
@@ -290,7 +293,10 @@ def handoff_target(
     if procedure == "high-memory":
         memory = HighMemoryInput(cluster=inp.cluster, service=inp.service, **base)
         return HighMemory, memory, inp.service
-    return Rollback, RollbackInput(cluster=inp.cluster, services=[inp.service], **base), None
+    rollback = RollbackInput(
+        cluster=inp.cluster, services=[inp.service], reason="error-rate-spike", **base
+    )
+    return Rollback, rollback, None
 
 
 def _oom_kills(tasks: Finding | None) -> int:
@@ -364,7 +370,10 @@ class ApiErrorRateSpike(GatedRunbook):
         if not decision.approved:
             return await self.not_approved(findings, plan.steps, "nothing was started")
         procedure = decision.params[CHOICE]
-        target = handoff_target(inp, procedure, handoff_fields(inp, decision))
+        try:
+            target = handoff_target(inp, procedure, handoff_fields(inp, decision))
+        except ValidationError as err:  # e.g. an instance id longer than RDS allows
+            await self.fail(plan.summary, f"{procedure} cannot start: {problems(err)}")
         started = await hand_off(self, procedure, *target)
         verb = "started" if started.started else "already running, linked"
         summary = f"{plan.summary}; {procedure} {verb}: {started.workflow_id}"

@@ -94,3 +94,9 @@ def test_every_cause_found_is_offered_the_runbook_s_first_by_default() -> None:
     # Before hand-offs the same findings only recommended, with nothing to choose.
     old = make_plan(INP, oom, deployed(5))
     assert (old.action, old.offers) == ("none", [])
+
+
+def test_a_service_rollback_does_not_know_is_not_offered_rollback() -> None:
+    crash = findings("Essential container in task exited")
+    other = ApiErrorsInput(service="checkout")
+    assert make_plan(other, crash, deployed(20), now=NOW).recommendation == "scale"
