@@ -18,6 +18,7 @@ from tests.fakes.lag_and_errors import FakeLagAndErrors
 from tests.fakes.systems import FakeSystems
 from tests.temporal_env import gate_open, keep_history, running, start, until
 from workflows.api_errors import ApiErrorRateSpike, ApiErrorsInput
+from workflows.handoffs import choice
 from workflows.high_memory import HighMemory
 from workflows.models import RunbookResult
 
@@ -107,3 +108,16 @@ async def test_api_errors_hands_off_to_high_memory_once_and_links_both_runs(
     assert api_ids == [[target_id], [target_id]]
     hm = records[("high-memory", f"api-errors/production/{service}")]
     assert hm.trigger == "handoff" and hm.requested_by == "bob" and hm.requester_proven
+
+
+def test_the_choice_is_bounded_and_every_approver_must_choose_the_same() -> None:
+    spec = choice(["db-failover", "high-memory"])
+    assert spec.check("high-memory") is None
+    assert spec.check("scale") == (
+        "params.start: 'scale' is not offered; allowed: db-failover, high-memory"
+    )
+    assert spec.text({}) == "db-failover"  # the recommendation, by default
+    assert spec.allowed() == "one of db-failover, high-memory (default db-failover)"
+    # Four eyes: a second approver choosing another procedure is refused (the gate's rule).
+    assert spec.differs({"start": "high-memory"}, {})
+    assert not spec.differs({"start": "db-failover"}, {})
