@@ -29,6 +29,7 @@ from activities.cloudwatch import CloudWatchActivities
 from activities.decision_guard import DecisionGuard
 from activities.ecs import EcsActivities
 from activities.elb import ElbActivities
+from activities.handoffs import HandoffActivities
 from activities.health import HealthActivities
 from activities.incidents import IncidentActivities, migrate
 from activities.kafka import KafkaActivities
@@ -269,6 +270,7 @@ def build_activities(
         *(approvals.plan_escalation, approvals.verify),
         incidents.record,
         *(locks.request, locks.state, locks.holder_status),
+        HandoffActivities(client, profile.task_queue, intake_key).start,
         WorkerModeActivities(profile.name, settings.read_only).mode,
     ]
 

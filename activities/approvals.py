@@ -182,6 +182,7 @@ GUARDED_ACTIVITIES = frozenset(
         "ecs.use_task_definition",
         "secrets.set_number",
         "elb.set_listener_certificate",
+        "handoffs.start",
     }
 )
 

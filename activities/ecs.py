@@ -58,6 +58,9 @@ class Deployment(BaseModel):
     pending_count: int = 0
     rollout_state: str | None = None
     rollout_state_reason: str | None = None
+    # When ECS began it (a new task definition or a forced deployment): "a deploy in the
+    # last hour" (runbook.md 5, When to Rollback).
+    created_at: datetime | None = None
 
 
 class EcsService(BaseModel):
@@ -71,6 +74,8 @@ class EcsService(BaseModel):
     deployments: list[Deployment] = []
     # The newest service events (ECS keeps 100), newest first.
     events: list[str] = []
+    # The service's own creation: its first deployment is no deploy of a new version.
+    created_at: datetime | None = None
 
 
 class ServicesResult(BaseModel):
@@ -165,6 +170,7 @@ def _deployment(raw: dict[str, Any]) -> Deployment:
         pending_count=raw.get("pendingCount", 0),
         rollout_state=raw.get("rolloutState"),
         rollout_state_reason=raw.get("rolloutStateReason"),
+        created_at=raw.get("createdAt"),
     )
 
 
@@ -179,6 +185,7 @@ def service_model(raw: dict[str, Any]) -> EcsService:
         launch_type=raw.get("launchType"),
         deployments=[_deployment(d) for d in raw.get("deployments", [])],
         events=[e.get("message", "") for e in raw.get("events", [])[:5]],
+        created_at=raw.get("createdAt"),
     )
 
 

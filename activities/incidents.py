@@ -52,6 +52,12 @@ MIGRATIONS: list[tuple[int, str]] = [
     # Whether the worker proved who started the run (a signed start); NULL: not checked
     # (the run ended before any gate, or was recorded before requesters were checked).
     (2, "ALTER TABLE incidents ADD COLUMN requester_proven boolean;"),
+    # Hand-offs: the run that started this one, and the runs this one started (workflow ids).
+    (
+        3,
+        "ALTER TABLE incidents ADD COLUMN started_by text, "
+        "ADD COLUMN started text[] NOT NULL DEFAULT '{}';",
+    ),
 ]
 
 
@@ -72,6 +78,8 @@ class IncidentRecord(BaseModel):
     resource: str
     requested_by: str
     requester_proven: bool | None = None
+    started_by: str | None = None
+    started: list[str] = []
     started_at: datetime
     ended_at: datetime | None
     first_approval_at: datetime | None
@@ -101,14 +109,16 @@ class MigrateResult(BaseModel):
 
 UPSERT_INCIDENT = """
 INSERT INTO incidents (incident_id, workflow_id, procedure, severity, trigger, resource,
-    requested_by, requester_proven, started_at, ended_at, first_approval_at, mitigated_at,
-    outcome, summary, approvers, refusals, findings, plan)
+    requested_by, requester_proven, started_by, started, started_at, ended_at,
+    first_approval_at, mitigated_at, outcome, summary, approvers, refusals, findings, plan)
 VALUES (%(incident_id)s, %(workflow_id)s, %(procedure)s, %(severity)s, %(trigger)s,
-    %(resource)s, %(requested_by)s, %(requester_proven)s, %(started_at)s, %(ended_at)s,
+    %(resource)s, %(requested_by)s, %(requester_proven)s, %(started_by)s, %(started)s,
+    %(started_at)s, %(ended_at)s,
     %(first_approval_at)s, %(mitigated_at)s, %(outcome)s, %(summary)s, %(approvers)s,
     %(refusals)s, %(findings)s, %(plan)s)
 ON CONFLICT (incident_id) DO UPDATE SET
-    requester_proven = EXCLUDED.requester_proven, ended_at = EXCLUDED.ended_at,
+    requester_proven = EXCLUDED.requester_proven, started = EXCLUDED.started,
+    ended_at = EXCLUDED.ended_at,
     first_approval_at = EXCLUDED.first_approval_at, mitigated_at = EXCLUDED.mitigated_at,
     outcome = EXCLUDED.outcome, summary = EXCLUDED.summary, approvers = EXCLUDED.approvers,
     refusals = EXCLUDED.refusals, findings = EXCLUDED.findings, plan = EXCLUDED.plan,
@@ -227,6 +237,7 @@ def postmortem_markdown(incident: dict[str, Any], events: list[dict[str, Any]]) 
         f"- Severity: {incident['severity']}; trigger: {incident['trigger']}; "
         f"requested by {incident['requested_by']} ({_proven(incident.get('requester_proven'))})",
         f"- Outcome: **{incident['outcome']}**",
+        *_links(incident),
         "",
         "## Summary",
         "",
@@ -276,6 +287,16 @@ def postmortem_markdown(incident: dict[str, Any], events: list[dict[str, Any]]) 
         "",
     ]
     return "\n".join(lines)
+
+
+def _links(incident: dict[str, Any]) -> list[str]:
+    """Hand-offs, both ways (rows recorded before them have neither)."""
+    lines = []
+    if incident.get("started_by"):
+        lines.append(f"- Started by: `{incident['started_by']}` (hand-off)")
+    if incident.get("started"):
+        lines.append(f"- Started: {', '.join(f'`{w}`' for w in incident['started'])}")
+    return lines
 
 
 def _when(moment: datetime | None) -> str:

@@ -13,6 +13,9 @@ checks here:
   `schedule:<name>`.
 - kind `slack`: the intake's key too, for `/runbook start` in Slack: the requester is the
   roster person whose Slack id (`slack_user`, signed) typed it, checked against the roster.
+- kind `handoff`: the intake key too, made by the worker when an approver chose, in a
+  signed decision the worker checked (activities/handoffs.py), to start another procedure:
+  the requester is that approver and the trigger `handoff`.
 
 A proof is good for one run: the first run of its workflow id, started after it was signed,
 that carries it (Temporal's visibility says which runs that id had since; their start events
@@ -33,7 +36,7 @@ from pydantic import BaseModel, Field
 MAX_START_VALIDITY = timedelta(hours=1)
 # The signer's clock and Temporal's may disagree this much.
 CLOCK_SKEW = timedelta(minutes=5)
-ProofKind = Literal["person", "intake", "slack"]
+ProofKind = Literal["person", "intake", "slack", "handoff"]
 MACHINE_REQUESTERS = ("alarm:", "schedule:")
 
 
@@ -135,6 +138,7 @@ async def judge_requester(
     how = {
         "intake": "by the intake",
         "slack": f"by the intake for {claim.requester} (Slack {proof.slack_user})",
+        "handoff": f"for {claim.requester}'s hand-off",
     }.get(proof.kind, f"by {claim.requester}")
     return RequesterVerdict(proven=True, detail=f"start signed {how}")
 
@@ -146,11 +150,13 @@ def _signature_refusal(
     intake_key: str | None,
     slack_people: dict[str, str],
 ) -> str | None:
-    if proof.kind in ("intake", "slack"):
+    if proof.kind in ("intake", "slack", "handoff"):
         if proof.kind == "intake" and not claim.requester.startswith(MACHINE_REQUESTERS):
             return f"an intake-signed start names an alarm or schedule, not {claim.requester!r}"
         if proof.kind == "slack" and slack_people.get(proof.slack_user) != claim.requester:
             return f"Slack user {proof.slack_user!r} is not {claim.requester!r} on the roster"
+        if proof.kind == "handoff" and claim.trigger != "handoff":
+            return f"a hand-off start has the trigger handoff, not {claim.trigger!r}"
         key = intake_key
         if not key:
             return "this worker has no intake key (RUNBOOK_INTAKE_KEY) to check the signature"

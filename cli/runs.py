@@ -27,7 +27,7 @@ from client.decisions import (
 )
 from client.errors import BadInput
 from client.render import pending_row, render_status, run_link
-from client.runs import existing, query_status, start_or_join
+from client.runs import QUERY_TIMEOUT, existing, query_status, start_or_join
 from settings import EnvironmentProfile, UnknownEnvironment, get_settings
 from workflows.models import SEVERITIES, Approval, Rejection, RunbookInput
 
@@ -77,6 +77,8 @@ def build_input(
 
 
 async def cmd_start(client: Client, args: argparse.Namespace) -> int:
+    if args.from_ is not None:
+        await named_by_triage(client, args)
     procedure = procedures()[args.procedure]
     inp = build_input(procedure, args)
     key = requester_key(args.requested_by)
@@ -175,7 +177,48 @@ async def sign_decision(
 
 
 def check_start_args(args: argparse.Namespace) -> None:
-    build_input(procedures()[args.procedure], args)
+    if args.from_ is None:
+        if args.procedure is None:
+            raise BadInput("procedure: name one, or start what a triage named: --from WORKFLOW_ID")
+        build_input(procedures()[args.procedure], args)
+    else:
+        parse_sets(args.set)
+
+
+async def named_by_triage(client: Client, args: argparse.Namespace) -> None:
+    """`--from`: the procedure a finished triage run named (the first, or `procedure` among
+    those named), with the `--set` values and severity of its command, into `args`. The
+    start is then the person's own, signed like any `runbook start`."""
+    handle = await existing(client, args.from_)
+    desc = await handle.describe()
+    if desc.workflow_type != procedures()["triage"].workflow_type:
+        raise BadInput(f"--from: {args.from_!r} is a {desc.workflow_type} run, not a triage")
+    if desc.status != WorkflowExecutionStatus.COMPLETED:
+        state = desc.status.name.lower() if desc.status else "unknown"
+        raise BadInput(f"--from: the triage {args.from_!r} is {state}, not completed")
+    result = await handle.result(rpc_timeout=QUERY_TIMEOUT)
+    commands = [parse_start(c) for c in (result.get("plan") or [])]
+    named = [c for c in commands if c and (args.procedure in (None, c[0]))]
+    if not named:
+        what = f"{args.procedure}" if args.procedure else "any procedure"
+        listed = ", ".join(c[0] for c in commands if c) or "none"
+        raise BadInput(f"--from: the triage {args.from_!r} did not name {what} (named: {listed})")
+    args.procedure, sets, severity = named[0]
+    args.set = [*sets, *args.set]
+    args.severity = args.severity or severity
+
+
+def parse_start(command: str) -> tuple[str, list[str], str] | None:
+    """A triage's `runbook start PROCEDURE [--set K=V]... --severity PX` (workflows/triage.py),
+    or None for anything else."""
+    words = command.split()
+    if words[:2] != ["runbook", "start"] or len(words) < 3 or words[2] not in procedures():
+        return None
+    sets = [v for flag, v in zip(words[3::2], words[4::2], strict=False) if flag == "--set"]
+    severity = next(
+        (v for f, v in zip(words[3::2], words[4::2], strict=False) if f == "--severity"), ""
+    )
+    return words[2], sets, severity if severity in SEVERITIES else ""
 
 
 def check_decision_args(args: argparse.Namespace) -> None:
@@ -282,7 +325,13 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 
         parser.epilog = set_keys_help()
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
-        parser.add_argument("procedure", choices=sorted(procedures()))
+        parser.add_argument("procedure", nargs="?", choices=sorted(procedures()))
+        parser.add_argument(
+            "--from",
+            dest="from_",
+            metavar="TRIAGE_WORKFLOW_ID",
+            help="start what a finished triage run named (the first, or PROCEDURE among them)",
+        )
         parser.add_argument(
             "--severity", choices=SEVERITIES, help=f"default {DEFAULT_SEVERITY} for a new run"
         )

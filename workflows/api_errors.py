@@ -1,10 +1,10 @@
 """runbook.md, procedure 3: API Error Rate Spike."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -28,7 +28,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.redis_info import RedisActivities, RedisStats, RedisStatsRequest
 
-from workflows.base import failure_message
+from workflows.base import failure_message, problems
+from workflows.db_failover import DatabaseFailover, DbFailoverInput
 from workflows.diagnosis import (
     first_service,
     judge_health,
@@ -36,15 +37,25 @@ from workflows.diagnosis import (
     judge_one_service,
     judge_tasks,
     read,
+    recent_deploy,
     scale_and_wait,
     scale_stale,
 )
 from workflows.gate import GatedRunbook
+from workflows.handoffs import CHOICE, choice, hand_off, handoff_fields, start_command
+from workflows.handoffs import GATE as HANDOFF_GATE
+from workflows.high_memory import HighMemory, HighMemoryInput
 from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
 from workflows.models import MAX_RESOURCE, Finding, ParamSpec, RunbookInput, RunbookResult
+from workflows.rollback import RUNBOOK_SERVICES, Rollback, RollbackInput
 
 CPU_HIGH = 80.0  # the `db-cpu-high` alarm's threshold, percent
-Recommendation = Literal["scale", "db-failover", "high-memory", "escalate", "none"]
+# runbook.md 5, When to Rollback: "Deployment causes error rate spike"; a deploy this recent
+# is a suspect.
+RECENT_DEPLOY = timedelta(hours=1)
+Recommendation = Literal["scale", "db-failover", "high-memory", "rollback", "escalate", "none"]
+# What api-errors may hand off to (workflows/handoffs.py), in the runbook's order of causes.
+HANDOFFS = ("db-failover", "high-memory", "rollback")
 
 
 class ApiErrorsInput(RunbookInput):
@@ -68,12 +79,14 @@ class ApiErrorsInput(RunbookInput):
 
 
 class ApiPlan(BaseModel):
-    action: Literal["scale", "none"]
+    action: Literal["scale", "handoff", "none"]
     recommendation: Recommendation
     summary: str
     steps: list[str]
     current: int = 0
     target: int = 0
+    # handoff: the procedures the approver may choose to start, the recommended one first.
+    offers: list[str] = []
 
 
 def judge_cpu(metric: MetricSummary) -> Finding:
@@ -134,9 +147,62 @@ def make_plan(
     findings: dict[str, Finding],
     svc: EcsService | None,
     oom_to_high_memory: bool = True,
+    now: datetime | None = None,
 ) -> ApiPlan:
     """Pure: one recommendation from the findings, in the runbook's order of causes.
-    `oom_to_high_memory` is off only for runs recorded before OOM kills pointed there."""
+    `oom_to_high_memory` is off only for runs recorded before OOM kills pointed there; `now`
+    is given by runs that hand off (None: recorded before hand-offs, which only recommend)."""
+    plan = _recommend(inp, findings, svc, oom_to_high_memory, now)
+    if now is None or plan.recommendation not in HANDOFFS:
+        return plan
+    offers = [
+        p for p in HANDOFFS if p == plan.recommendation or _points_at(p, inp, findings, svc, now)
+    ]
+    offers.sort(key=lambda p: p != plan.recommendation)
+    command = start_command(plan.recommendation, inp.severity)
+    return plan.model_copy(
+        update={
+            "action": "handoff",
+            "offers": offers,
+            "steps": [
+                f"Start {p} (`--set start={p}`); it diagnoses again and asks at its own gate"
+                for p in offers
+            ]
+            + [f"Or reject, and run it by hand: {command}"],
+        }
+    )
+
+
+def _points_at(
+    procedure: str,
+    inp: ApiErrorsInput,
+    findings: dict[str, Finding],
+    svc: EcsService | None,
+    now: datetime,
+) -> bool:
+    """Whether the findings point at `procedure` too (an offer beside the recommendation)."""
+    if procedure == "db-failover":
+        return _db_cause(findings)
+    if procedure == "high-memory":
+        return _oom_kills(findings.get(f"ecs {inp.service} tasks")) > 0
+    rollable = inp.service in RUNBOOK_SERVICES
+    return rollable and recent_deploy(svc, now, RECENT_DEPLOY) is not None
+
+
+def _db_cause(findings: dict[str, Finding]) -> bool:
+    health = findings.get("/health/detailed")
+    db_down = health is not None and "database" in health.summary and health.verdict == "failing"
+    cpu = findings.get("rds CPUUtilization")
+    return db_down or (cpu is not None and cpu.verdict == "failing")
+
+
+def _recommend(
+    inp: ApiErrorsInput,
+    findings: dict[str, Finding],
+    svc: EcsService | None,
+    oom_to_high_memory: bool,
+    now: datetime | None,
+) -> ApiPlan:
     verdict = {name: f.verdict for name, f in findings.items()}
     health = findings.get("/health/detailed")
     db_down = health is not None and "database" in health.summary and health.verdict == "failing"
@@ -174,6 +240,17 @@ def make_plan(
         return ApiPlan(
             action="none", recommendation="none", summary="Error rate and tasks normal", steps=[]
         )
+    deploy = None
+    if now is not None and inp.service in RUNBOOK_SERVICES:  # what rollback can roll back
+        deploy = recent_deploy(svc, now, RECENT_DEPLOY)
+    if deploy:
+        return ApiPlan(
+            action="none",
+            recommendation="rollback",
+            summary=f"Errors high after a deploy ({inp.service} {deploy}): scaling would "
+            "spread the bad version; run rollback",
+            steps=[start_command("rollback", inp.severity)],
+        )
     if svc is None:
         return ApiPlan(
             action="none",
@@ -206,6 +283,22 @@ def make_plan(
     )
 
 
+def handoff_target(
+    inp: ApiErrorsInput, procedure: str, base: dict[str, Any]
+) -> tuple[type, RunbookInput, str | None]:
+    """The workflow, input and resource of the procedure the approver chose (HANDOFFS)."""
+    if procedure == "db-failover":
+        failover = DbFailoverInput(db_instance_id=inp.db_instance_id, **base)
+        return DatabaseFailover, failover, inp.db_instance_id
+    if procedure == "high-memory":
+        memory = HighMemoryInput(cluster=inp.cluster, service=inp.service, **base)
+        return HighMemory, memory, inp.service
+    rollback = RollbackInput(
+        cluster=inp.cluster, services=[inp.service], reason="error-rate-spike", **base
+    )
+    return Rollback, rollback, None
+
+
 def _oom_kills(tasks: Finding | None) -> int:
     reasons: dict[str, int] = tasks.data.get("crash_reasons", {}) if tasks else {}
     return sum(n for reason, n in reasons.items() if "OutOfMemory" in reason)
@@ -221,9 +314,12 @@ class ApiErrorRateSpike(GatedRunbook):
         self.tag(inp.severity)
         findings, svc = await self._diagnose(inp)
         oom_first = workflow.patched("api-errors-oom-high-memory")
-        plan = make_plan(inp, {f.check: f for f in findings}, svc, oom_first)
+        now = workflow.now() if workflow.patched("api-errors-handoffs") else None
+        plan = make_plan(inp, {f.check: f for f in findings}, svc, oom_first, now)
         self.set_phase("plan")
         self.record("plan", "info", f"{plan.recommendation}: {plan.summary}")
+        if plan.action == "handoff" and not inp.dry_run:
+            return await self._hand_off(inp, plan, findings)
         if plan.action == "none":
             if plan.recommendation != "none":
                 await self.notify(
@@ -263,6 +359,27 @@ class ApiErrorRateSpike(GatedRunbook):
             escalate = "Escalate to the Engineering Manager."
             await self.fail(plan.summary, failure_message(err), escalate)
         await self.notify("resolved", f"api-errors: {inp.service} scaled to {target}", summary, {})
+        return self.finish("completed", summary, findings, plan.steps)
+
+    async def _hand_off(
+        self, inp: ApiErrorsInput, plan: ApiPlan, findings: list[Finding]
+    ) -> RunbookResult:
+        """The approver chooses which offered procedure to start; it runs under its own id
+        with its own gate (this approval is not an approval of what it changes)."""
+        decision = await self.gate(HANDOFF_GATE, plan.summary, plan.steps, [choice(plan.offers)])
+        if not decision.approved:
+            return await self.not_approved(findings, plan.steps, "nothing was started")
+        procedure = decision.params[CHOICE]
+        try:
+            target = handoff_target(inp, procedure, handoff_fields(inp, decision))
+        except ValidationError as err:  # e.g. an instance id longer than RDS allows
+            await self.fail(plan.summary, f"{procedure} cannot start: {problems(err)}")
+        started = await hand_off(self, procedure, *target)
+        verb = "started" if started.started else "already running, linked"
+        summary = f"{plan.summary}; {procedure} {verb}: {started.workflow_id}"
+        await self.notify(
+            "info", f"api-errors handed off to {procedure}", summary, {"run": started.workflow_id}
+        )
         return self.finish("completed", summary, findings, plan.steps)
 
     async def _diagnose(self, inp: ApiErrorsInput) -> tuple[list[Finding], EcsService | None]:

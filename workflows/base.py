@@ -113,6 +113,8 @@ class RunbookWorkflow:
         self._summary = ""
         self._diagnosed: list[Finding] = []  # every check's finding, for the approval message
         self._slack = SlackMessage()
+        # Runs this one started (hand-offs: workflows/handoffs.py), by workflow id.
+        self._started: list[str] = []
 
     # ---- state --------------------------------------------------------------------------
 
@@ -122,6 +124,12 @@ class RunbookWorkflow:
         self.set_phase("diagnose")
         metrics.run_started(self.procedure)
         self.record("started", "info", f"by {inp.requested_by} via {inp.trigger}, {inp.severity}")
+        if inp.started_by:
+            self.record("started by", "info", f"hand-off from {inp.started_by}")
+
+    def link_started(self, workflow_id: str) -> None:
+        """A run this one started (or found running) for a hand-off: in the incident log."""
+        self._started.append(workflow_id)
 
     def set_phase(self, phase: str) -> None:
         self._phase = phase
@@ -215,6 +223,8 @@ class RunbookWorkflow:
             resource=self._resource,
             requested_by=inp.requested_by,
             requester_proven=self._requester_proven,
+            started_by=inp.started_by,
+            started=self._started,
             started_at=info.start_time,
             ended_at=ended,
             first_approval_at=self._first_approval_at,

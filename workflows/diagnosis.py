@@ -3,7 +3,7 @@ a per-check timeout, judges that turn an activity's result into a finding, and t
 step both remediations end with."""
 
 from collections.abc import Awaitable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -296,3 +296,22 @@ def worst_verdict(verdicts: list[str]) -> Any:
         if verdict in verdicts:
             return verdict
     return "ok"
+
+
+def recent_deploy(svc: EcsService | None, now: datetime, within: timedelta) -> str | None:
+    """The service's newest deployment when it began `within` and is not the service's first
+    (a new version, or a forced redeploy), described; else None (runbook.md 5, When to
+    Rollback: a deploy that causes an error spike or fails its smoke tests)."""
+    if svc is None:
+        return None
+    started = [d for d in svc.deployments if d.created_at is not None]
+    if not started:
+        return None
+    newest = max(started, key=lambda d: d.created_at or now)
+    assert newest.created_at is not None
+    first = svc.created_at is not None and newest.created_at - svc.created_at < timedelta(minutes=5)
+    if first or now - newest.created_at > within:
+        return None
+    minutes = max(0, int((now - newest.created_at).total_seconds() // 60))
+    revision = (newest.task_definition or "?").rsplit("/", 1)[-1]
+    return f"{revision} deployed {minutes} min ago"

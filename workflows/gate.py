@@ -228,9 +228,7 @@ class GatedRunbook(RunbookWorkflow):
         if gate.approvals_required > 1:
             fields["Approvals needed"] = f"{gate.approvals_required} distinct people"
         for spec in gate.params:
-            fields[f"param {spec.name}"] = (
-                f"{spec.minimum:g}-{spec.maximum:g} (default {spec.default:g})"
-            )
+            fields[f"param {spec.name}"] = spec.allowed()
         body = gate.summary + "\n" + "\n".join(f"• {line}" for line in gate.plan)
         if first:
             await self.notify("approval_request", title, body, fields, self.key_findings())
@@ -323,12 +321,12 @@ class GatedRunbook(RunbookWorkflow):
         assert self._pending is not None
         first = self._approvals[0]
         for spec in self._pending.params:
-            theirs, ours = spec.value(first.params), spec.value(decision.params)
-            if theirs != ours:
+            theirs, ours = spec.shown(first.params), spec.shown(decision.params)
+            if spec.differs(first.params, decision.params):
                 return (
-                    f"params.{spec.name}: {ours:g} differs from the {theirs:g} that "
+                    f"params.{spec.name}: {ours} differs from the {theirs} that "
                     f"{first.approver} approved; every approver of a gate approves the same "
-                    f"values (approve with --set {spec.name}={theirs:g}, or reject)"
+                    f"values (approve with --set {spec.name}={theirs}, or reject)"
                 )
         return None
 
@@ -407,7 +405,7 @@ class GatedRunbook(RunbookWorkflow):
             decided_by=decision.approver,
             decided_at=workflow.now(),
             comment=decision.comment,
-            params={**{spec.name: f"{spec.default:g}" for spec in gate.params}, **given},
+            params={**{spec.name: spec.text({}) for spec in gate.params}, **given},
         )
         return DecisionAck(gate=gate.gate, approved=decision.approve, decided_by=decision.approver)
 

@@ -19,7 +19,8 @@ with workflow.unsafe.imports_passed_through():
 ENVIRONMENT_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 Severity = Literal["P0", "P1", "P2", "P3"]
 SEVERITIES: tuple[Severity, ...] = ("P0", "P1", "P2", "P3")
-Trigger = Literal["ui", "cli", "alarm", "schedule", "slack"]
+# handoff: started by another run whose approver chose it (workflows/handoffs.py).
+Trigger = Literal["ui", "cli", "alarm", "schedule", "slack", "handoff"]
 Verdict = Literal["ok", "degraded", "failing", "unavailable"]
 # stale: approved, but once the run had the resource's lock the resource was no longer what
 # the approver saw (another run changed it meanwhile): nothing was done. Not `refused`, which
@@ -32,6 +33,7 @@ MAX_NAME = 64  # an approver, a parameter's name or value
 MAX_TEXT = 1000  # a comment, a reason
 MAX_RESOURCE = 255  # a resource name in an input
 MAX_PARAMS = 10
+MAX_WORKFLOW_ID = 400  # `<procedure>/<environment>/<resource>`
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
 Resource = Annotated[str, StringConstraints(min_length=1, max_length=MAX_RESOURCE)]
 # What a refusal log keeps: how many, and the last few, each cut to this length.
@@ -57,6 +59,9 @@ class RunbookInput(BaseModel):
     # Who started the run, proven: `runbook start` / `runbook sign-start` sign the start with
     # the requester's key (activities/requesters.py). Without it the requester is unproven.
     requester_proof: StartProof | None = None
+    # The run whose approver chose to start this one (a hand-off): linked in both timelines
+    # and in the incident log. Covered by the start's signature like every field.
+    started_by: str | None = Field(None, min_length=1, max_length=MAX_WORKFLOW_ID)
 
     @field_validator("requested_by")
     @classmethod
@@ -170,17 +175,25 @@ class Refusals(BaseModel):
 
 
 class ParamSpec(BaseModel):
-    """A number the approver may give with an approval, e.g. the new daily budget."""
+    """A number the approver may give with an approval, e.g. the new daily budget; or, with
+    `choices`, one of a few names (e.g. which procedure to start), the first the default."""
 
     name: str
-    minimum: float
-    maximum: float
-    default: float
+    minimum: float = 0
+    maximum: float = 0
+    default: float = 0
     integer: bool = False
     help: str = ""
+    choices: list[str] = []
 
     def check(self, text: str) -> str | None:
         """Why `text` is not an allowed value, or None."""
+        if self.choices:
+            if text in self.choices:
+                return None
+            return (
+                f"params.{self.name}: {text!r} is not offered; allowed: {', '.join(self.choices)}"
+            )
         allowed = f"{self.minimum:g} to {self.maximum:g}"
         try:
             value = int(text) if self.integer else float(text)
@@ -194,6 +207,27 @@ class ParamSpec(BaseModel):
     def value(self, given: dict[str, str]) -> float:
         """The value an approval gives (checked), or the default."""
         return float(given[self.name]) if self.name in given else self.default
+
+    def text(self, given: dict[str, str]) -> str:
+        """The value an approval gives (checked), or the default, as the gate keeps it."""
+        if self.name in given:
+            return given[self.name]
+        return self.choices[0] if self.choices else f"{self.default:g}"
+
+    def shown(self, given: dict[str, str]) -> str:
+        """The value as a person reads it: a choice, or the number."""
+        return self.text(given) if self.choices else f"{self.value(given):g}"
+
+    def differs(self, one: dict[str, str], other: dict[str, str]) -> bool:
+        if self.choices:
+            return self.text(one) != self.text(other)
+        return self.value(one) != self.value(other)
+
+    def allowed(self) -> str:
+        """What may be given, for the gate's announcement."""
+        if self.choices:
+            return f"one of {', '.join(self.choices)} (default {self.choices[0]})"
+        return f"{self.minimum:g}-{self.maximum:g} (default {self.default:g})"
 
 
 class PendingGate(BaseModel):

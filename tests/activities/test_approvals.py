@@ -141,6 +141,25 @@ async def test_the_intake_signs_for_alarms_only_and_needs_its_key() -> None:
     assert not (await judged(claim(forged, requester="alarm:db-cpu-high", trigger="alarm")))[0]
 
 
+async def test_a_hand_off_is_signed_for_the_approver_with_the_intake_key() -> None:
+    """The worker signs what an approver chose to start (activities/handoffs.py): proven with
+    the trigger `handoff` only, and never with a person's own key kind."""
+    fields = {**INPUT, "requested_by": "bob", "trigger": "handoff"}
+    signed = proof("bob", INTAKE_KEY, kind="handoff", fields=fields)
+    good = claim(signed, requester="bob", trigger="handoff").model_copy(
+        update={"trigger": "handoff"}
+    )
+    assert await judged(good) == (True, "start signed for bob's hand-off")
+    as_cli = claim(signed, requester="bob", trigger="handoff")  # the claim says cli
+    proven, detail = await judged(as_cli)
+    assert not proven and "trigger handoff, not 'cli'" in detail
+    forged = proof("bob", key_of("bob"), kind="handoff", fields=fields)
+    bad = claim(forged, requester="bob", trigger="handoff").model_copy(
+        update={"trigger": "handoff"}
+    )
+    assert not (await judged(bad))[0]
+
+
 # ---- authority: the approvals a mutation acts on --------------------------------------------
 
 
@@ -217,9 +236,12 @@ def test_every_mutating_activity_the_worker_runs_is_guarded(
         if defn.arg_types and "authority" in getattr(defn.arg_types[0], "model_fields", {})
     }
     assert carrying == GUARDED_ACTIVITIES
-    # A mutation's AWS call, once begun, is not interrupted into a botocore retry.
+    # A mutation's AWS call, once begun, is not interrupted into a botocore retry (a thread's;
+    # the hand-off's start is async, awaited).
     mutating = GUARDED_ACTIVITIES | {"acm.request_certificate", "route53.upsert_record"}
-    assert all(registered[name].no_thread_cancel_exception for name in mutating)
+    threaded = [name for name in mutating if not registered[name].is_async]
+    assert "ecs.scale_service" in threaded
+    assert all(registered[name].no_thread_cancel_exception for name in threaded)
 
 
 # ---- Slack: decisions and starts the intake signs for a Slack user --------------------------

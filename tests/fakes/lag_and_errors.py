@@ -12,6 +12,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.acm import Certificate, Certificates, ListCertificatesRequest
 from activities.cloudwatch import MetricRequest, MetricSummary
 from activities.ecs import (
     EcsService,
@@ -49,6 +50,7 @@ from activities.prometheus import (
     ErrorRateRequest,
 )
 from activities.redis_info import RedisStats, RedisStatsRequest
+from activities.spend import SpendReading, SpendReadRequest
 from tests.fakes.systems import FakeSystems
 
 
@@ -89,6 +91,17 @@ class FakeLagAndErrors:
         default_factory=lambda: {"/health/detailed": 200, "/health/workers": 503}
     )
     redis_down: bool = False
+    # Tasks stopped out of memory lately, by service (api-errors then points at high-memory).
+    oom_stopped: dict[str, int] = field(default_factory=dict)
+    # ERROR lines a log group answers with (12 when not listed); database connections open.
+    log_errors: dict[str, int] = field(default_factory=dict)
+    connections: int = 12
+    # A body for a health path that does not answer 200 (e.g. /health on a bad deploy).
+    health_body: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Today's LLM spend and the budget in force (USD); ACM certificates.
+    spend: float = 10.0
+    budget: float = 100.0
+    certificates: list[Certificate] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
 
     def _next(self, items: list[Any]) -> Any:
@@ -154,6 +167,16 @@ class FakeLagAndErrors:
                 )
                 for i in range(self.desired.get(req.service, 1))
             ]
+            tasks += [
+                EcsTask(
+                    task_arn=f"arn:task/oom-{i}",
+                    task_id=f"oom-{i}",
+                    last_status="STOPPED",
+                    desired_status="STOPPED",
+                    stopped_reason="OutOfMemoryError: Container killed due to memory usage",
+                )
+                for i in range(self.oom_stopped.get(req.service, 0))
+            ]
             return TasksResult(cluster=req.cluster, service=req.service, tasks=tasks)
 
         @activity.defn(name="ecs.scale_service")
@@ -185,7 +208,10 @@ class FakeLagAndErrors:
         async def check(req: HealthRequest) -> HealthResult:
             self.calls.append(f"health {req.path}")
             code = self.health_status.get(req.path, 200)
-            return HealthResult(path=req.path, ok=code == 200, status_code=code, latency_ms=3)
+            body = self.health_body.get(req.path)
+            return HealthResult(
+                path=req.path, ok=code == 200, status_code=code, latency_ms=3, body=body
+            )
 
         @activity.defn(name="health.wait_healthy")
         async def wait_healthy(req: WaitHealthyRequest) -> HealthResult:
@@ -195,7 +221,7 @@ class FakeLagAndErrors:
         @activity.defn(name="logs.recent_errors")
         async def recent_errors(req: LogErrorsRequest) -> LogErrorsResult:
             self.calls.append(f"logs {req.log_group}")
-            by_term = {t: 12 for t in req.terms}
+            by_term = {t: self.log_errors.get(req.log_group, 12) for t in req.terms}
             return LogErrorsResult(
                 log_group=req.log_group,
                 minutes=req.minutes,
@@ -223,7 +249,8 @@ class FakeLagAndErrors:
         @activity.defn(name="postgres.connections")
         async def connections(req: ConnectionsRequest) -> ConnectionSummary:
             self.calls.append("connections")
-            return ConnectionSummary(total=12, by_state={"active": 2, "idle": 10}, long_running=[])
+            total = self.connections
+            return ConnectionSummary(total=total, by_state={"idle": total}, long_running=[])
 
         @activity.defn(name="cloudwatch.metric_statistics")
         async def metric(req: MetricRequest) -> MetricSummary:
@@ -266,7 +293,25 @@ class FakeLagAndErrors:
                 window_seconds=req.window_seconds, requests=400, errors=400 * share, share=share
             )
 
+        @activity.defn(name="spend_watch.read")
+        async def spend(req: SpendReadRequest) -> SpendReading:
+            self.calls.append("spend")
+            return SpendReading(
+                date=req.date,
+                key=f"llm:spend:global:{req.date}",
+                spend=self.spend,
+                budget=self.budget,
+                budget_source="metrics",
+            )
+
+        @activity.defn(name="acm.list_certificates")
+        async def certificates(req: ListCertificatesRequest) -> Certificates:
+            self.calls.append("certificates")
+            return Certificates(certificates=self.certificates)
+
         return [
+            spend,
+            certificates,
             consumer_lag,
             peek_dlq,
             describe_services,

@@ -85,6 +85,8 @@ class FakeSystems:
     # Which runs a workflow id had since a time: Temporal's visibility (worker.earlier_runs)
     # on the dev server; faked on the time-skipping server, which cannot list workflows.
     earlier_runs: EarlierRuns = no_earlier_runs
+    # The worker's intake key (checks alarm and hand-off starts); None: it has none.
+    intake_key: str | None = None
 
     def activities(self) -> list[Any]:
         @activity.defn(name="rds.describe_instance")
@@ -158,7 +160,9 @@ class FakeSystems:
             self.incidents.append(incident)
             return RecordResult(incident_id=incident.incident_id, events=len(incident.timeline))
 
-        approvals = ApprovalActivities(self.policy, *self.roster, earlier_runs=self.earlier_runs)
+        approvals = ApprovalActivities(
+            self.policy, *self.roster, intake_key=self.intake_key, earlier_runs=self.earlier_runs
+        )
         # The real lock client (the lock itself is a workflow the test worker registers).
         locks = LockActivities(LockConfig(check_seconds=1))
         return [

@@ -146,21 +146,30 @@ async def test_api_errors_scale_then_error_rate_and_health_recover(
     assert checks["circuit breakers"] == "ok" and checks["redis"] == "ok"
 
 
-async def test_api_errors_from_the_database_recommend_db_failover_without_scaling(
+async def test_api_errors_from_the_database_offer_db_failover_without_scaling(
     ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
 ) -> None:
     fakes.cpu, fakes.redis_down = 96.0, True
     async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
         inp = ApiErrorsInput(requested_by="alice", error_window_seconds=1)
         handle = await start(ts_env, queue, inp)
+        status = await until(handle, gate_open)
+        gate = status.pending_gate
+        assert gate and gate.gate == "hand-off" and "run db-failover" in gate.summary
+        assert [p.choices for p in gate.params] == [["db-failover"]]
+        await handle.execute_update(
+            ApiErrorRateSpike.reject, await signed(handle, "bob", approve=False, reason="by hand")
+        )
         result: RunbookResult = await handle.result()
-        await keep_history(handle, "api_errors_recommend_db_failover")
-    assert result.outcome == "completed" and "db-failover" in result.summary
-    assert result.plan == ["runbook start db-failover --severity P1"]
+        await keep_history(handle, "api_errors_handoff_rejected")
+    assert result.outcome == "rejected" and "nothing was started" in result.summary
+    assert (
+        result.plan[-1] == "Or reject, and run it by hand: runbook start db-failover --severity P1"
+    )
     redis = next(f for f in result.findings if f.check == "redis")
     assert redis.verdict == "unavailable" and "ConnectionError" in redis.summary
     assert not any(c.startswith("scale") for c in fakes.calls)
-    assert fakes.gate.notes[-1].kind == "escalation"
+    assert fakes.gate.notes[-1].kind == "rejected"
 
 
 async def test_api_errors_with_an_open_breaker_escalate(
