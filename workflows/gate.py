@@ -11,10 +11,12 @@ rules are checked again after the signature check. A mutation then carries the a
 """
 
 import asyncio
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RawValue
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -29,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyRequest,
         VerifyResult,
     )
-    from activities.notify import NotifyActivities, PagerDutyEvent
+    from activities.notify import Notification, NotifyActivities, NotifyResult, PagerDutyEvent
     from activities.requesters import RequesterClaim, input_digest
 
 from workflows import metrics
@@ -48,6 +50,15 @@ from workflows.models import (
     RunbookResult,
 )
 
+# A gate's approval request, escalation and page are tried again until their level ends: a
+# short Slack or PagerDuty outage must not lose them, and the gate never waits for them.
+# One attempt a try (the workflow sees and records each failure), then a timer: 2 s doubling
+# to 5 min, about 300 tries a day at most.
+DELIVERY_PATCH = "gate-notifications-retried-for-the-level"
+ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
+RETRY_FIRST = timedelta(seconds=2)
+RETRY_MAX = timedelta(minutes=5)
+
 
 class GatedRunbook(RunbookWorkflow):
     """A runbook that asks a human before it acts: `await self.gate(...)`."""
@@ -61,6 +72,10 @@ class GatedRunbook(RunbookWorkflow):
         # One decision at a time: two approvals arriving together (Updates, signals or both)
         # would otherwise both pass "already approved?" while the worker checks them.
         self._judging = asyncio.Lock()
+        # The gate's notifications still being delivered, by channel; `_level_number` tells
+        # a delivery its level is over (escalated or decided).
+        self._deliveries: dict[str, asyncio.Task[None]] = {}
+        self._level_number = 0
 
     async def not_approved(
         self, findings: list[Finding], plan: list[str], unchanged: str = "nothing was changed"
@@ -118,6 +133,7 @@ class GatedRunbook(RunbookWorkflow):
         self._record_plan(escalation)
         self.set_phase("awaiting approval")
         for number, level in enumerate(escalation.levels):
+            self._level_number = number
             self._enter_level(level, first=number == 0)
             await self._announce_level(level, first=number == 0)
             left = max(level.deadline - workflow.now(), timedelta(seconds=1))
@@ -134,6 +150,9 @@ class GatedRunbook(RunbookWorkflow):
         else:
             self._slack.decided(self._decided_line(gate))
         self._approved_at = metrics.gate_closed(self.procedure, level.role, opened, self._decision)
+        # Deliveries stop retrying now; one still in flight ends first, so the page's
+        # resolve never overtakes its trigger.
+        await asyncio.gather(*self._deliveries.values())
         await self._page("resolve", "decided")
         self._pending = None
         workflow.upsert_search_attributes([sa.GATE.value_set("none"), sa.GATE_LEVEL.value_set("")])
@@ -230,15 +249,135 @@ class GatedRunbook(RunbookWorkflow):
         for spec in gate.params:
             fields[f"param {spec.name}"] = spec.allowed()
         body = gate.summary + "\n" + "\n".join(f"• {line}" for line in gate.plan)
-        if first:
-            await self.notify("approval_request", title, body, fields, self.key_findings())
-        else:
+        kind = "approval_request" if first else "escalation"
+        if not first:
             until = f"{level.deadline:%Y-%m-%d %H:%M} UTC"
             self._slack.escalated(
                 fields, f":rotating_light: Escalated to {level.role} until {until}"
             )
-            await self.notify("escalation", title, body, fields)
-        await self._page("trigger", f"{title} ({level.role})")
+        findings = self.key_findings() if first else None
+        if not workflow.patched(DELIVERY_PATCH):
+            await self.notify(kind, title, body, fields, findings)
+            await self._page("trigger", f"{title} ({level.role})")
+            return
+
+        def note() -> Notification:
+            """Built when its turn comes: an escalation goes in the thread of the approval
+            request once that one was delivered."""
+            made = Notification(
+                kind=kind,
+                title=title,
+                severity=self._input.severity,
+                text=body,
+                fields=fields,
+                findings=findings or [],
+            )
+            if self._slack.ref is not None and not first:
+                made.thread, made.broadcast = self._slack.ref, True
+            return made
+
+        def posted(made: Any, result: NotifyResult) -> None:
+            if first:
+                self._slack.posted(made, result, self._update_message)
+
+        self._deliver(
+            "slack", kind, f"notify {kind}", level.deadline, NotifyActivities.slack, note, posted
+        )
+        if self._paging:
+            page = self._page_event("trigger", f"{title} ({level.role})")
+            self._deliver(
+                "pagerduty",
+                "trigger",
+                "page trigger",
+                level.deadline,
+                NotifyActivities.pagerduty,
+                lambda: page,
+            )
+
+    def _deliver(
+        self,
+        channel: str,
+        kind: str,
+        name: str,
+        until: datetime,
+        send: Callable[[NotifyActivities, Any], Awaitable[NotifyResult]],
+        message: Callable[[], Notification | PagerDutyEvent],
+        delivered: Callable[[Any, NotifyResult], None] | None = None,
+    ) -> None:
+        """Deliver in the background, after the channel's earlier message (order kept)."""
+        earlier = self._deliveries.get(channel)
+        level = self._level_number
+
+        async def deliver() -> None:
+            if earlier is not None:
+                await earlier
+            built = message()
+
+            async def attempt() -> NotifyResult:
+                return await workflow.execute_activity_method(
+                    send,
+                    built,
+                    start_to_close_timeout=timedelta(seconds=15),
+                    retry_policy=ONE_ATTEMPT,
+                )
+
+            result = await self._retry_until(channel, kind, name, until, level, attempt)
+            if result is not None and delivered is not None:
+                delivered(built, result)
+
+        self._deliveries[channel] = asyncio.create_task(deliver())
+
+    async def _retry_until(
+        self,
+        channel: str,
+        kind: str,
+        name: str,
+        until: datetime,
+        level: int,
+        attempt: Callable[[], Awaitable[NotifyResult]],
+    ) -> NotifyResult | None:
+        """Try until delivered, refused for good (a 4xx: a wrong webhook), or the level is
+        over; every failure is counted, the timeline keeps one line for them."""
+        failures, wait, line = 0, RETRY_FIRST, None
+
+        def over() -> bool:
+            return self._level_number != level or self._decision is not None
+
+        def failed(why: str, then: str) -> None:
+            nonlocal line
+            detail = f"{failures} failed attempts, last: {why}; {then}"
+            if line is None:
+                line = self.record(name, "failed", detail)
+            else:
+                line.detail, line.ended_at = detail, workflow.now()
+
+        while True:
+            try:
+                result = await attempt()
+            except ActivityError as err:
+                failures += 1
+                metrics.notification_failed(self.procedure, channel, kind)
+                why = failure_message(err)
+                if not _retryable(err):
+                    failed(why, "not retried: refused")
+                    return None
+                if over():
+                    failed(why, "not delivered: the gate moved on")
+                    return None
+                if workflow.now() + wait >= until:
+                    failed(why, "not delivered: the level ended")
+                    return None
+                failed(why, f"retrying until {until:%Y-%m-%d %H:%M:%S} UTC")
+                try:
+                    await workflow.wait_condition(over, timeout=wait)
+                except TimeoutError:
+                    wait = min(wait * 2, RETRY_MAX)
+                    continue
+                failed(why, "not delivered: the gate moved on")
+                return None
+            after = f" after {failures} failed attempts" if failures else ""
+            self.record(name, "ok" if result.delivered else "skipped", result.detail + after)
+            return result
 
     async def _page(self, action: str, summary: str) -> None:
         """PagerDuty alongside Slack; one alert a gate (dedup key), resolved when decided.
@@ -246,12 +385,7 @@ class GatedRunbook(RunbookWorkflow):
         assert self._pending is not None
         if not self._paging:
             return
-        event = PagerDutyEvent(
-            action=action,  # type: ignore[arg-type]
-            dedup_key=f"{workflow.info().workflow_id}/{self._pending.gate}",
-            summary=summary,
-            severity=self._input.severity,
-        )
+        event = self._page_event(action, summary)
         try:
             result = await workflow.execute_activity_method(
                 NotifyActivities.pagerduty,
@@ -265,6 +399,15 @@ class GatedRunbook(RunbookWorkflow):
             return
         if result.delivered:
             self.record(f"page {action}", "ok", result.detail)
+
+    def _page_event(self, action: str, summary: str) -> PagerDutyEvent:
+        assert self._pending is not None
+        return PagerDutyEvent(
+            action=action,  # type: ignore[arg-type]
+            dedup_key=f"{workflow.info().workflow_id}/{self._pending.gate}",
+            summary=summary,
+            severity=self._input.severity,
+        )
 
     def _closed(self) -> str | None:
         if self._pending is None or self._decision is not None:
@@ -453,3 +596,8 @@ class GatedRunbook(RunbookWorkflow):
         if ack is None:
             raise ApplicationError(refusal or "refused", type="GateRefused", non_retryable=True)
         return ack
+
+
+def _retryable(err: ActivityError) -> bool:
+    cause = err.cause
+    return not (isinstance(cause, ApplicationError) and cause.non_retryable)
