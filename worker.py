@@ -63,14 +63,9 @@ from telemetry import (
     process_tracer,
     secret_values,
 )
-from workflows.cert_expiry_check import CertExpiryCheck
-from workflows.incident_log import IncidentLogInterceptor
-from workflows.input_guard import InputGuardInterceptor
-from workflows.llm_spend_watch import LlmSpendWatch
-from workflows.lock import ResourceLock
 from workflows.metrics import ActivityAttemptsInterceptor, watch_gates
-from workflows.registry import PROCEDURES, WORKFLOWS
-from workflows.worker_mode import WorkerModeInterceptor
+from workflows.registry import PROCEDURES
+from workflows.replay import EVERY_WORKFLOW, INTERCEPTORS
 
 log = logging.getLogger("runbook.worker")
 
@@ -89,11 +84,6 @@ AWS_CONFIG = Config(
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows", "opentelemetry")
 )
-
-# Every worker and replayer runs the same interceptors: they add commands to histories.
-# The input guard first: a run with no input fails before anything else sees it; then the
-# worker's own rules (its environment, shadow mode); a refused run is no incident.
-INTERCEPTORS = [InputGuardInterceptor(), WorkerModeInterceptor(), IncidentLogInterceptor()]
 
 
 def worker_secrets(settings: Settings) -> list[str]:
@@ -300,7 +290,7 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
     return Worker(
         client,
         task_queue=profile.task_queue,
-        workflows=[*WORKFLOWS, LlmSpendWatch, CertExpiryCheck, ResourceLock],
+        workflows=EVERY_WORKFLOW,
         activities=[
             *build_activities(client, settings, http, profile),
             *schedule_activities(client, settings, http, profile),

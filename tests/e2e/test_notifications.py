@@ -9,7 +9,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from tests.e2e.conftest import as_approver, cli
-from tests.temporal_env import until
+from tests.temporal_env import keep_history, until
 from workflows.models import RunbookStatus, Step
 
 pytestmark = pytest.mark.timeout(240)
@@ -62,6 +62,7 @@ async def test_an_approval_request_outlives_a_slack_outage_and_never_holds_the_g
     rejected = await cli(bob, "reject", handle.id, "--as", "bob", "--reason", "drill")
     assert rejected.returncode == 0, rejected.stderr
     await handle.result()  # closed: the next start is a new run
+    await keep_history(handle, "db_failover_e2e_slack_healed_during_the_gate")
 
     # Still failing when the gate decides: the decision is taken, the request given up.
     sandbox.post("/control/slack/fail", json={"status": 500}).raise_for_status()
@@ -75,3 +76,5 @@ async def test_an_approval_request_outlives_a_slack_outage_and_never_holds_the_g
     status = await until(handle, lambda s: s.phase == "done", 90)
     assert status.outcome == "rejected"
     assert not any(x.outcome == "ok" for x in lines(status, REQUEST))
+    await handle.result()
+    await keep_history(handle, "db_failover_e2e_slack_down_when_rejected")

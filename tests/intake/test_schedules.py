@@ -27,7 +27,7 @@ from settings import EnvironmentProfile
 from tests.conftest import serving_http
 from tests.e2e.conftest import cli
 from tests.fakes.stub_runbook import STUB_WORKER, StubRunbook, stub_procedure
-from tests.temporal_env import running
+from tests.temporal_env import keep_history, running
 from workflows import registry
 from workflows.llm_spend_watch import LlmSpendWatch, LlmSpendWatchInput, LlmSpendWatchResult
 from workflows.models import RunbookStatus
@@ -176,14 +176,18 @@ class Watch:
         gauge = f"llm_budget_daily_usd {budget}\n" if budget is not None else ""
         self.metrics.text = f"# TYPE llm_budget_daily_usd gauge\n{gauge}"
 
-    async def run(self) -> LlmSpendWatchResult:
-        return await self.client.execute_workflow(
+    async def run(self, keep: str | None = None) -> LlmSpendWatchResult:
+        handle = await self.client.start_workflow(
             LlmSpendWatch.run,
             LlmSpendWatchInput(),
             id=f"llm-spend-watch-{time.monotonic_ns()}",
             task_queue=self.queue,
             result_type=LlmSpendWatchResult,
         )
+        result = await handle.result()
+        if keep:
+            await keep_history(handle, keep)
+        return result
 
     @property
     def workflow_id(self) -> str:
@@ -219,16 +223,16 @@ async def watch(
 
 async def test_below_the_threshold_starts_nothing(watch: Watch) -> None:
     await watch.set_spend(89.99, 100)
-    result = await watch.run()
+    result = await watch.run(keep="llm_spend_watch_below")
     assert result.action == "below" and result.ratio == pytest.approx(0.8999)
     assert result.budget == 100 and result.budget_source == "metrics"
 
 
 async def test_at_90_percent_it_starts_llm_budget_once(watch: Watch) -> None:
     await watch.set_spend(92, 100)
-    first = await watch.run()
+    first = await watch.run(keep="llm_spend_watch_started_llm_budget")
     assert first.action == "started" and first.workflow_id == watch.workflow_id
-    second = await watch.run()
+    second = await watch.run(keep="llm_spend_watch_signalled_the_running_one")
     assert second.action == "signalled"
     handle = watch.client.get_workflow_handle(watch.workflow_id)
     status = await handle.query("status", result_type=RunbookStatus)
@@ -242,7 +246,9 @@ async def test_at_90_percent_it_starts_llm_budget_once(watch: Watch) -> None:
 
     await handle.signal(StubRunbook.finish)
     await handle.result()
-    later = await watch.run()  # the same day: that run handled it
+    later = await watch.run(
+        keep="llm_spend_watch_suppressed_handled_today"
+    )  # the same day: that run handled it
     assert later.action == "suppressed" and "was handled by run" in later.detail
 
 

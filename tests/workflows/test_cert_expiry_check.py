@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.alarms import AlarmActivities, AlarmStarter
 from tests.fakes.certs import ACM, FakeCerts, cert, listener
 from tests.fakes.stub_runbook import STUB_WORKER, StubRunbook, stub_procedure
-from tests.temporal_env import running
+from tests.temporal_env import keep_history, running
 from workflows import registry
 from workflows.cert_expiry_check import (
     CertExpiryCheck,
@@ -36,13 +36,17 @@ class Check:
     fakes: FakeCerts
     domains: dict[str, str]  # role -> domain, unique to the test
 
-    async def run(self) -> CertExpiryCheckResult:
-        return await self.client.execute_workflow(
+    async def run(self, keep: str | None = None) -> CertExpiryCheckResult:
+        handle = await self.client.start_workflow(
             CertExpiryCheck.run,
             CertExpiryCheckInput(),
             id=f"cert-expiry-check-{time.monotonic_ns()}",
             task_queue=self.queue,
         )
+        result = await handle.result()
+        if keep:
+            await keep_history(handle, keep)
+        return result
 
     async def status(self, role: str) -> RunbookStatus:
         handle = self.client.get_workflow_handle(f"cert-renewal/production/{self.domains[role]}")
@@ -93,7 +97,7 @@ async def check(
 
 
 async def test_one_renewal_per_domain_that_needs_one_and_never_a_second(check: Check) -> None:
-    first = await check.run()
+    first = await check.run(keep="cert_expiry_check_started_renewals")
     d = check.domains
     assert first.renewals == dict.fromkeys([d["expiring"], d["imported"], d["expired"]], "started")
     rows = {row.domain: row for row in first.certificates}
@@ -115,7 +119,9 @@ async def test_one_renewal_per_domain_that_needs_one_and_never_a_second(check: C
     assert "schedule:cert-expiry-check via schedule" in started.detail
     assert (await check.status("expired")).severity == "P1"
 
-    second = await check.run()  # the renewals are still running: signalled, not started
+    second = await check.run(
+        keep="cert_expiry_check_signalled_running_renewals"
+    )  # the renewals are still running: signalled, not started
     assert set(second.renewals.values()) == {"signalled"} and len(second.renewals) == 3
     line = next(
         s for s in (await check.status("expiring")).timeline if s.name.startswith("alarm cert")

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from tests.fakes.approvers import signed
@@ -144,6 +144,26 @@ async def test_api_errors_scale_then_error_rate_and_health_recover(
     assert len(checks) == 8
     assert checks["5xx rate"] == "failing" and checks["ecs api tasks"] == "degraded"
     assert checks["circuit breakers"] == "ok" and checks["redis"] == "ok"
+
+
+async def test_api_errors_that_stay_high_after_scaling_fail_the_run_and_escalate(
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
+) -> None:
+    fakes.error_shares = [0.18, 0.12]  # the last one repeats: scaling did not help
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
+        inp = ApiErrorsInput(
+            requested_by="alice", error_window_seconds=1, poll_seconds=5, verify_timeout_seconds=10
+        )
+        handle = await start(ts_env, queue, inp)
+        await until(handle, gate_open)
+        await handle.execute_update(ApiErrorRateSpike.approve, await signed(handle, "bob"))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        await keep_history(handle, "api_errors_not_recovered")
+    assert "5xx share still 12.0%" in str(failed.value.cause)
+    assert "scale api 5" in fakes.calls and "wait_healthy" not in fakes.calls
+    assert fakes.gate.notes[-1].kind == "failed"
+    assert "Engineering Manager" in fakes.gate.notes[-1].text
 
 
 async def test_api_errors_from_the_database_offer_db_failover_without_scaling(

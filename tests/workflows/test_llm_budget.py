@@ -80,6 +80,9 @@ async def test_long_watch_continues_as_new_and_keeps_its_timeline(
         result: RunbookResult = await handle.result()  # follows the continued runs
         first_run = handle.result_run_id
         last = await handle.describe()
+        await keep_history(handle, "llm_budget_watch_continued_as_new")  # the first run
+        ended = ts_env.client.get_workflow_handle(handle.id, run_id=last.run_id)
+        await keep_history(ended, "llm_budget_watch_continued_run_completed")
     assert last.run_id != first_run  # it did continue as new
     assert result.outcome == "completed"
     assert fakes.calls.count("set_number") == 1 and fakes.calls.count("force api") == 1

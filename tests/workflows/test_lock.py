@@ -30,7 +30,7 @@ from activities.locks import (
 )
 from activities.notify import Notification, NotifyResult
 from tests.fakes.locking import HoldInput, LockHolderProbe
-from tests.temporal_env import until
+from tests.temporal_env import keep_history, until
 from workflows.lock import ResourceLock, ecs_service
 from workflows.models import RunbookStatus
 
@@ -213,6 +213,12 @@ async def test_continue_as_new_keeps_holder_and_queue(dev_env: WorkflowEnvironme
             await until(handle, holding)
             await handle.signal(LockHolderProbe.let_go)
             await handle.result()
+        lock = client.get_workflow_handle(lock_id(queue, resource))
+        await keep_history(
+            client.get_workflow_handle(lock.id, run_id=first_run), "lock_continued_as_new"
+        )
+        await lock.result()  # free and nobody waits: it ends
+        await keep_history(lock, "lock_drained_and_ended")
 
 
 async def test_a_free_lock_serves_the_next_request_then_ends(

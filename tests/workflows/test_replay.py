@@ -18,7 +18,7 @@ from temporalio.worker import Replayer
 from telemetry import client_interceptors
 from worker import INTERCEPTORS
 from workflows.input_guard import BY_TYPE
-from workflows.registry import WORKFLOWS
+from workflows.replay import EVERY_WORKFLOW
 
 HISTORY_DIR = Path(__file__).parent.parent / "histories"
 HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
@@ -86,7 +86,7 @@ async def test_every_stored_history_replays() -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     replayer = Replayer(
-        workflows=WORKFLOWS,
+        workflows=EVERY_WORKFLOW,
         interceptors=[*INTERCEPTORS, *client_interceptors(provider.get_tracer("replay"))],
         data_converter=pydantic_data_converter,
     )
