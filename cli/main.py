@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("cli.demo", "inject an incident in the sandbox and run its runbook"),
     "sandbox": ("cli.sandbox", "the demo sandbox: reset it, or show its state"),
     "webhook": ("cli.intake", "serve the alarm webhook (SNS, Alertmanager)"),
+    "replay": ("cli.replay", "replay the namespace's recent and open runs against this code"),
 }
 
 
