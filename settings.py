@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     # own, workflows/metrics.py) on this port; unset: none. The image's health check reads it.
     metrics_port: int | None = Field(None, ge=1, le=65535, alias="RUNBOOK_METRICS_PORT")
     metrics_host: str = Field("0.0.0.0", alias="RUNBOOK_METRICS_HOST")
+    # Worker Deployment Versioning (README, "Deploying a new version"): with both set, the
+    # worker polls as this version of the deployment and a run stays pinned to the version it
+    # started on; neither: an unversioned worker (the local stack), patching alone.
+    deployment_name: str | None = Field(
+        None, pattern=r"^[\w-]{1,100}$", alias="RUNBOOK_DEPLOYMENT_NAME"
+    )
+    build_id: str | None = Field(None, pattern=r"^[\w.+-]{1,100}$", alias="RUNBOOK_BUILD_ID")
+    # On SIGTERM the worker stops polling and lets running activities finish for this long
+    # (then cancels them: Temporal retries them elsewhere). Below the pod's grace period.
+    shutdown_seconds: float = Field(50, ge=0, le=3600, alias="RUNBOOK_SHUTDOWN_SECONDS")
 
     # The Revenue Context Engine (runbook.md, "Quick Reference" and procedures)
     api_base_url: str = Field("https://api.prod.revenue-context.com", alias="API_BASE_URL")

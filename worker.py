@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import boto3
@@ -17,8 +17,9 @@ import pydantic
 import redis.asyncio
 from botocore.config import Config
 from temporalio.client import Client
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.service import RPCError
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.acm import AcmActivities
@@ -279,6 +280,22 @@ def schedule_activities(
     return [spend.read, AlarmActivities(AlarmStarter(client)).start_once]
 
 
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """The worker's deployment version, when it has one: runs start on the deployment's
+    current version and stay pinned to it (a gate waiting for days finishes on the code it
+    started with); a new version takes the new runs once it is made current."""
+    name, build = settings.deployment_name, settings.build_id
+    if name is None and build is None:
+        return None
+    if name is None or build is None:
+        raise ValueError("RUNBOOK_DEPLOYMENT_NAME and RUNBOOK_BUILD_ID: set both, or neither")
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(deployment_name=name, build_id=build),
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.PINNED,
+    )
+
+
 # Activities one worker runs at once (the SDK's default), each with a thread if it needs one.
 ACTIVITY_SLOTS = 100
 
@@ -315,6 +332,10 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
         # Bad input (from the Temporal UI, say) fails the run with a message naming the
         # field, instead of retrying a workflow task that can never succeed.
         workflow_failure_exception_types=[pydantic.ValidationError],
+        deployment_config=deployment_config(settings),
+        # SIGTERM: stop polling, let running activities finish (a mutation included) for
+        # this long, then cancel them; their runs go on with the next worker.
+        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_seconds),
     )
 
 
@@ -325,7 +346,8 @@ async def main() -> None:
     )
     try:
         settings.profile()
-    except UnknownEnvironment as err:
+        deployment_config(settings)
+    except (UnknownEnvironment, ValueError) as err:
         raise SystemExit(f"worker: {err}") from None
     migrate_incident_log(settings)
     client = await temporal_client(settings.metrics_address(), process_tracer("runbook-worker"))
