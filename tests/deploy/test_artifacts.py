@@ -149,6 +149,22 @@ def env_reads(path: Path) -> set[str]:
     return found
 
 
+def test_the_worker_drains_within_the_pods_grace_period() -> None:
+    """SIGTERM: the worker lets running activities finish for RUNBOOK_SHUTDOWN_SECONDS; the
+    pod must live longer than that, with room to report and close (10 s)."""
+    [deployment] = [
+        d
+        for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "worker.yaml").read_text())
+        if d["kind"] == "Deployment"
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    drain = float(env["RUNBOOK_SHUTDOWN_SECONDS"])
+    assert drain >= 30  # a mutation's call to AWS has a 20 s read timeout (worker.AWS_CONFIG)
+    assert pod["terminationGracePeriodSeconds"] >= drain + 10
+
+
 def test_the_example_env_file_lists_every_setting_and_nothing_else() -> None:
     text = (DEPLOY / "runbook.env.example").read_text()
     listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", text, re.MULTILINE))

@@ -9,6 +9,8 @@ RUNBOOK_CRASH (at most one):
   after-call:<service>.<Operation>  inside a mutating activity: AWS answered (botocore's
                                     `after-call` event, success only), the activity has not
                                     completed yet
+  term-after-call:<service>.<Op>    the same point, but SIGTERM (a pod being stopped): the
+                                    worker drains instead of dying
 
 RUNBOOK_WORKER_GO: a file to wait for before the worker starts polling. The harness starts
 the next worker while the current one still runs, so that its start-up (imports, client,
@@ -69,14 +71,21 @@ class CrashAtSchedule(Interceptor):
         return _CrashInbound
 
 
-def crash_after_call(operation: str) -> None:
+def terminate(where: str) -> None:
+    print(f"crashing_worker: SIGTERM at {where}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def crash_after_call(operation: str, end: Any = die) -> None:
     """Every boto3 session the worker makes gets the handler on its own event system."""
     event = f"after-call.{operation}"
     original = boto3.session.Session.__init__
+    ended: list[bool] = []
 
     def handler(http_response: Any, **_: Any) -> None:
-        if http_response is not None and http_response.status_code < 300:
-            die(f"after-call:{operation}")
+        if http_response is not None and http_response.status_code < 300 and not ended:
+            ended.append(True)
+            end(f"after-call:{operation}")
 
     def init(self: boto3.session.Session, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
@@ -91,8 +100,13 @@ def install(spec: str) -> None:
         worker.INTERCEPTORS.append(CrashAtSchedule(target))  # type: ignore[arg-type]
     elif kind == "after-call" and "." in target:
         crash_after_call(target)
+    elif kind == "term-after-call" and "." in target:
+        crash_after_call(target, terminate)
     else:
-        raise SystemExit(f"{CRASH_VAR}={spec!r}: expected schedule:<activity> or after-call:<op>")
+        raise SystemExit(
+            f"{CRASH_VAR}={spec!r}: expected schedule:<activity>, after-call:<op> or "
+            "term-after-call:<op>"
+        )
 
 
 def poll_after_go() -> None:
