@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     pagerduty_events_url: str = Field(
         "https://events.pagerduty.com/v2/enqueue", alias="PAGERDUTY_EVENTS_URL"
     )
+    # Escalations are emailed (Amazon SES) from this verified address to the runbook's
+    # contacts (runbook.md, "Emergency Contacts"; JSON, role -> address); unset: Slack only.
+    email_from: str | None = Field(None, alias="RUNBOOK_EMAIL_FROM")
+    contacts: dict[str, str] = Field(
+        {"dba": "dba@company.com", "devops": "devops@company.com"}, alias="RUNBOOK_CONTACTS"
+    )
 
     # Approval gates (runbook.md, "Response Time SLAs" and "Escalation Matrix")
     roster_file: Path | None = Field(None, alias="RUNBOOK_ROSTER")

@@ -29,6 +29,7 @@ from activities.cloudwatch import CloudWatchActivities
 from activities.decision_guard import DecisionGuard
 from activities.ecs import EcsActivities
 from activities.elb import ElbActivities
+from activities.email import EmailActivities
 from activities.health import HealthActivities
 from activities.incidents import IncidentActivities, migrate
 from activities.kafka import KafkaActivities
@@ -233,6 +234,8 @@ def build_activities(
         slack_app(settings, profile),
     )
     incidents = IncidentActivities(settings.runbook_database_url)
+    ses = aws.client("ses") if settings.email_from else None
+    email = EmailActivities(ses, settings.email_from, settings.contacts)
     intake_key = settings.intake_key.get_secret_value() if settings.intake_key else None
     approvals = ApprovalActivities(
         escalation_policy(settings),
@@ -266,6 +269,7 @@ def build_activities(
         *(route53.find_zone, route53.upsert_record),
         *(secrets.read_number, secrets.set_number),
         *(notify.slack, notify.slack_update, notify.pagerduty),
+        email.send,
         *(approvals.plan_escalation, approvals.verify),
         incidents.record,
         *(locks.request, locks.state, locks.holder_status),

@@ -11,7 +11,7 @@ rules are checked again after the signature check. A mutation then carries the a
 """
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RawValue
@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyRequest,
         VerifyResult,
     )
+    from activities.incidents import GateSla
     from activities.notify import NotifyActivities, PagerDutyEvent
     from activities.requesters import RequesterClaim, input_digest
 
@@ -51,6 +52,8 @@ from workflows.models import (
 
 class GatedRunbook(RunbookWorkflow):
     """A runbook that asks a human before it acts: `await self.gate(...)`."""
+
+    acts = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -134,6 +137,9 @@ class GatedRunbook(RunbookWorkflow):
         else:
             self._slack.decided(self._decided_line(gate))
         self._approved_at = metrics.gate_closed(self.procedure, level.role, opened, self._decision)
+        self._gate_slas.append(
+            gate_sla(gate, inp.severity, opened, escalation, level.role, self._decision)
+        )
         await self._page("resolve", "decided")
         self._pending = None
         workflow.upsert_search_attributes([sa.GATE.value_set("none"), sa.GATE_LEVEL.value_set("")])
@@ -455,3 +461,25 @@ class GatedRunbook(RunbookWorkflow):
         if ack is None:
             raise ApplicationError(refusal or "refused", type="GateRefused", non_retryable=True)
         return ack
+
+
+def gate_sla(
+    gate: str,
+    severity: str,
+    opened: datetime,
+    escalation: EscalationPlan,
+    level: str,
+    decision: GateResult,
+) -> GateSla:
+    """The gate against its SLA: met when decided within the first level's time."""
+    due, answered = escalation.levels[0].deadline, decision.decided_at
+    return GateSla(
+        gate=gate,
+        severity=severity,
+        opened_at=opened,
+        due_at=due,
+        answered_at=answered,
+        level=level,
+        met=answered is not None and answered <= due,
+        approved=decision.approved,
+    )

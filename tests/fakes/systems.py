@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.approvals import ApprovalActivities, EscalationPolicy
 from activities.cloudwatch import MetricRequest, MetricSummary
+from activities.email import EmailRequest, EmailResult
 from activities.health import HealthRequest, HealthResult, WaitHealthyRequest
 from activities.incidents import IncidentRecord, RecordResult
 from activities.locks import LockActivities, LockConfig
@@ -37,6 +38,7 @@ from activities.worker_mode import WorkerModeActivities
 GATE_ACTIVITIES = {
     "notify.slack",
     "notify.pagerduty",
+    "email.send",
     "approvals.plan_escalation",
     "approvals.verify",
     "incidents.record",
@@ -74,6 +76,7 @@ class FakeSystems:
     calls: list[str] = field(default_factory=list)
     notes: list[Notification] = field(default_factory=list)
     pages: list[PagerDutyEvent] = field(default_factory=list)
+    emails: list[EmailRequest] = field(default_factory=list)
     incidents: list[IncidentRecord] = field(default_factory=list)
     # How many times the incident log fails before it answers (a database that is down).
     incident_log_failures: int = 0
@@ -150,6 +153,11 @@ class FakeSystems:
             self.pages.append(event)
             return NotifyResult(delivered=True, detail=f"PagerDuty {event.action}")
 
+        @activity.defn(name="email.send")
+        async def email(req: EmailRequest) -> EmailResult:
+            self.emails.append(req)
+            return EmailResult(sent=True, detail=f"emailed {req.contact}")
+
         @activity.defn(name="incidents.record")
         async def record(incident: IncidentRecord) -> RecordResult:
             if self.incident_log_failures > 0:
@@ -171,6 +179,7 @@ class FakeSystems:
             idle,
             slack,
             pagerduty,
+            email,
             record,
             approvals.plan_escalation,
             approvals.verify,
