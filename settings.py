@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     contacts: dict[str, str] = Field(
         {"dba": "dba@company.com", "devops": "devops@company.com"}, alias="RUNBOOK_CONTACTS"
     )
+    # The P3 ticket queue: GitHub issues of this repository (owner/name), with this token (a
+    # secret); without both, a P3 gate opens no ticket (and still pages nobody).
+    tickets_github_repo: str | None = Field(None, alias="RUNBOOK_TICKETS_GITHUB_REPO")
+    tickets_github_token: SecretStr | None = Field(None, alias="RUNBOOK_TICKETS_GITHUB_TOKEN")
+    tickets_github_url: str = Field("https://api.github.com", alias="RUNBOOK_TICKETS_GITHUB_URL")
 
     # Approval gates (runbook.md, "Response Time SLAs" and "Escalation Matrix")
     roster_file: Path | None = Field(None, alias="RUNBOOK_ROSTER")

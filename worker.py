@@ -47,6 +47,7 @@ from activities.route53 import Route53Activities
 from activities.secrets import SecretsActivities
 from activities.slack_app import SlackApp
 from activities.spend import SpendActivities
+from activities.tickets import GitHubTickets, TicketActivities
 from activities.worker_mode import WorkerModeActivities
 from client.namespace import NamespaceNotReady, check_namespace
 from settings import (
@@ -130,6 +131,7 @@ def escalation_policy(settings: Settings) -> EscalationPolicy:
         timezone=settings.business_timezone,
         two_approvers=frozenset(p.strip() for p in settings.two_approvers.split(",") if p.strip()),
         paging=bool(settings.pagerduty_routing_key),
+        tickets=bool(settings.tickets_github_repo and settings.tickets_github_token),
         game_day=settings.game_day,
     )
 
@@ -166,6 +168,12 @@ async def start_signature(client: Client, workflow_id: str, run_id: str) -> str 
     except (RPCError, ValueError, IndexError, AttributeError):
         return None
     return None
+
+
+def ticket_activities(settings: Settings, http: httpx.AsyncClient) -> TicketActivities:
+    repo, token = settings.tickets_github_repo, settings.tickets_github_token
+    github = GitHubTickets(repo=repo, api_url=settings.tickets_github_url) if repo else None
+    return TicketActivities(http, github, token.get_secret_value() if token else None)
 
 
 def aws_access(settings: Settings, profile: EnvironmentProfile, tracer: Any = None) -> AwsAccess:
@@ -236,6 +244,7 @@ def build_activities(
     incidents = IncidentActivities(settings.runbook_database_url)
     ses = aws.client("ses") if settings.email_from else None
     email = EmailActivities(ses, settings.email_from, settings.contacts)
+    tickets = ticket_activities(settings, http)
     intake_key = settings.intake_key.get_secret_value() if settings.intake_key else None
     approvals = ApprovalActivities(
         escalation_policy(settings),
@@ -270,6 +279,7 @@ def build_activities(
         *(secrets.read_number, secrets.set_number),
         *(notify.slack, notify.slack_update, notify.pagerduty),
         email.send,
+        tickets.open,
         *(approvals.plan_escalation, approvals.verify),
         incidents.record,
         *(locks.request, locks.state, locks.holder_status),

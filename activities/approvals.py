@@ -87,6 +87,8 @@ class EscalationPolicy(BaseModel):
     # False when no PagerDuty routing key is configured: the gate then skips its page
     # activities, which could only answer "skipped" (one round trip before the action).
     paging: bool = True
+    # True when a ticket queue is configured: a P3 gate opens a ticket (activities/tickets.py).
+    tickets: bool = False
     # A game-day worker (RUNBOOK_GAME_DAY=1) lets a run shorten its levels' time; otherwise
     # the SLA clock is the policy's alone, whatever the start input asks.
     game_day: bool = False
@@ -114,6 +116,7 @@ class EscalationPlan(BaseModel):
     approvals_required: int
     # A plan recorded before this field existed reads True: its replay pages as it did.
     paging: bool = True
+    tickets: bool = False
     # None in a plan recorded before requesters were checked.
     requester_proven: bool | None = None
     requester_detail: str = ""
@@ -305,6 +308,7 @@ class ApprovalActivities:
             levels=levels,
             approvals_required=2 if four_eyes or unproven_urgent else 1,
             paging=self._policy.paging,
+            tickets=self._policy.tickets,
             requester_proven=requester.proven,
             requester_detail=requester.detail,
             clock_detail=clock_detail,

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.incidents import GateSla
     from activities.notify import NotifyActivities, PagerDutyEvent
     from activities.requesters import RequesterClaim, input_digest
+    from activities.tickets import TicketActivities, TicketRequest, TicketResult
 
 from workflows import metrics
 from workflows import search_attributes as sa
@@ -49,6 +50,10 @@ from workflows.models import (
     RunbookResult,
 )
 
+# runbook.md, Escalation Matrix: P3 goes to the ticket queue. A P3 gate opens a ticket and
+# pages nobody; runs recorded before paged as for any severity.
+P3_TICKETS = "p3-ticket-queue"
+
 
 class GatedRunbook(RunbookWorkflow):
     """A runbook that asks a human before it acts: `await self.gate(...)`."""
@@ -60,6 +65,7 @@ class GatedRunbook(RunbookWorkflow):
         self._approvals: list[Decision] = []
         self._seen_signatures: set[str] = set()
         self._paging = True  # from the gate's escalation plan: False when PagerDuty is off
+        self._tickets = False  # from the plan too: True when a ticket queue is configured
         self._gate_name = ""
         # One decision at a time: two approvals arriving together (Updates, signals or both)
         # would otherwise both pass "already approved?" while the worker checks them.
@@ -103,7 +109,7 @@ class GatedRunbook(RunbookWorkflow):
             retry_policy=READ_RETRY,
         )
         self._approvals, self._decision, self._gate_name = [], None, gate
-        self._paging = escalation.paging
+        self._paging, self._tickets = escalation.paging, escalation.tickets
         self._requester_proven = escalation.requester_proven
         self._pending = PendingGate(
             gate=gate,
@@ -252,6 +258,10 @@ class GatedRunbook(RunbookWorkflow):
         """PagerDuty alongside Slack; one alert a gate (dedup key), resolved when decided.
         Nothing when the worker has no PagerDuty routing key (the escalation plan says so)."""
         assert self._pending is not None
+        if self._input.severity == "P3" and workflow.patched(P3_TICKETS):
+            if action == "trigger":
+                await self._open_ticket(summary)
+            return
         if not self._paging:
             return
         event = PagerDutyEvent(
@@ -273,6 +283,41 @@ class GatedRunbook(RunbookWorkflow):
             return
         if result.delivered:
             self.record(f"page {action}", "ok", result.detail)
+
+    async def _open_ticket(self, title: str) -> None:
+        """One ticket a gate, linked in the timeline and the incident log; a retried
+        activity finds the ticket by the run's and gate's key instead of opening another."""
+        gate = self._pending
+        assert gate is not None
+        if not self._tickets:
+            self.record("ticket", "skipped", "P3: no ticket queue configured; nobody paged")
+            return
+        info = workflow.info()
+        text = "\n".join(
+            [
+                gate.summary,
+                "",
+                *[f"- {line}" for line in gate.plan],
+                "",
+                f"Workflow `{info.workflow_id}`, due {gate.expires_at:%Y-%m-%d %H:%M} UTC.",
+                f"Decide with `runbook approve {info.workflow_id}` or `runbook reject ...`.",
+            ]
+        )
+        request = TicketRequest(
+            dedup=f"{info.workflow_id}/{info.run_id}/{gate.gate}"[:300], title=title, text=text
+        )
+        try:
+            result: TicketResult = await workflow.execute_activity_method(
+                TicketActivities.open,
+                request,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+            )
+        except ActivityError as err:
+            self.record("ticket", "failed", failure_message(err))
+            return
+        self._ticket = result.url or self._ticket
+        self.record("ticket", "ok" if result.opened else "skipped", result.detail)
 
     def _closed(self) -> str | None:
         if self._pending is None or self._decision is not None:

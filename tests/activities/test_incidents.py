@@ -152,6 +152,10 @@ async def test_a_completed_run_is_recorded_with_approvers_and_times(
     assert (record.outcome, record.trigger, record.approvers) == ("completed", "alarm", ["bob"])
     assert record.first_approval_at and record.mitigated_at
     assert record.started_at <= record.first_approval_at <= record.mitigated_at
+    # An acting run that verified its fix: it counts in MTTR; its gate was answered in time.
+    assert record.kind == "approved"
+    [gate] = record.gates
+    assert gate.met and gate.approved and gate.answered_at and gate.answered_at <= gate.due_at
     assert record.findings[0]["check"] == "rds instance"
     assert status.timeline[-1].name == "incident log" and status.timeline[-1].outcome == "ok"
 
