@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, time
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -23,7 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.acm import AcmActivities
 from activities.alarms import AlarmActivities, AlarmStarter
-from activities.approvals import ApprovalActivities, EscalationPolicy
+from activities.approvals import ApprovalActivities, EscalationPolicy, business_hours
 from activities.aws_access import AwsAccess
 from activities.cloudwatch import CloudWatchActivities
 from activities.decision_guard import DecisionGuard
@@ -124,10 +124,9 @@ def migrate_incident_log(settings: Settings) -> None:
 
 
 def escalation_policy(settings: Settings) -> EscalationPolicy:
-    start, _, end = settings.business_hours.partition("-")
     return EscalationPolicy(
         response_minutes=settings.response_minutes,
-        business_hours=(time.fromisoformat(start), time.fromisoformat(end)),
+        business_hours=business_hours(settings.business_hours),
         timezone=settings.business_timezone,
         two_approvers=frozenset(p.strip() for p in settings.two_approvers.split(",") if p.strip()),
         paging=bool(settings.pagerduty_routing_key),

@@ -94,6 +94,56 @@ class EscalationPolicy(BaseModel):
     game_day: bool = False
 
 
+def business_hours(text: str) -> tuple[time, time]:
+    """`09:00-17:00` (RUNBOOK_BUSINESS_HOURS) as two times."""
+    start, _, end = text.partition("-")
+    return time.fromisoformat(start), time.fromisoformat(end)
+
+
+class SlaRow(BaseModel):
+    """One severity's response times (runbook.md, "Response Time SLAs", "Escalation Matrix")."""
+
+    severity: str
+    path: list[str]
+    level_minutes: int | None  # each level's time; None: next business day
+    total_minutes: int | None  # from the gate's opening to the end of the last level
+    text: str
+
+
+def sla_table(policy: EscalationPolicy) -> list[SlaRow]:
+    """What each severity's gate promises: each level's time and the total to the last level
+    (a gate that nobody answers by then ends not approved)."""
+    rows = []
+    for severity, path in ESCALATION_PATH.items():
+        route = " -> ".join(path)
+        minutes = policy.response_minutes.get(severity)
+        if minutes is None:  # P3
+            end = f"{policy.business_hours[1]:%H:%M} {policy.timezone}"
+            text = f"{severity}: by the end of the next business day ({end}); {route}"
+            rows.append(
+                SlaRow(
+                    severity=severity,
+                    path=list(path),
+                    level_minutes=None,
+                    total_minutes=None,
+                    text=text,
+                )
+            )
+            continue
+        total = minutes * len(path)
+        text = f"{severity}: {minutes} min a level ({route}); {total} min to the last level"
+        rows.append(
+            SlaRow(
+                severity=severity,
+                path=list(path),
+                level_minutes=minutes,
+                total_minutes=total,
+                text=text,
+            )
+        )
+    return rows
+
+
 class EscalationRequest(BaseModel):
     procedure: str
     severity: str
