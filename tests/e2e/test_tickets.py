@@ -16,6 +16,8 @@ from tests.e2e.test_kafka_lag_api_errors_triage import (
     shows,
     start,
 )
+from tests.temporal_env import eventually
+from workflows.models import RunbookStatus, Step
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -28,9 +30,14 @@ async def test_a_p3_gate_opens_one_ticket_and_pages_nobody(
         lambda: sandbox.get("/health/workers"), lambda r: r.status_code == 503, "workers failing"
     )
     workflow_id = await start(worker, "kafka-lag", *FAST_LAG, severity="P3")
-    status = await gate_open(dev_env.client, workflow_id)
-    assert status.pending_gate is not None
-    [step] = [s for s in status.timeline if s.name == "ticket"]
+    assert (await gate_open(dev_env.client, workflow_id)).pending_gate is not None
+    handle = dev_env.client.get_workflow_handle(workflow_id)
+
+    async def ticket_step() -> Step | None:
+        status = await handle.query("status", result_type=RunbookStatus)
+        return next((s for s in status.timeline if s.name == "ticket" and s.ended_at), None)
+
+    step: Step = await eventually(ticket_step, "the ticket step", 60, 0.2)
     assert step.outcome == "ok" and f"{github.REPO}#" in step.detail, step.detail
     url = step.detail.split(": ")[-1]
     rejected = await cli(
