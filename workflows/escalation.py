@@ -15,9 +15,11 @@ from workflows.base import NOTIFY_RETRY, RunbookWorkflow, failure_message
 MAX_EMAIL_TEXT = 20_000
 
 
-async def escalate(run: RunbookWorkflow, contact: str, title: str, text: str) -> bool:
-    """Email `contact` and post the escalation to Slack; a failed email is recorded and
-    never fails the runbook. True when the email went out."""
+async def escalate(
+    run: RunbookWorkflow, contact: str, title: str, text: str, slack: bool = True
+) -> bool:
+    """Email `contact` and post the escalation to Slack (`slack=False`: the caller posts its
+    own line); a failed email is recorded and never fails the runbook. True when sent."""
     request = EmailRequest(contact=contact, subject=title[:200], text=text[:MAX_EMAIL_TEXT])
     sent = False
     try:
@@ -31,5 +33,6 @@ async def escalate(run: RunbookWorkflow, contact: str, title: str, text: str) ->
         run.record(f"email {contact}", "ok" if sent else "skipped", result.detail)
     except ActivityError as err:
         run.record(f"email {contact}", "failed", failure_message(err))
-    await run.notify("escalation", title, text, {"Escalated to": contact})
+    if slack:
+        await run.notify("escalation", title, text, {"Escalated to": contact})
     return sent

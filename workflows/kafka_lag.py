@@ -216,7 +216,11 @@ class KafkaConsumerLag(GatedRunbook):
         except StalePlan as err:
             return await stale(self, err, findings, plan.steps)
         except ActivityError as err:
-            await self.fail(plan.summary, failure_message(err), INFRASTRUCTURE + ".")
+            reason = failure_message(err)
+            if workflow.patched(ESCALATION_OUTCOMES):  # the fail's Slack line says the rest
+                title = f"kafka-lag FAILED for {inp.service}"
+                await escalate(self, "devops", title, f"{plan.summary}: {reason}", slack=False)
+            await self.fail(plan.summary, reason, INFRASTRUCTURE + ".")
         if kind == "escalation" and workflow.patched(ESCALATION_OUTCOMES):
             title = f"kafka-lag: {inp.service} lag not falling at {target} tasks"
             await escalate(self, "dba", title, summary)

@@ -89,6 +89,8 @@ class FakeLagAndErrors:
         default_factory=lambda: {"/health/detailed": 200, "/health/workers": 503}
     )
     redis_down: bool = False
+    # ECS refuses the scale for good (an AccessDenied, a service that vanished).
+    scale_error: str | None = None
     calls: list[str] = field(default_factory=list)
 
     def _next(self, items: list[Any]) -> Any:
@@ -159,6 +161,8 @@ class FakeLagAndErrors:
         @activity.defn(name="ecs.scale_service")
         async def scale(req: ScaleRequest) -> ScaleResult:
             self.calls.append(f"scale {req.service} {req.desired_count}")
+            if self.scale_error:
+                raise ApplicationError(self.scale_error, type="EcsRefused", non_retryable=True)
             before = self.desired.get(req.service, 1)
             self.desired[req.service] = req.desired_count
             return ScaleResult(

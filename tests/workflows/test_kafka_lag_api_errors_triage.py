@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from tests.fakes.approvers import signed
@@ -77,6 +77,23 @@ async def test_kafka_lag_that_persists_is_not_mitigated_and_emails_the_dba(
     note = fakes.gate.notes[-1]
     assert note.kind == "escalation" and "pg_sleep" in note.text
     assert any(s.name == "email dba" and s.outcome == "ok" for s in result.timeline)
+
+
+async def test_kafka_lag_whose_scale_fails_emails_infrastructure_and_fails(
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
+) -> None:
+    fakes.scale_error = "AccessDeniedException: not authorized to perform ecs:UpdateService"
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
+        handle = await start(ts_env, queue, lag_input())
+        await until(handle, gate_open)
+        await handle.execute_update(KafkaConsumerLag.approve, await signed(handle, "bob"))
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        await keep_history(handle, "kafka_lag_scale_failed_emailed_devops")
+    [email] = fakes.gate.emails
+    assert email.contact == "devops" and "ecs:UpdateService" in email.text
+    note = fakes.gate.notes[-1]  # one Slack line, the failure's, naming whom it escalated to
+    assert note.kind == "failed" and "devops@company.com" in note.text
 
 
 async def test_kafka_lag_at_its_cap_and_growing_only_escalates(
