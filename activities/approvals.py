@@ -119,7 +119,7 @@ def sla_table(policy: EscalationPolicy) -> list[SlaRow]:
         minutes = policy.response_minutes.get(severity)
         if minutes is None:  # P3
             end = f"{policy.business_hours[1]:%H:%M} {policy.timezone}"
-            text = f"{severity}: by the end of the next business day ({end}); {route}"
+            text = f"{severity}: by the end of the next business day ({end}); {route}, by ticket"
             rows.append(
                 SlaRow(
                     severity=severity,

@@ -304,7 +304,9 @@ class GatedRunbook(RunbookWorkflow):
             ]
         )
         request = TicketRequest(
-            dedup=f"{info.workflow_id}/{info.run_id}/{gate.gate}"[:300], title=title, text=text
+            dedup=f"{info.workflow_id}/{info.run_id}/{gate.gate}"[:300],
+            title=title[:256],
+            text=text[:20_000],
         )
         try:
             result: TicketResult = await workflow.execute_activity_method(
