@@ -117,30 +117,20 @@ def sla_table(policy: EscalationPolicy) -> list[SlaRow]:
     for severity, path in ESCALATION_PATH.items():
         route = " -> ".join(path)
         minutes = policy.response_minutes.get(severity)
-        if minutes is None:  # P3
+        total = minutes * len(path) if minutes is not None else None
+        if minutes is None:  # P3: next business day
             end = f"{policy.business_hours[1]:%H:%M} {policy.timezone}"
             text = f"{severity}: by the end of the next business day ({end}); {route}, by ticket"
-            rows.append(
-                SlaRow(
-                    severity=severity,
-                    path=list(path),
-                    level_minutes=None,
-                    total_minutes=None,
-                    text=text,
-                )
-            )
-            continue
-        total = minutes * len(path)
-        text = f"{severity}: {minutes} min a level ({route}); {total} min to the last level"
-        rows.append(
-            SlaRow(
-                severity=severity,
-                path=list(path),
-                level_minutes=minutes,
-                total_minutes=total,
-                text=text,
-            )
+        else:
+            text = f"{severity}: {minutes} min a level ({route}); {total} min to the last level"
+        row = SlaRow(
+            severity=severity,
+            path=list(path),
+            level_minutes=minutes,
+            total_minutes=total,
+            text=text,
         )
+        rows.append(row)
     return rows
 
 
