@@ -91,6 +91,8 @@ class FakeLagAndErrors:
     redis_down: bool = False
     # ECS refuses the scale for good (an AccessDenied, a service that vanished).
     scale_error: str | None = None
+    # ECS knows none of the services asked for.
+    services_missing: bool = False
     calls: list[str] = field(default_factory=list)
 
     def _next(self, items: list[Any]) -> Any:
@@ -141,6 +143,8 @@ class FakeLagAndErrors:
         async def describe_services(req: ServicesRequest) -> ServicesResult:
             self.calls.append("describe_services")
             names = req.services or list(self.desired)
+            if self.services_missing:
+                return ServicesResult(cluster=req.cluster, services=[], missing=names)
             return ServicesResult(cluster=req.cluster, services=[self._service(n) for n in names])
 
         @activity.defn(name="ecs.list_tasks")

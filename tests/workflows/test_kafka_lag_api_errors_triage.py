@@ -96,6 +96,20 @@ async def test_kafka_lag_whose_scale_fails_emails_infrastructure_and_fails(
     assert note.kind == "failed" and "devops@company.com" in note.text
 
 
+async def test_kafka_lag_that_cannot_see_its_service_escalates_to_infrastructure(
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
+) -> None:
+    fakes.services_missing = True
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
+        handle = await start(ts_env, queue, lag_input())
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "kafka_lag_service_unseen_escalated")
+    assert result.outcome == "escalated" and "nothing is scaled blind" in result.summary
+    [email] = fakes.gate.emails
+    assert email.contact == "devops" and not any(c.startswith("scale") for c in fakes.calls)
+    assert fakes.gate.notes[-1].kind == "escalation"
+
+
 async def test_kafka_lag_at_its_cap_and_growing_only_escalates(
     ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
 ) -> None:
