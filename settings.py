@@ -101,6 +101,17 @@ class Settings(BaseSettings):
     pagerduty_events_url: str = Field(
         "https://events.pagerduty.com/v2/enqueue", alias="PAGERDUTY_EVENTS_URL"
     )
+    # Escalations are emailed (Amazon SES) from this verified address to the runbook's
+    # contacts (runbook.md, "Emergency Contacts"; JSON, role -> address); unset: Slack only.
+    email_from: str | None = Field(None, alias="RUNBOOK_EMAIL_FROM")
+    contacts: dict[str, str] = Field(
+        {"dba": "dba@company.com", "devops": "devops@company.com"}, alias="RUNBOOK_CONTACTS"
+    )
+    # The P3 ticket queue: GitHub issues of this repository (owner/name), with this token (a
+    # secret); without both, a P3 gate opens no ticket (and still pages nobody).
+    tickets_github_repo: str | None = Field(None, alias="RUNBOOK_TICKETS_GITHUB_REPO")
+    tickets_github_token: SecretStr | None = Field(None, alias="RUNBOOK_TICKETS_GITHUB_TOKEN")
+    tickets_github_url: str = Field("https://api.github.com", alias="RUNBOOK_TICKETS_GITHUB_URL")
 
     # Approval gates (runbook.md, "Response Time SLAs" and "Escalation Matrix")
     roster_file: Path | None = Field(None, alias="RUNBOOK_ROSTER")

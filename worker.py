@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
@@ -24,12 +24,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.acm import AcmActivities
 from activities.alarms import AlarmActivities, AlarmStarter
-from activities.approvals import ApprovalActivities, EscalationPolicy
+from activities.approvals import ApprovalActivities, EscalationPolicy, business_hours
 from activities.aws_access import AwsAccess
 from activities.cloudwatch import CloudWatchActivities
 from activities.decision_guard import DecisionGuard
 from activities.ecs import EcsActivities
 from activities.elb import ElbActivities
+from activities.email import EmailActivities
 from activities.handoffs import HandoffActivities
 from activities.health import HealthActivities
 from activities.incidents import IncidentActivities, migrate
@@ -48,6 +49,7 @@ from activities.route53 import Route53Activities
 from activities.secrets import SecretsActivities
 from activities.slack_app import SlackApp
 from activities.spend import SpendActivities
+from activities.tickets import GitHubTickets, TicketActivities
 from activities.worker_mode import WorkerModeActivities
 from client.namespace import NamespaceNotReady, check_namespace
 from settings import (
@@ -114,13 +116,13 @@ def migrate_incident_log(settings: Settings) -> None:
 
 
 def escalation_policy(settings: Settings) -> EscalationPolicy:
-    start, _, end = settings.business_hours.partition("-")
     return EscalationPolicy(
         response_minutes=settings.response_minutes,
-        business_hours=(time.fromisoformat(start), time.fromisoformat(end)),
+        business_hours=business_hours(settings.business_hours),
         timezone=settings.business_timezone,
         two_approvers=frozenset(p.strip() for p in settings.two_approvers.split(",") if p.strip()),
         paging=bool(settings.pagerduty_routing_key),
+        tickets=bool(settings.tickets_github_repo and settings.tickets_github_token),
         game_day=settings.game_day,
     )
 
@@ -157,6 +159,12 @@ async def start_signature(client: Client, workflow_id: str, run_id: str) -> str 
     except (RPCError, ValueError, IndexError, AttributeError):
         return None
     return None
+
+
+def ticket_activities(settings: Settings, http: httpx.AsyncClient) -> TicketActivities:
+    repo, token = settings.tickets_github_repo, settings.tickets_github_token
+    github = GitHubTickets(repo=repo, api_url=settings.tickets_github_url) if repo else None
+    return TicketActivities(http, github, token.get_secret_value() if token else None)
 
 
 def aws_access(settings: Settings, profile: EnvironmentProfile, tracer: Any = None) -> AwsAccess:
@@ -225,6 +233,9 @@ def build_activities(
         slack_app(settings, profile),
     )
     incidents = IncidentActivities(settings.runbook_database_url)
+    ses = aws.client("ses") if settings.email_from else None
+    email = EmailActivities(ses, settings.email_from, settings.contacts)
+    tickets = ticket_activities(settings, http)
     intake_key = settings.intake_key.get_secret_value() if settings.intake_key else None
     approvals = ApprovalActivities(
         escalation_policy(settings),
@@ -258,6 +269,8 @@ def build_activities(
         *(route53.find_zone, route53.upsert_record),
         *(secrets.read_number, secrets.set_number),
         *(notify.slack, notify.slack_update, notify.pagerduty),
+        email.send,
+        tickets.open,
         *(approvals.plan_escalation, approvals.verify),
         incidents.record,
         *(locks.request, locks.state, locks.holder_status),

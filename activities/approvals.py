@@ -87,9 +87,51 @@ class EscalationPolicy(BaseModel):
     # False when no PagerDuty routing key is configured: the gate then skips its page
     # activities, which could only answer "skipped" (one round trip before the action).
     paging: bool = True
+    # True when a ticket queue is configured: a P3 gate opens a ticket (activities/tickets.py).
+    tickets: bool = False
     # A game-day worker (RUNBOOK_GAME_DAY=1) lets a run shorten its levels' time; otherwise
     # the SLA clock is the policy's alone, whatever the start input asks.
     game_day: bool = False
+
+
+def business_hours(text: str) -> tuple[time, time]:
+    """`09:00-17:00` (RUNBOOK_BUSINESS_HOURS) as two times."""
+    start, _, end = text.partition("-")
+    return time.fromisoformat(start), time.fromisoformat(end)
+
+
+class SlaRow(BaseModel):
+    """One severity's response times (runbook.md, "Response Time SLAs", "Escalation Matrix")."""
+
+    severity: str
+    path: list[str]
+    level_minutes: int | None  # each level's time; None: next business day
+    total_minutes: int | None  # from the gate's opening to the end of the last level
+    text: str
+
+
+def sla_table(policy: EscalationPolicy) -> list[SlaRow]:
+    """What each severity's gate promises: each level's time and the total to the last level
+    (a gate that nobody answers by then ends not approved)."""
+    rows = []
+    for severity, path in ESCALATION_PATH.items():
+        route = " -> ".join(path)
+        minutes = policy.response_minutes.get(severity)
+        total = minutes * len(path) if minutes is not None else None
+        if minutes is None:  # P3: next business day
+            end = f"{policy.business_hours[1]:%H:%M} {policy.timezone}"
+            text = f"{severity}: by the end of the next business day ({end}); {route}, by ticket"
+        else:
+            text = f"{severity}: {minutes} min a level ({route}); {total} min to the last level"
+        row = SlaRow(
+            severity=severity,
+            path=list(path),
+            level_minutes=minutes,
+            total_minutes=total,
+            text=text,
+        )
+        rows.append(row)
+    return rows
 
 
 class EscalationRequest(BaseModel):
@@ -114,6 +156,7 @@ class EscalationPlan(BaseModel):
     approvals_required: int
     # A plan recorded before this field existed reads True: its replay pages as it did.
     paging: bool = True
+    tickets: bool = False
     # None in a plan recorded before requesters were checked.
     requester_proven: bool | None = None
     requester_detail: str = ""
@@ -306,6 +349,7 @@ class ApprovalActivities:
             levels=levels,
             approvals_required=2 if four_eyes or unproven_urgent else 1,
             paging=self._policy.paging,
+            tickets=self._policy.tickets,
             requester_proven=requester.proven,
             requester_detail=requester.detail,
             clock_detail=clock_detail,

@@ -58,7 +58,38 @@ MIGRATIONS: list[tuple[int, str]] = [
         "ALTER TABLE incidents ADD COLUMN started_by text, "
         "ADD COLUMN started text[] NOT NULL DEFAULT '{}';",
     ),
+    # What the run was (KINDS), each gate's response time against the SLA (GateSla), and the
+    # ticket a P3 run opened. Rows written before read NULL, '[]' and NULL.
+    (
+        4,
+        """
+        ALTER TABLE incidents ADD COLUMN kind text;
+        ALTER TABLE incidents ADD COLUMN gates jsonb NOT NULL DEFAULT '[]';
+        ALTER TABLE incidents ADD COLUMN ticket text;
+        """,
+    ),
 ]
+
+# read_only: a procedure that never changes anything (triage, the scheduled checks);
+# recommend_only: a procedure that may act, in a run where nothing was approved (nothing to
+# do, a recommendation, an escalation, a dry run, a rejection);
+# approved: a gate approved the action. Only an approved run that completed mitigated.
+KINDS = ("read_only", "recommend_only", "approved")
+
+
+class GateSla(BaseModel):
+    """One gate against the severity's response time (runbook.md, "Response Time SLAs"):
+    met when the first level answered within its time; an answer after an escalation, or
+    none, missed it."""
+
+    gate: str
+    severity: str
+    opened_at: datetime
+    due_at: datetime  # the end of the first level
+    answered_at: datetime | None = None  # None: nobody decided
+    level: str  # the level that answered, or the last one asked
+    met: bool
+    approved: bool = False
 
 
 class IncidentStep(BaseModel):
@@ -91,6 +122,9 @@ class IncidentRecord(BaseModel):
     findings: list[dict[str, Any]] = []
     plan: list[str] = []
     timeline: list[IncidentStep] = []
+    kind: str | None = None  # one of KINDS; None in records made before kinds
+    gates: list[GateSla] = []
+    ticket: str | None = None  # the ticket's address, when the run opened one
 
 
 class RecordResult(BaseModel):
@@ -110,19 +144,20 @@ class MigrateResult(BaseModel):
 UPSERT_INCIDENT = """
 INSERT INTO incidents (incident_id, workflow_id, procedure, severity, trigger, resource,
     requested_by, requester_proven, started_by, started, started_at, ended_at,
-    first_approval_at, mitigated_at, outcome, summary, approvers, refusals, findings, plan)
+    first_approval_at, mitigated_at, outcome, summary, approvers, refusals, findings, plan,
+    kind, gates, ticket)
 VALUES (%(incident_id)s, %(workflow_id)s, %(procedure)s, %(severity)s, %(trigger)s,
     %(resource)s, %(requested_by)s, %(requester_proven)s, %(started_by)s, %(started)s,
     %(started_at)s, %(ended_at)s,
     %(first_approval_at)s, %(mitigated_at)s, %(outcome)s, %(summary)s, %(approvers)s,
-    %(refusals)s, %(findings)s, %(plan)s)
+    %(refusals)s, %(findings)s, %(plan)s, %(kind)s, %(gates)s, %(ticket)s)
 ON CONFLICT (incident_id) DO UPDATE SET
     requester_proven = EXCLUDED.requester_proven, started = EXCLUDED.started,
     ended_at = EXCLUDED.ended_at,
     first_approval_at = EXCLUDED.first_approval_at, mitigated_at = EXCLUDED.mitigated_at,
     outcome = EXCLUDED.outcome, summary = EXCLUDED.summary, approvers = EXCLUDED.approvers,
     refusals = EXCLUDED.refusals, findings = EXCLUDED.findings, plan = EXCLUDED.plan,
-    recorded_at = now()
+    kind = EXCLUDED.kind, gates = EXCLUDED.gates, ticket = EXCLUDED.ticket, recorded_at = now()
 """
 UPSERT_EVENT = """
 INSERT INTO incident_events (incident_id, seq, name, started_at, ended_at, outcome, detail)
@@ -161,6 +196,7 @@ def save(database_url: str, record: IncidentRecord) -> int:
     values = record.model_dump(exclude={"timeline"})
     values["findings"] = Jsonb(record.findings)
     values["plan"] = Jsonb(record.plan)
+    values["gates"] = Jsonb([g.model_dump(mode="json") for g in record.gates])
     with psycopg.connect(database_url, connect_timeout=5) as conn:
         conn.execute(UPSERT_INCIDENT, values)
         with conn.cursor() as cur:
@@ -238,6 +274,7 @@ def postmortem_markdown(incident: dict[str, Any], events: list[dict[str, Any]]) 
         f"requested by {incident['requested_by']} ({_proven(incident.get('requester_proven'))})",
         f"- Outcome: **{incident['outcome']}**",
         *_links(incident),
+        *([f"- Ticket: {incident['ticket']}"] if incident.get("ticket") else []),
         "",
         "## Summary",
         "",

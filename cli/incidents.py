@@ -34,37 +34,83 @@ def minutes(start: datetime | None, end: datetime | None) -> float | None:
     return round((end - start).total_seconds() / 60, 1) if start and end else None
 
 
+def kind_of(row: dict[str, Any]) -> str:
+    """The run's kind (activities/incidents.py KINDS); a record made before kinds were kept
+    is `approved` when someone approved it, else `unrecorded`."""
+    return row.get("kind") or ("approved" if row["first_approval_at"] else "unrecorded")
+
+
+def mitigated(row: dict[str, Any]) -> bool:
+    """An acting run that verified its fix: approved, and completed."""
+    return kind_of(row) == "approved" and row["outcome"] == "completed"
+
+
 def per_procedure(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """MTTA (start to first approval) and MTTR (start to mitigation), medians in minutes."""
+    """MTTA (start to first approval, every approved run) and MTTR (start to mitigation, the
+    mitigated runs only), medians in minutes; the other runs counted apart."""
     stats: dict[str, dict[str, Any]] = {}
     for name in sorted({r["procedure"] for r in rows}):
         mine = [r for r in rows if r["procedure"] == name]
+        fixed = [r for r in mine if mitigated(r)]
         mtta = [m for r in mine if (m := minutes(r["started_at"], r["first_approval_at"]))]
-        mttr = [m for r in mine if (m := minutes(r["started_at"], r["mitigated_at"]))]
+        mttr = [m for r in fixed if (m := minutes(r["started_at"], r["mitigated_at"]))]
+        kinds = [kind_of(r) for r in mine]
         stats[name] = {
             "incidents": len(mine),
+            "mitigated": len(fixed),
+            "approved_not_mitigated": kinds.count("approved") - len(fixed),
+            "recommend_only": kinds.count("recommend_only"),
+            "read_only": kinds.count("read_only"),
+            "unrecorded": kinds.count("unrecorded"),
             "mtta_minutes": round(median(mtta), 1) if mtta else None,
             "mttr_minutes": round(median(mttr), 1) if mttr else None,
         }
     return stats
 
 
+def sla_by_severity(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Gates answered within their first level's time (met) or not (missed), by severity."""
+    sla: dict[str, dict[str, int]] = {}
+    for row in rows:
+        for gate in row.get("gates") or []:
+            counts = sla.setdefault(gate["severity"], {"met": 0, "missed": 0})
+            counts["met" if gate["met"] else "missed"] += 1
+    return dict(sorted(sla.items()))
+
+
+def describe(name: str, s: dict[str, Any]) -> str:
+    line = (
+        f"{name}: {s['incidents']} runs; {s['mitigated']} mitigated "
+        f"(MTTR {s['mttr_minutes']} min, MTTA {s['mtta_minutes']} min, medians)"
+    )
+    others = [
+        (s["approved_not_mitigated"], "approved, not mitigated"),
+        (s["recommend_only"], "recommend-only"),
+        (s["read_only"], "read-only"),
+        (s["unrecorded"], "recorded before kinds"),
+    ]
+    return line + "".join(f"; {count} {what}" for count, what in others if count)
+
+
 def cmd_incidents(args: argparse.Namespace) -> int:
     rows = incidents.search(database_url(), parse_since(args.since), args.procedure)
-    stats = per_procedure(rows)
+    stats, sla = per_procedure(rows), sla_by_severity(rows)
     if args.json:
         listed = [{k: v for k, v in row.items() if k not in ("findings", "plan")} for row in rows]
-        print(json.dumps({"incidents": listed, "by_procedure": stats}, default=str))
+        data = {"incidents": listed, "by_procedure": stats, "sla_by_severity": sla}
+        print(json.dumps(data, default=str))
         return 0
     for row in rows:
         print(
             f"{row['started_at']:%Y-%m-%d %H:%M}  {row['incident_id'][:13]}  {row['severity']}  "
             f"{row['procedure']:<13} {row['outcome']:<12} {row['resource']}  "
             f"approved by {', '.join(row['approvers']) or '-'}"
+            + (f"  ticket {row['ticket']}" if row.get("ticket") else "")
         )
     for name, s in stats.items():
-        mtta, mttr = s["mtta_minutes"], s["mttr_minutes"]
-        print(f"{name}: {s['incidents']} incidents, MTTA {mtta} min, MTTR {mttr} min (medians)")
+        print(describe(name, s))
+    for severity, counts in sla.items():
+        print(f"SLA {severity}: {counts['met']} gates answered in time, {counts['missed']} missed")
     if not rows:
         print("no incident recorded")
     return 0

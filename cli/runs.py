@@ -32,6 +32,7 @@ from settings import EnvironmentProfile, UnknownEnvironment, get_settings
 from workflows.models import SEVERITIES, Approval, Rejection, RunbookInput
 
 if TYPE_CHECKING:
+    from activities.approvals import SlaRow
     from workflows.registry import Procedure
 
 DEFAULT_SEVERITY = "P1"
@@ -306,8 +307,27 @@ async def cmd_pending(client: Client, args: argparse.Namespace) -> int:
         f"{', '.join(r['may_decide'])})  waiting {r['age_seconds']}s  {r['summary']}"
         for r in rows
     )
-    emit(args, {"pending": rows}, text or "no gate is waiting")
+    sla = response_times()
+    text = (
+        (text or "no gate is waiting")
+        + "\nResponse times (SLA):\n"
+        + "\n".join(f"  {row.text}" for row in sla)
+    )
+    emit(args, {"pending": rows, "sla": [row.model_dump() for row in sla]}, text)
     return 0
+
+
+def response_times() -> list["SlaRow"]:
+    """The worker's SLA as this machine's settings give it (the same variables)."""
+    from activities.approvals import EscalationPolicy, business_hours, sla_table
+
+    settings = get_settings()
+    policy = EscalationPolicy(
+        response_minutes=settings.response_minutes,
+        business_hours=business_hours(settings.business_hours),
+        timezone=settings.business_timezone,
+    )
+    return sla_table(policy)
 
 
 def default_user() -> str:

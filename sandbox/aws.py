@@ -22,6 +22,8 @@ from sandbox.state import APP_DB_INSTANCE, DbInstanceSim, SandboxState
 REGION = "us-east-1"
 STAGING_DB_INSTANCE = "staging-revenue-context-db"
 ECS_CLUSTER = "prod-revenue-context"
+# The escalation emails' sender, verified in SES (the local stack's RUNBOOK_EMAIL_FROM).
+EMAIL_SENDER = "runbook@company.com"
 # identifier -> (Multi-AZ, primary AZ, standby AZ)
 SEED_DB_INSTANCES: dict[str, tuple[bool, str, str | None]] = {
     APP_DB_INSTANCE: (True, "us-east-1a", "us-east-1b"),
@@ -76,6 +78,7 @@ class AwsSandbox:
         self.patch.install()
         self._seed_rds()
         self.client("ecs").create_cluster(clusterName=ECS_CLUSTER)
+        self.client("ses").verify_email_identity(EmailAddress=EMAIL_SENDER)
         self.ecs.start()
         self.metrics.start()
 

@@ -9,16 +9,17 @@ import json
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from sandbox import pagerduty, slack
+from sandbox import github, pagerduty, slack
 from sandbox.replies import BadRequest, Reply, field, json_reply
 from sandbox.simulator import Simulator
 from sandbox.state import SandboxState
 
 # Paths of the simulated service itself; the rest is harness and stays out of its metrics.
-HARNESS_PREFIXES = ("/control/", "/slack/", "/pagerduty/")
+HARNESS_PREFIXES = ("/control/", "/slack/", "/pagerduty/", "/github/")
 
 Route = Callable[[Simulator, Any], Reply]
 
@@ -162,8 +163,13 @@ class Handler(BaseHTTPRequestHandler):
         pass  # quiet: tests and the stack read the sandbox's stdout
 
     def _dispatch(self) -> None:
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
-        route = ROUTES.get((self.command, path)) or self._slack_api(path)
+        path, _, query = self.path.partition("?")
+        path = path.rstrip("/") or "/"
+        route = (
+            ROUTES.get((self.command, path))
+            or self._slack_api(path)
+            or self._github_api(path, query)
+        )
         self.sim.latency.delay(path)  # latency injected by /control/latency (bench)
         try:
             body = self._body()
@@ -180,6 +186,15 @@ class Handler(BaseHTTPRequestHandler):
             return None
         authorization = self.headers.get("Authorization")
         return lambda sim, body: slack.web_api(sim.state, path, authorization, body)
+
+    def _github_api(self, path: str, query: str) -> Route | None:
+        """A GitHub issues call (sandbox/github.py): its answer depends on the token and
+        the query string."""
+        route = github.ROUTES.get((self.command, path))
+        if route is None:
+            return None
+        request = github.GitHubRequest(self.headers.get("Authorization", ""), parse_qs(query))
+        return lambda sim, body: route(sim.state, request.with_body(body))
 
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)

@@ -52,6 +52,8 @@ class SandboxState:
     # answers with (None: none; sandbox/slack.py).
     slack_app_messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     slack_api_error: str | None = None
+    # The GitHub issues twin's (sandbox/github.py); kept across resets: numbers never repeat.
+    github_issues: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.default_heal_delay = self.heal_delay

@@ -25,6 +25,7 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 
+from sandbox import github
 from settings import PROJECT_DIR
 from stack import postgres, probes
 from stack.processes import HOST, Launch, StackError, log_tail, terminate_group
@@ -180,17 +181,31 @@ def launch_sandbox(stack: StackView) -> Launch:
     return Launch(argv, "sandbox", ports)
 
 
+# The escalation emails' sender: the sandbox's SES has it verified (sandbox/aws.py).
+LOCAL_EMAIL_FROM = "runbook@company.com"
+
+
 def sandbox_env(stack: StackView) -> dict[str, str]:
-    notify = ("SLACK_WEBHOOK_URL", "PAGERDUTY_EVENTS_URL")
+    notify = ("SLACK_WEBHOOK_URL", "PAGERDUTY_EVENTS_URL", "RUNBOOK_EMAIL_FROM")
+    tickets = tuple(f"RUNBOOK_TICKETS_GITHUB_{k}" for k in ("REPO", "TOKEN", "URL"))
     if stack.external("sandbox"):
-        return passed(stack.environ, "SANDBOX_URL", *notify)
+        return passed(stack.environ, "SANDBOX_URL", *notify, *tickets)
     base = stack.address("sandbox")
     env = {
         "SANDBOX_URL": base,
         "SLACK_WEBHOOK_URL": f"{base}/slack/webhook",
         "PAGERDUTY_EVENTS_URL": f"{base}/pagerduty/v2/enqueue",
+        # the sandbox's GitHub issues twin (sandbox/github.py)
+        "RUNBOOK_TICKETS_GITHUB_REPO": github.REPO,
+        "RUNBOOK_TICKETS_GITHUB_TOKEN": github.TOKEN,
+        "RUNBOOK_TICKETS_GITHUB_URL": base + github.PREFIX,
     }
-    return env | slack_env(stack, base) | passed(stack.environ, *notify)  # a real channel wins
+    if not stack.external("aws"):  # the sandbox's moto: SES with the sender verified
+        env["RUNBOOK_EMAIL_FROM"] = LOCAL_EMAIL_FROM
+    given = passed(stack.environ, *notify)
+    if stack.environ.get("RUNBOOK_TICKETS_GITHUB_REPO"):  # a real ticket queue, whole
+        given |= passed(stack.environ, *tickets)
+    return env | slack_env(stack, base) | given  # a real channel wins
 
 
 SLACK_APP = ("SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN", "SLACK_API_URL")

@@ -16,7 +16,7 @@ from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.incidents import IncidentRecord, IncidentStep
+    from activities.incidents import GateSla, IncidentRecord, IncidentStep
     from activities.notify import MessageUpdate, Notification, NotifyActivities
 
 from workflows import metrics
@@ -90,6 +90,8 @@ def describe_finding(finding: Finding) -> str:
 
 class RunbookWorkflow:
     procedure = "runbook"
+    # Whether the procedure may change anything (GatedRunbook); for the incident log's kind.
+    acts = False
 
     def __init__(self) -> None:
         self._timeline: list[Step] = []
@@ -115,6 +117,9 @@ class RunbookWorkflow:
         self._slack = SlackMessage()
         # Runs this one started (hand-offs: workflows/handoffs.py), by workflow id.
         self._started: list[str] = []
+        # For the incident log: each gate against its SLA, and the ticket a P3 run opened.
+        self._gate_slas: list[GateSla] = []
+        self._ticket: str | None = None
 
     # ---- state --------------------------------------------------------------------------
 
@@ -214,6 +219,10 @@ class RunbookWorkflow:
         info, inp = workflow.info(), self._input
         outcome = self._outcome or ("failed" if error else "completed")
         ended = workflow.now()
+        kind = "read_only" if not self.acts else "recommend_only"
+        if any(gate.approved for gate in self._gate_slas):
+            kind = "approved"
+        mitigated = outcome == "completed" and kind == "approved"
         return IncidentRecord(
             incident_id=info.run_id,
             workflow_id=info.workflow_id,
@@ -228,7 +237,7 @@ class RunbookWorkflow:
             started_at=info.start_time,
             ended_at=ended,
             first_approval_at=self._first_approval_at,
-            mitigated_at=ended if outcome == "completed" else None,
+            mitigated_at=ended if mitigated else None,
             outcome=outcome,
             summary=self._summary or (failure_message(error) if error else ""),
             approvers=self._approvers,
@@ -236,6 +245,9 @@ class RunbookWorkflow:
             findings=[f.model_dump(mode="json") for f in self._findings],
             plan=self._plan,
             timeline=[IncidentStep.model_validate(s.model_dump()) for s in self._timeline],
+            kind=kind,
+            gates=self._gate_slas,
+            ticket=self._ticket,
         )
 
     def _refusal_lines(self) -> list[str]:

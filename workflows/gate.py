@@ -31,8 +31,10 @@ with workflow.unsafe.imports_passed_through():
         VerifyRequest,
         VerifyResult,
     )
+    from activities.incidents import GateSla
     from activities.notify import Notification, NotifyActivities, NotifyResult, PagerDutyEvent
     from activities.requesters import RequesterClaim, input_digest
+    from activities.tickets import TicketActivities, TicketRequest, TicketResult
 
 from workflows import metrics
 from workflows import search_attributes as sa
@@ -58,16 +60,22 @@ DELIVERY_PATCH = "gate-notifications-retried-for-the-level"
 ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
 RETRY_FIRST = timedelta(seconds=2)
 RETRY_MAX = timedelta(minutes=5)
+# runbook.md, Escalation Matrix: P3 goes to the ticket queue. A P3 gate opens a ticket and
+# pages nobody; runs recorded before paged as for any severity.
+P3_TICKETS = "p3-ticket-queue"
 
 
 class GatedRunbook(RunbookWorkflow):
     """A runbook that asks a human before it acts: `await self.gate(...)`."""
+
+    acts = True
 
     def __init__(self) -> None:
         super().__init__()
         self._approvals: list[Decision] = []
         self._seen_signatures: set[str] = set()
         self._paging = True  # from the gate's escalation plan: False when PagerDuty is off
+        self._tickets = False  # from the plan too: True when a ticket queue is configured
         self._gate_name = ""
         # One decision at a time: two approvals arriving together (Updates, signals or both)
         # would otherwise both pass "already approved?" while the worker checks them.
@@ -115,7 +123,7 @@ class GatedRunbook(RunbookWorkflow):
             retry_policy=READ_RETRY,
         )
         self._approvals, self._decision, self._gate_name = [], None, gate
-        self._paging = escalation.paging
+        self._paging, self._tickets = escalation.paging, escalation.tickets
         self._requester_proven = escalation.requester_proven
         self._pending = PendingGate(
             gate=gate,
@@ -153,6 +161,9 @@ class GatedRunbook(RunbookWorkflow):
         # Deliveries stop retrying now; one still in flight ends first, so the page's
         # resolve never overtakes its trigger.
         await asyncio.gather(*self._deliveries.values())
+        self._gate_slas.append(
+            gate_sla(gate, inp.severity, opened, escalation, level.role, self._decision)
+        )
         await self._page("resolve", "decided")
         self._pending = None
         workflow.upsert_search_attributes([sa.GATE.value_set("none"), sa.GATE_LEVEL.value_set("")])
@@ -283,7 +294,10 @@ class GatedRunbook(RunbookWorkflow):
         self._deliver(
             "slack", kind, f"notify {kind}", level.deadline, NotifyActivities.slack, note, posted
         )
-        if self._paging:
+        if self._input.severity == "P3" and workflow.patched(P3_TICKETS):
+            if first:  # P3 goes to the ticket queue: one ticket a gate, nobody paged
+                await self._open_ticket(f"{title} ({level.role})")
+        elif self._paging:
             page = self._page_event("trigger", f"{title} ({level.role})")
             self._deliver(
                 "pagerduty",
@@ -383,6 +397,10 @@ class GatedRunbook(RunbookWorkflow):
         """PagerDuty alongside Slack; one alert a gate (dedup key), resolved when decided.
         Nothing when the worker has no PagerDuty routing key (the escalation plan says so)."""
         assert self._pending is not None
+        if self._input.severity == "P3" and workflow.patched(P3_TICKETS):
+            if action == "trigger":
+                await self._open_ticket(summary)
+            return
         if not self._paging:
             return
         event = self._page_event(action, summary)
@@ -408,6 +426,43 @@ class GatedRunbook(RunbookWorkflow):
             summary=summary,
             severity=self._input.severity,
         )
+
+    async def _open_ticket(self, title: str) -> None:
+        """One ticket a gate, linked in the timeline and the incident log; a retried
+        activity finds the ticket by the run's and gate's key instead of opening another."""
+        gate = self._pending
+        assert gate is not None
+        if not self._tickets:
+            self.record("ticket", "skipped", "P3: no ticket queue configured; nobody paged")
+            return
+        info = workflow.info()
+        text = "\n".join(
+            [
+                gate.summary,
+                "",
+                *[f"- {line}" for line in gate.plan],
+                "",
+                f"Workflow `{info.workflow_id}`, due {gate.expires_at:%Y-%m-%d %H:%M} UTC.",
+                f"Decide with `runbook approve {info.workflow_id}` or `runbook reject ...`.",
+            ]
+        )
+        request = TicketRequest(
+            dedup=f"{info.workflow_id}/{info.run_id}/{gate.gate}"[:300],
+            title=title[:256],
+            text=text[:20_000],
+        )
+        try:
+            result: TicketResult = await workflow.execute_activity_method(
+                TicketActivities.open,
+                request,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+            )
+        except ActivityError as err:
+            self.record("ticket", "failed", failure_message(err))
+            return
+        self._ticket = result.url or self._ticket
+        self.record("ticket", "ok" if result.opened else "skipped", result.detail)
 
     def _closed(self) -> str | None:
         if self._pending is None or self._decision is not None:
@@ -601,3 +656,25 @@ class GatedRunbook(RunbookWorkflow):
 def _retryable(err: ActivityError) -> bool:
     cause = err.cause
     return not (isinstance(cause, ApplicationError) and cause.non_retryable)
+
+
+def gate_sla(
+    gate: str,
+    severity: str,
+    opened: datetime,
+    escalation: EscalationPlan,
+    level: str,
+    decision: GateResult,
+) -> GateSla:
+    """The gate against its SLA: met when decided within the first level's time."""
+    due, answered = escalation.levels[0].deadline, decision.decided_at
+    return GateSla(
+        gate=gate,
+        severity=severity,
+        opened_at=opened,
+        due_at=due,
+        answered_at=answered,
+        level=level,
+        met=answered is not None and answered <= due,
+        approved=decision.approved,
+    )

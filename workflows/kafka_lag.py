@@ -34,6 +34,7 @@ from workflows.diagnosis import (
     scale_and_wait,
     scale_stale,
 )
+from workflows.escalation import escalate
 from workflows.gate import GatedRunbook
 from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
 from workflows.models import MAX_RESOURCE, Finding, Outcome, ParamSpec, RunbookInput, RunbookResult
@@ -63,8 +64,16 @@ class KafkaLagInput(RunbookInput):
     poll_seconds: float = Field(5.0, gt=0, le=60)
 
 
+# Runs from here on end `not_mitigated` / `escalated` where they ended `completed`, and email
+# the escalation (workflows/escalation.py) instead of only writing it.
+ESCALATION_OUTCOMES = "kafka-lag-escalation-outcomes"
+INFRASTRUCTURE = "Escalate to Infrastructure (devops@company.com)"
+DATABASE_TEAM = "Escalate to the Database Team (dba@company.com)"
+
+
 class LagPlan(BaseModel):
-    action: Literal["scale", "none", "refuse"]
+    # escalate: behind and growing, but no more workers would help: only people can.
+    action: Literal["scale", "none", "refuse", "escalate"]
     summary: str
     steps: list[str]
     current: int = 0
@@ -97,7 +106,7 @@ def make_plan(inp: KafkaLagInput, lag: LagResult | None, svc: EcsService | None)
         return LagPlan(
             action="refuse",
             summary=f"ECS service {inp.service} could not be described: nothing is scaled blind",
-            steps=["Escalate to Infrastructure (devops@company.com)"],
+            steps=[INFRASTRUCTURE],
         )
     current = svc.desired_count
     behind = lag is None or lag.total_lag > inp.lag_threshold or (lag.lag_rate or 0) > 0
@@ -134,10 +143,10 @@ def make_plan(inp: KafkaLagInput, lag: LagResult | None, svc: EcsService | None)
                 basis=basis,
             )
         return LagPlan(
-            action="none",
+            action="escalate",
             summary=f"already {current} desired, the most this plan allows ({basis}); "
             "look at slow queries and the DLQ",
-            steps=[],
+            steps=["Top 10 slow queries (pg_stat_statements) into the report", DATABASE_TEAM],
             current=current,
             target=target,
             basis=basis,
@@ -165,6 +174,8 @@ class KafkaConsumerLag(GatedRunbook):
         plan = make_plan(inp, lag, svc)
         self.set_phase("plan")
         self.record("plan", "info", plan.summary)
+        if plan.action in ("refuse", "escalate") and workflow.patched(ESCALATION_OUTCOMES):
+            return await self._only_escalate(inp, plan, findings)
         if plan.action != "scale":
             outcome: Outcome = "refused" if plan.action == "refuse" else "completed"
             if plan.action == "refuse":
@@ -205,10 +216,29 @@ class KafkaConsumerLag(GatedRunbook):
         except StalePlan as err:
             return await stale(self, err, findings, plan.steps)
         except ActivityError as err:
-            escalate = "Escalate to Infrastructure (devops@company.com)."
-            await self.fail(plan.summary, failure_message(err), escalate)
+            reason = failure_message(err)
+            if workflow.patched(ESCALATION_OUTCOMES):  # the fail's Slack line says the rest
+                title = f"kafka-lag FAILED for {inp.service}"
+                await escalate(self, "devops", title, f"{plan.summary}: {reason}", slack=False)
+            await self.fail(plan.summary, reason, INFRASTRUCTURE + ".")
+        if kind == "escalation" and workflow.patched(ESCALATION_OUTCOMES):
+            title = f"kafka-lag: {inp.service} lag not falling at {target} tasks"
+            await escalate(self, "dba", title, summary)
+            return self.finish("not_mitigated", summary, findings, plan.steps)
         await self.notify(kind, f"kafka-lag: {inp.service} scaled to {target}", summary, {})
         return self.finish("completed", summary, findings, plan.steps)
+
+    async def _only_escalate(
+        self, inp: KafkaLagInput, plan: LagPlan, findings: list[Finding]
+    ) -> RunbookResult:
+        """Nothing this procedure may do would help: the people who can are told (email and
+        Slack), and the run says it did not mitigate."""
+        if plan.action == "refuse":
+            await escalate(self, "devops", f"kafka-lag: {inp.service} not scaled", plan.summary)
+            return self.finish("escalated", plan.summary, findings, plan.steps)
+        summary = f"{plan.summary}. Slow queries: {await self._slow_queries(inp)}"
+        await escalate(self, "dba", f"kafka-lag: {inp.service} behind at its cap", summary)
+        return self.finish("escalated", summary, findings, plan.steps)
 
     async def _diagnose(
         self, inp: KafkaLagInput

@@ -25,7 +25,19 @@ Verdict = Literal["ok", "degraded", "failing", "unavailable"]
 # stale: approved, but once the run had the resource's lock the resource was no longer what
 # the approver saw (another run changed it meanwhile): nothing was done. Not `refused`, which
 # is a plan turned down on the diagnosis before anyone approved it.
-Outcome = Literal["completed", "dry_run", "rejected", "not_approved", "refused", "failed", "stale"]
+# not_mitigated: the action ran but its verification did not see the fix (escalated);
+# escalated: nothing the procedure may do would help: handed to the people who can.
+Outcome = Literal[
+    "completed",
+    "dry_run",
+    "rejected",
+    "not_approved",
+    "refused",
+    "failed",
+    "stale",
+    "not_mitigated",
+    "escalated",
+]
 StepOutcome = Literal["running", "ok", "failed", "skipped", "refused", "info"]
 
 # Bounds of what a namespace user can put in a run.

@@ -11,7 +11,8 @@ from temporalio.client import WorkflowFailureError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities import incidents
-from activities.incidents import IncidentActivities, IncidentRecord, IncidentStep
+from activities.incidents import GateSla, IncidentActivities, IncidentRecord, IncidentStep
+from cli.incidents import describe, per_procedure, sla_by_severity
 from tests.fakes.approvers import signed, write_roster
 from tests.fakes.systems import FakeSystems
 from tests.temporal_env import gate_open, running, start, until
@@ -152,6 +153,10 @@ async def test_a_completed_run_is_recorded_with_approvers_and_times(
     assert (record.outcome, record.trigger, record.approvers) == ("completed", "alarm", ["bob"])
     assert record.first_approval_at and record.mitigated_at
     assert record.started_at <= record.first_approval_at <= record.mitigated_at
+    # An acting run that verified its fix: it counts in MTTR; its gate was answered in time.
+    assert record.kind == "approved"
+    [gate] = record.gates
+    assert gate.met and gate.approved and gate.answered_at and gate.answered_at <= gate.due_at
     assert record.findings[0]["check"] == "rds instance"
     assert status.timeline[-1].name == "incident log" and status.timeline[-1].outcome == "ok"
 
@@ -179,3 +184,90 @@ async def test_a_failed_run_is_recorded_as_failed(
     [record] = fakes.incidents
     assert record.outcome == "failed" and "RDS said no" in record.summary
     assert record.mitigated_at is None and record.approvers == ["bob"]
+
+
+# ---- MTTR, kinds and the SLA in the report -------------------------------------------------
+
+
+def gate(met: bool, severity: str = "P1") -> GateSla:
+    opened = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
+    answered = opened + timedelta(minutes=10 if met else 70)
+    return GateSla(
+        gate="g",
+        severity=severity,
+        opened_at=opened,
+        due_at=opened + timedelta(hours=1),
+        answered_at=answered,
+        level="on-call" if met else "engineering-manager",
+        met=met,
+        approved=True,
+    )
+
+
+def test_mttr_counts_only_mitigated_runs_and_the_sla_is_per_severity(runbook_db: str) -> None:
+    name = f"probe-{uuid.uuid4().hex[:6]}"
+    fixed = a_record(procedure=name).model_copy(update={"kind": "approved", "gates": [gate(True)]})
+    late = a_record(procedure=name).model_copy(
+        update={
+            "incident_id": str(uuid.uuid4()),
+            "kind": "approved",
+            "outcome": "not_mitigated",
+            "mitigated_at": None,
+            "gates": [gate(False)],
+        }
+    )
+    advice = a_record(procedure=name).model_copy(
+        update={
+            "incident_id": str(uuid.uuid4()),
+            "kind": "recommend_only",
+            "first_approval_at": None,
+            "mitigated_at": None,
+            "approvers": [],
+        }
+    )
+    looked = advice.model_copy(update={"incident_id": str(uuid.uuid4()), "kind": "read_only"})
+    for record in (fixed, late, advice, looked):
+        incidents.save(runbook_db, record)
+    rows = incidents.search(runbook_db, procedure=name)
+    stats = per_procedure(rows)[name]
+    assert (stats["incidents"], stats["mitigated"], stats["approved_not_mitigated"]) == (4, 1, 1)
+    assert (stats["recommend_only"], stats["read_only"]) == (1, 1)
+    assert stats["mttr_minutes"] == 9.0  # the mitigated run's only
+    assert sla_by_severity(rows) == {"P1": {"met": 1, "missed": 1}}
+    line = describe(name, stats)
+    assert "1 mitigated (MTTR 9.0 min" in line and "1 recommend-only; 1 read-only" in line
+
+
+def test_the_schema_change_migrates_an_existing_log_and_old_rows_read(
+    stack_env: dict[str, str],
+) -> None:
+    server = stack_env["RUNBOOK_DATABASE_URL"]
+    name = f"old_log_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    url = psycopg.conninfo.make_conninfo(server, dbname=name)
+    try:
+        with psycopg.connect(url) as conn:  # a log at version 2, with a row of that time
+            conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for version, sql in incidents.MIGRATIONS[:2]:
+                conn.execute(sql)  # type: ignore[arg-type]
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            old = a_record(procedure="old").model_dump(
+                exclude={"timeline", "findings", "plan", "kind", "gates", "ticket"}
+            )
+            conn.execute(
+                f"INSERT INTO incidents ({', '.join(old)}) VALUES "
+                f"({', '.join('%(' + k + ')s' for k in old)})",
+                old,
+            )
+        assert incidents.migrate(url).applied == [3]
+        [row] = incidents.search(url)
+        assert (row["kind"], row["gates"], row["ticket"]) == (None, [], None)
+        assert per_procedure([row])["old"]["mitigated"] == 1  # approved and completed
+        assert incidents.render_postmortem(url, row["incident_id"]).startswith("# Post-mortem")
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -102,6 +102,10 @@ class FakeLagAndErrors:
     spend: float = 10.0
     budget: float = 100.0
     certificates: list[Certificate] = field(default_factory=list)
+    # ECS refuses the scale for good (an AccessDenied, a service that vanished).
+    scale_error: str | None = None
+    # ECS knows none of the services asked for.
+    services_missing: bool = False
     calls: list[str] = field(default_factory=list)
 
     def _next(self, items: list[Any]) -> Any:
@@ -152,6 +156,8 @@ class FakeLagAndErrors:
         async def describe_services(req: ServicesRequest) -> ServicesResult:
             self.calls.append("describe_services")
             names = req.services or list(self.desired)
+            if self.services_missing:
+                return ServicesResult(cluster=req.cluster, services=[], missing=names)
             return ServicesResult(cluster=req.cluster, services=[self._service(n) for n in names])
 
         @activity.defn(name="ecs.list_tasks")
@@ -182,6 +188,8 @@ class FakeLagAndErrors:
         @activity.defn(name="ecs.scale_service")
         async def scale(req: ScaleRequest) -> ScaleResult:
             self.calls.append(f"scale {req.service} {req.desired_count}")
+            if self.scale_error:
+                raise ApplicationError(self.scale_error, type="EcsRefused", non_retryable=True)
             before = self.desired.get(req.service, 1)
             self.desired[req.service] = req.desired_count
             return ScaleResult(

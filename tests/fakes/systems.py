@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.approvals import ApprovalActivities, EscalationPolicy
 from activities.cloudwatch import MetricRequest, MetricSummary
+from activities.email import EmailRequest, EmailResult
 from activities.health import HealthRequest, HealthResult, WaitHealthyRequest
 from activities.incidents import IncidentRecord, RecordResult
 from activities.locks import LockActivities, LockConfig
@@ -32,11 +33,14 @@ from activities.rds import (
     WaitAvailableResult,
 )
 from activities.requesters import EarlierRuns
+from activities.tickets import TicketRequest, TicketResult
 from activities.worker_mode import WorkerModeActivities
 
 GATE_ACTIVITIES = {
     "notify.slack",
     "notify.pagerduty",
+    "email.send",
+    "tickets.open",
     "approvals.plan_escalation",
     "approvals.verify",
     "incidents.record",
@@ -67,13 +71,18 @@ class FakeSystems:
     # The real approvals activities (pure logic over files), with a test roster.
     roster: tuple[Path, Path]
     # A game day: runs may shorten the gate's levels (`approval_timeout_seconds`).
-    policy: EscalationPolicy = field(default_factory=lambda: EscalationPolicy(game_day=True))
+    policy: EscalationPolicy = field(
+        default_factory=lambda: EscalationPolicy(game_day=True, tickets=True)
+    )
     multi_az: bool = True
     failover_error: str | None = None
     notify_fails: bool = False
     calls: list[str] = field(default_factory=list)
     notes: list[Notification] = field(default_factory=list)
     pages: list[PagerDutyEvent] = field(default_factory=list)
+    emails: list[EmailRequest] = field(default_factory=list)
+    # Tickets by dedup key, as the ticket queue keeps them (one per key, however often asked).
+    tickets: dict[str, TicketRequest] = field(default_factory=dict)
     incidents: list[IncidentRecord] = field(default_factory=list)
     # How many times the incident log fails before it answers (a database that is down).
     incident_log_failures: int = 0
@@ -152,6 +161,18 @@ class FakeSystems:
             self.pages.append(event)
             return NotifyResult(delivered=True, detail=f"PagerDuty {event.action}")
 
+        @activity.defn(name="email.send")
+        async def email(req: EmailRequest) -> EmailResult:
+            self.emails.append(req)
+            return EmailResult(sent=True, detail=f"emailed {req.contact}")
+
+        @activity.defn(name="tickets.open")
+        async def ticket(req: TicketRequest) -> TicketResult:
+            self.tickets.setdefault(req.dedup, req)
+            number = list(self.tickets).index(req.dedup) + 1
+            url = f"https://github.com/company/incidents/issues/{number}"
+            return TicketResult(opened=True, detail=f"#{number} {url}", number=number, url=url)
+
         @activity.defn(name="incidents.record")
         async def record(incident: IncidentRecord) -> RecordResult:
             if self.incident_log_failures > 0:
@@ -175,6 +196,8 @@ class FakeSystems:
             idle,
             slack,
             pagerduty,
+            email,
+            ticket,
             record,
             approvals.plan_escalation,
             approvals.verify,

@@ -96,7 +96,9 @@ async def test_gate_escalates_along_the_path_then_ends_not_approved(
     async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
         handle = await start(ts_env, queue, failover_input(severity=severity))
         result: RunbookResult = await handle.result()  # skips every level's response time
-        await keep_history(handle, f"db_failover_gate_timed_out_{severity}")
+        # P3 opens a ticket instead of paging: recorded beside the P3 run that paged.
+        name = "P3_ticket" if severity == "P3" else severity
+        await keep_history(handle, f"db_failover_gate_timed_out_{name}")
     assert result.outcome == "not_approved" and "nothing was changed" in result.summary
     assert "force_failover" not in fakes.calls
     opened = [s for s in result.timeline if " opened for " in s.name or "escalated to" in s.name]
@@ -106,6 +108,23 @@ async def test_gate_escalates_along_the_path_then_ends_not_approved(
     assert gaps == [minutes] * (len(path) - 1)
     kinds = [n.kind for n in fakes.notes]
     assert kinds == ["approval_request"] + ["escalation"] * (len(path) - 1) + ["rejected"]
+    [record] = fakes.incidents
+    [gate] = record.gates  # missed its SLA: nobody answered
+    assert (gate.met, gate.answered_at, gate.level, gate.severity) == (
+        False,
+        None,
+        path[-1],
+        severity,
+    )
+    assert record.kind == "recommend_only" and record.mitigated_at is None
+    if severity == "P3":  # runbook.md: P3 goes to the ticket queue; nobody is paged
+        assert not fakes.pages and len(fakes.tickets) == 1
+        [ticket] = fakes.tickets.values()
+        assert "approval needed" in ticket.title and "runbook approve" in ticket.text
+        assert record.ticket and record.ticket.endswith("/issues/1")
+        assert any(s.name == "ticket" and record.ticket in s.detail for s in result.timeline)
+        return
+    assert not fakes.tickets
     assert [p.action for p in fakes.pages] == ["trigger"] * len(path) + ["resolve"]
     assert len({p.dedup_key for p in fakes.pages}) == 1  # one alert, escalated, then resolved
 

@@ -24,6 +24,7 @@ from activities.approvals import (
     SignedDecision,
     VerifyRequest,
     sign,
+    sla_table,
 )
 from activities.requesters import SignedStart, input_digest, sign_start
 from tests.fakes.approvers import key_of, signed, write_roster
@@ -443,6 +444,25 @@ async def test_response_times_and_paths_come_from_the_policy() -> None:
     assert p0.levels[1].may_decide == ["engineering-manager", "cto"]
     assert p0.approvals_required == 2
     assert (await plan(policy, "P2", opened)).approvals_required == 1
+
+
+async def test_the_stated_sla_is_the_gates_own_clock() -> None:
+    """What README and `runbook pending` state is what a gate does: each level's time, and
+    the total to the end of the last level."""
+    policy = EscalationPolicy(response_minutes={"P0": 5, "P1": 30, "P2": 60})
+    opened = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    rows = {row.severity: row for row in sla_table(policy)}
+    for severity in ("P0", "P1", "P2"):
+        levels = (await plan(policy, severity, opened)).levels
+        row = rows[severity]
+        assert row.path == [level.role for level in levels]
+        assert timedelta(minutes=row.total_minutes or 0) == levels[-1].deadline - opened
+        assert timedelta(minutes=row.level_minutes or 0) == levels[0].deadline - opened
+    assert (
+        rows["P0"].text
+        == "P0: 5 min a level (on-call -> engineering-manager -> cto); 15 min to the last level"
+    )
+    assert rows["P3"].total_minutes is None and "next business day (17:00 UTC)" in rows["P3"].text
 
 
 async def test_the_sla_clock_is_the_workers_not_the_start_inputs() -> None:

@@ -59,7 +59,7 @@ async def test_kafka_lag_plans_from_drain_rate_scales_to_approved_count_and_veri
     assert fakes.gate.notes[-1].kind == "resolved"
 
 
-async def test_kafka_lag_that_persists_reports_slow_queries(
+async def test_kafka_lag_that_persists_is_not_mitigated_and_emails_the_dba(
     ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
 ) -> None:
     fakes.lags = [lag_result(3000, 10.0), lag_result(3000), lag_result(3300, 10.0)]
@@ -68,11 +68,62 @@ async def test_kafka_lag_that_persists_reports_slow_queries(
         await until(handle, gate_open)
         await handle.execute_update(KafkaConsumerLag.approve, await signed(handle, "bob"))
         result: RunbookResult = await handle.result()
-        await keep_history(handle, "kafka_lag_not_falling_slow_queries")
+        await keep_history(handle, "kafka_lag_not_falling_emailed_dba")
+    assert result.outcome == "not_mitigated", result.summary
     assert "NOT falling" in result.summary and "SELECT pg_sleep($1)" in result.summary
     assert fakes.calls.count("slow_queries") == 1
+    [email] = fakes.gate.emails
+    assert email.contact == "dba" and "pg_sleep" in email.text
     note = fakes.gate.notes[-1]
     assert note.kind == "escalation" and "pg_sleep" in note.text
+    assert any(s.name == "email dba" and s.outcome == "ok" for s in result.timeline)
+
+
+async def test_kafka_lag_whose_scale_fails_emails_infrastructure_and_fails(
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
+) -> None:
+    fakes.scale_error = "AccessDeniedException: not authorized to perform ecs:UpdateService"
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
+        handle = await start(ts_env, queue, lag_input())
+        await until(handle, gate_open)
+        await handle.execute_update(KafkaConsumerLag.approve, await signed(handle, "bob"))
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        await keep_history(handle, "kafka_lag_scale_failed_emailed_devops")
+    [email] = fakes.gate.emails
+    assert email.contact == "devops" and "ecs:UpdateService" in email.text
+    note = fakes.gate.notes[-1]  # one Slack line, the failure's, naming whom it escalated to
+    assert note.kind == "failed" and "devops@company.com" in note.text
+
+
+async def test_kafka_lag_that_cannot_see_its_service_escalates_to_infrastructure(
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
+) -> None:
+    fakes.services_missing = True
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
+        handle = await start(ts_env, queue, lag_input())
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "kafka_lag_service_unseen_escalated")
+    assert result.outcome == "escalated" and "nothing is scaled blind" in result.summary
+    [email] = fakes.gate.emails
+    assert email.contact == "devops" and not any(c.startswith("scale") for c in fakes.calls)
+    assert fakes.gate.notes[-1].kind == "escalation"
+
+
+async def test_kafka_lag_at_its_cap_and_growing_only_escalates(
+    ts_env: WorkflowEnvironment, fakes: FakeLagAndErrors
+) -> None:
+    fakes.desired["context-engine"] = 6  # already at the 6 partitions: more would sit idle
+    async with running(ts_env, WORKFLOWS, fakes.activities()) as queue:
+        handle = await start(ts_env, queue, lag_input())
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "kafka_lag_at_cap_escalated")
+    assert result.outcome == "escalated", result.summary
+    assert "the most this plan allows" in result.summary and "pg_sleep" in result.summary
+    assert not any(c.startswith("scale") for c in fakes.calls)
+    [email] = fakes.gate.emails
+    assert email.contact == "dba" and "pg_sleep" in email.text
+    assert fakes.gate.notes[-1].kind == "escalation"
 
 
 async def test_kafka_lag_with_broker_down_is_unavailable_and_uses_the_runbook_default(
