@@ -184,8 +184,10 @@ class FakeSystems:
         approvals = ApprovalActivities(
             self.policy, *self.roster, intake_key=self.intake_key, earlier_runs=self.earlier_runs
         )
-        # The real lock client (the lock itself is a workflow the test worker registers).
-        locks = LockActivities(LockConfig(check_seconds=1))
+        # The real lock client (the lock itself is a workflow the test worker registers). A
+        # free lock ends at once: one lingering after its test's worker stopped would hold the
+        # time-skipping server, which skips no time while a workflow task waits for a worker.
+        locks = LockActivities(LockConfig(check_seconds=1, linger_seconds=0))
         return [
             describe,
             force_failover,
