@@ -228,9 +228,7 @@ class GatedRunbook(RunbookWorkflow):
         if gate.approvals_required > 1:
             fields["Approvals needed"] = f"{gate.approvals_required} distinct people"
         for spec in gate.params:
-            fields[f"param {spec.name}"] = (
-                f"{spec.minimum:g}-{spec.maximum:g} (default {spec.default:g})"
-            )
+            fields[f"param {spec.name}"] = spec.allowed()
         body = gate.summary + "\n" + "\n".join(f"• {line}" for line in gate.plan)
         if first:
             await self.notify("approval_request", title, body, fields, self.key_findings())
@@ -313,6 +311,9 @@ class GatedRunbook(RunbookWorkflow):
         for name, text in given.items():
             if refusal := specs[name].check(text):
                 return refusal
+        for spec in specs.values() if decision.approve else []:
+            if refusal := spec.missing(given):
+                return refusal
         if decision.approve and self._approvals:
             return self._disagreement(decision)
         return None
@@ -323,6 +324,8 @@ class GatedRunbook(RunbookWorkflow):
         assert self._pending is not None
         first = self._approvals[0]
         for spec in self._pending.params:
+            if spec.word is not None:
+                continue  # required and checked: every approval gives the same word
             theirs, ours = spec.value(first.params), spec.value(decision.params)
             if theirs != ours:
                 return (
@@ -407,7 +410,7 @@ class GatedRunbook(RunbookWorkflow):
             decided_by=decision.approver,
             decided_at=workflow.now(),
             comment=decision.comment,
-            params={**{spec.name: f"{spec.default:g}" for spec in gate.params}, **given},
+            params={**{s.name: f"{s.default:g}" for s in gate.params if s.word is None}, **given},
         )
         return DecisionAck(gate=gate.gate, approved=decision.approve, decided_by=decision.approver)
 

@@ -170,17 +170,38 @@ class Refusals(BaseModel):
 
 
 class ParamSpec(BaseModel):
-    """A number the approver may give with an approval, e.g. the new daily budget."""
+    """A number the approver may give with an approval, e.g. the new daily budget; or, with
+    `word`, a word the approver must give (e.g. `override=healthy`): no default, an approval
+    without it is refused."""
 
     name: str
-    minimum: float
-    maximum: float
-    default: float
+    minimum: float = 0
+    maximum: float = 0
+    default: float = 0
     integer: bool = False
     help: str = ""
+    word: str | None = Field(None, max_length=MAX_NAME)
+
+    def allowed(self) -> str:
+        if self.word is not None:
+            return f"{self.word} (required)"
+        return f"{self.minimum:g}-{self.maximum:g} (default {self.default:g})"
+
+    def missing(self, given: dict[str, str]) -> str | None:
+        """Why an approval without this parameter is refused, or None."""
+        if self.word is None or self.name in given:
+            return None
+        how = f"approve with --set {self.name}={self.word}"
+        return f"params.{self.name}: required: {self.help} ({how})"
 
     def check(self, text: str) -> str | None:
         """Why `text` is not an allowed value, or None."""
+        if self.word is not None:
+            return (
+                None
+                if text == self.word
+                else (f"params.{self.name}: {text!r} is not allowed; allowed: {self.word}")
+            )
         allowed = f"{self.minimum:g} to {self.maximum:g}"
         try:
             value = int(text) if self.integer else float(text)
