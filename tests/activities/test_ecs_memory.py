@@ -30,7 +30,7 @@ def test_fargate_pairs() -> None:
 def test_memory_revision_registered_once_then_rolled_out(
     sandbox: httpx.Client, ecs: EcsActivities
 ) -> None:
-    ask = RegisterMemoryRequest(task_definition="prod-api:3", memory=4096)
+    ask = RegisterMemoryRequest(task_definition="prod-api:3", memory=4096, containers=True)
     first = run_activity(ecs.register_memory_revision, ask)
     retry = run_activity(ecs.register_memory_revision, ask)  # a retry registers nothing new
     assert first.task_definition.memory == 4096
@@ -39,9 +39,14 @@ def test_memory_revision_registered_once_then_rolled_out(
     assert not retry.registered and retry.task_definition.arn == first.task_definition.arn
     described = boto3.client("ecs").describe_task_definition(taskDefinition="prod-api:3")
     copy = boto3.client("ecs").describe_task_definition(taskDefinition=first.task_definition.arn)
-    # Only the memory changed.
-    for key in ("containerDefinitions", "networkMode", "requiresCompatibilities", "cpu"):
+    # Only the memory changed: the task's and its container's own limit.
+    for key in ("networkMode", "requiresCompatibilities", "cpu"):
         assert copy["taskDefinition"][key] == described["taskDefinition"][key]
+    [was], [now] = (
+        described["taskDefinition"]["containerDefinitions"],
+        copy["taskDefinition"]["containerDefinitions"],
+    )
+    assert (was.pop("memory"), now.pop("memory")) == (2048, 4096) and now == was
 
     use = UseTaskDefinitionRequest(service="api", task_definition=first.task_definition.arn)
     changed = run_activity(ecs.use_task_definition, use)
