@@ -311,9 +311,6 @@ class GatedRunbook(RunbookWorkflow):
         for name, text in given.items():
             if refusal := specs[name].check(text):
                 return refusal
-        for spec in specs.values() if decision.approve else []:
-            if refusal := spec.missing(given):
-                return refusal
         if decision.approve and self._approvals:
             return self._disagreement(decision)
         return None
@@ -371,6 +368,10 @@ class GatedRunbook(RunbookWorkflow):
                 f"approver: {decision.approver!r} is {verdict.role}; at level {gate.level} "
                 f"only {', '.join(gate.may_decide)} may decide"
             )
+        # A word the gate requires (override=healthy), asked of a proven approver only.
+        for spec in gate.params if decision.approve else []:
+            if refusal := spec.missing(decision.params):
+                return refusal
         return None
 
     async def _judge(self, decision: Decision) -> tuple[str | None, DecisionAck | None]:
