@@ -138,6 +138,25 @@ class Settings(BaseSettings):
     # The spend watch's budget when the service's `/metrics` does not tell it (USD).
     llm_daily_budget: float | None = Field(None, gt=0, alias="RUNBOOK_LLM_DAILY_BUDGET")
 
+    # The resources the procedures act on (runbook.md's production names). Without an
+    # environments file they are the one environment's `inputs` (resource_inputs): the CLI
+    # and the intake put them in every start's input (`--set` still wins), so the workflows
+    # get them in their input and never read the environment. The input models' own defaults
+    # (a start from the Temporal UI with `{}`) are the same names (tests/test_settings.py).
+    rds_instance_id: str = Field("prod-revenue-context-db", alias="RDS_INSTANCE_ID")
+    ecs_cluster: str = Field("prod-revenue-context", alias="ECS_CLUSTER")
+    api_service: str = Field("api", alias="ECS_API_SERVICE")  # high-memory, api-errors, llm-budget
+    consumer_service: str = Field("context-engine", alias="ECS_CONSUMER_SERVICE")  # kafka-lag
+    # Rollback's and triage's services, comma-separated.
+    ecs_services: str = Field("api,context-engine,orchestration-engine", alias="ECS_SERVICES")
+    config_secret_id: str = Field("prod/revenue-context/config", alias="CONFIG_SECRET_ID")
+    kafka_topic: str = Field("signals.raw", alias="KAFKA_TOPIC")
+    kafka_dlq_topic: str = Field("signals.raw.dlq", alias="KAFKA_DLQ_TOPIC")
+    kafka_consumer_group: str = Field("context_engine_group", alias="KAFKA_CONSUMER_GROUP")
+    api_log_group: str = Field("/ecs/production/api", alias="API_LOG_GROUP")
+    consumer_log_group: str = Field("/ecs/production/context-engine", alias="CONSUMER_LOG_GROUP")
+    api_domain: str = Field("api.prod.revenue-context.com", alias="API_DOMAIN")  # cert-renewal
+
     # Certificate renewal (runbook.md, procedure 7): the load balancers whose HTTPS listeners
     # serve the API, comma-separated; `*` for every load balancer of the region.
     alb_names: str = Field("prod-revenue-context-alb", alias="ALB_NAMES")
@@ -177,9 +196,31 @@ class Settings(BaseSettings):
                 task_queue=self.task_queue,
                 slack_channel=self.slack_channel,
                 api_base_url=self.api_base_url,
+                inputs=self.resource_inputs(),
             )
             return {single.name: single}
         return load_profiles(self.environments_file)
+
+    def resource_inputs(self) -> dict[str, Any]:
+        """The resource names as an environment's `inputs`: by field name, and a table for
+        the procedures whose field of that name means another resource."""
+        api = {"service": self.api_service, "log_group": self.api_log_group}
+        services = [name.strip() for name in self.ecs_services.split(",") if name.strip()]
+        return {
+            "db_instance_id": self.rds_instance_id,
+            "cluster": self.ecs_cluster,
+            "secret_id": self.config_secret_id,
+            "topic": self.kafka_topic,
+            "dlq_topic": self.kafka_dlq_topic,
+            "consumer_group": self.kafka_consumer_group,
+            "domain": self.api_domain,
+            "high-memory": {"service": self.api_service},
+            "api-errors": api,
+            "kafka-lag": {"service": self.consumer_service, "log_group": self.consumer_log_group},
+            "llm-budget": {"services": [self.api_service]},
+            "rollback": {"services": services},
+            "triage": {"services": services},
+        }
 
     def metrics_address(self) -> str | None:
         return f"{self.metrics_host}:{self.metrics_port}" if self.metrics_port else None

@@ -29,6 +29,8 @@ from activities.ecs_rollout import (
     UseTaskDefinitionRequest,
     UseTaskDefinitionResult,
     WaitRolloutRequest,
+    container_changes,
+    containers_scaled,
     registrable,
     task_definition_info,
 )
@@ -467,6 +469,12 @@ class EcsActivities:
         if refusal:
             raise ApplicationError(refusal, type="InvalidFargateMemory", non_retryable=True)
         wanted = {**registrable(current), "memory": str(req.memory)}
+        containers = ""
+        if req.containers and current.get("memory"):
+            defined = current.get("containerDefinitions") or []
+            scaled = containers_scaled(defined, int(current["memory"]), req.memory)
+            wanted["containerDefinitions"] = scaled
+            containers = container_changes(defined, scaled)
         existing = self.list_revisions(RevisionsRequest(family=current["family"], max_items=20))
         for info in existing.revisions:
             if registrable(self._task_definition(info.arn)) == wanted:
@@ -480,7 +488,8 @@ class EcsActivities:
         return RegisterResult(
             task_definition=info,
             registered=True,
-            reason=f"registered {info.ref}: memory {current.get('memory')} -> {req.memory}",
+            reason=f"registered {info.ref}: memory {current.get('memory')} -> {req.memory}"
+            + (f"; containers: {containers}" if containers else ""),
         )
 
     @activity.defn(name="ecs.use_task_definition", no_thread_cancel_exception=True)

@@ -110,6 +110,9 @@ class RegisterMemoryRequest(BaseModel):
     # The revision to copy (ARN or family:revision); only the task memory changes.
     task_definition: str = Field(min_length=1)
     memory: int = Field(ge=512)
+    # Raise each container's own `memory` / `memoryReservation` in proportion too (the
+    # workflows recorded before asked for the task memory alone).
+    containers: bool = False
     # The approvals this change acts on; the worker checks them against the run that
     # scheduled it (activities/decision_guard.py) before the activity runs.
     authority: Authority | None = None
@@ -155,6 +158,37 @@ def task_definition_info(raw: dict[str, Any]) -> TaskDefinitionInfo:
 def registrable(raw: dict[str, Any]) -> dict[str, Any]:
     """The fields that define a revision, as register_task_definition takes them."""
     return {k: raw[k] for k in REGISTRABLE if raw.get(k) not in (None, [], {})}
+
+
+def containers_scaled(containers: list[dict[str, Any]], old: int, new: int) -> list[dict[str, Any]]:
+    """The containers with their own memory limits raised in proportion to the task's.
+
+    ECS stops a container at its own hard limit (`memory`) whatever the task has, so a larger
+    task alone leaves the OOM kills going on. Every container is scaled, not only the one
+    killed: the revision then follows from the revision alone (a retry finds the same), each
+    keeps its share (a sidecar stays small), the hard limits still add up to no more than the
+    task's memory and a reservation stays under its hard limit (rounded down, in MiB)."""
+    scaled = []
+    for container in containers:
+        limits = {
+            key: int(container[key]) * new // old
+            for key in ("memory", "memoryReservation")
+            if container.get(key)
+        }
+        scaled.append({**container, **limits})
+    return scaled
+
+
+def container_changes(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> str:
+    """`api 1792 -> 3584 MiB (reservation 1024 -> 2048)`, for each container with limits."""
+    changes = []
+    for old, new in zip(before, after, strict=True):
+        parts = [f"{old[k]} -> {new[k]} MiB" for k in ("memory",) if old.get(k)]
+        if old.get("memoryReservation"):
+            parts.append(f"reservation {old['memoryReservation']} -> {new['memoryReservation']}")
+        if parts:
+            changes.append(f"{old.get('name', '?')} {', '.join(parts)}")
+    return "; ".join(changes)
 
 
 def revision_number(arn_or_ref: str) -> int | None:

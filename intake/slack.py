@@ -473,14 +473,21 @@ def reject_modal(workflow_id: str, gate: PendingGate) -> View:
 
 
 def params_modal(workflow_id: str, gate: PendingGate) -> View:
-    """One input a number the gate asks for, its bounds in the label, its default filled in."""
+    """One input a number the gate asks for, its bounds in the label, its default filled in;
+    a word the gate requires (override=healthy) is typed by the approver, never filled in."""
     inputs = [
         InputBlock(
             block_id=spec.name,
-            label=f"{spec.name} ({spec.minimum:g} to {spec.maximum:g})"[:2000],
+            label=(
+                f"{spec.name} (type {spec.word})"
+                if spec.word
+                else f"{spec.name} ({spec.minimum:g} to {spec.maximum:g})"
+            )[:2000],
             hint=spec.help or None,
             element=PlainTextInputElement(
-                action_id="value", initial_value=f"{spec.default:g}", max_length=64
+                action_id="value",
+                initial_value=None if spec.word else f"{spec.default:g}",
+                max_length=64,
             ),
         )
         for spec in gate.params

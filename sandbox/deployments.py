@@ -24,6 +24,14 @@ def image_tag(image: str) -> str:
     return image.rpartition(":")[2] or image
 
 
+def memory_limit(task_def: Any) -> int:
+    """The MiB a task of the service may use: its task memory, or its container's own hard
+    limit when lower (ECS kills the container there, whatever the task has)."""
+    task = int(task_def.memory or 0)
+    container = int(task_def.container_definitions[0].get("memory") or 0)
+    return min(task, container) if task and container else task or container
+
+
 class DeploymentWatch:
     def __init__(self, region: str, on_deployed: OnDeployed) -> None:
         self._region = region
@@ -87,7 +95,7 @@ class DeploymentWatch:
         image = task_def.container_definitions[0]["image"]
         self._seen[service] = (primary["id"], primary["taskDefinition"])
         self.images[service] = image
-        self.task_memory[service] = int(task_def.memory or 0)
+        self.task_memory[service] = memory_limit(task_def)
         return str(image)
 
     def _primary(self, service: str) -> dict[str, Any] | None:

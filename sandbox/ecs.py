@@ -325,6 +325,8 @@ def task_definition(service: str, image: str) -> dict[str, Any]:
                 "name": service,
                 "image": f"revenue-context/{service}:{image}",
                 "essential": True,
+                # Its own hard limit, as the service's: a larger task alone does not lift it.
+                "memory": 2048,
                 "portMappings": [{"containerPort": 8000, "protocol": "tcp"}],
                 "logConfiguration": {
                     "logDriver": "awslogs",

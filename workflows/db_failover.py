@@ -29,10 +29,24 @@ with workflow.unsafe.imports_passed_through():
 from workflows.base import MUTATE_RETRY, MUTATION_HEARTBEAT, READ_RETRY, failure_message
 from workflows.gate import GatedRunbook
 from workflows.lock import StalePlan, exclusive, lease_for, rds_instance, stale
-from workflows.models import Finding, RunbookInput, RunbookResult
+from workflows.models import Finding, ParamSpec, RunbookInput, RunbookResult
 
 CONNECTIONS_HIGH = 400  # the `db-connections-high` alarm's threshold
 CPU_HIGH = 80.0  # the `db-cpu-high` alarm's threshold, percent
+# Runs recorded before waited, when the instance was already rebooting or modifying, for a
+# primary in another AZ that a plain reboot or a modification never brings.
+WAIT_PATCH = "db-failover-waits-for-what-is-under-way"
+# Runs recorded before failed a healthy database over on the ordinary approval.
+HEALTHY_PATCH = "db-failover-healthy-needs-override"
+# Statuses in which RDS is moving the primary to the standby: then the wait is for the move.
+FAILING_OVER = frozenset({"failing-over", "rebooting-with-failover"})
+# What says a database is healthy: available, under its alarms, /health/detailed 200.
+HEALTH_CHECKS = ("rds instance", "DatabaseConnections", "CPUUtilization", "/health/detailed")
+OVERRIDE = ParamSpec(
+    name="override",
+    word="healthy",
+    help="the database looks healthy, a failover is not indicated; the approver must say so",
+)
 
 
 class DbFailoverInput(RunbookInput):
@@ -51,6 +65,14 @@ class FailoverPlan(BaseModel):
     steps: list[str]
     from_az: str | None = None
     to_az: str | None = None
+    # The instance's status at diagnosis.
+    status: str | None = None
+    # wait_only: a failover is under way, so the wait is for the primary in another AZ;
+    # False: a plain reboot or a modification, it comes back where it was.
+    expect_move: bool = True
+    # Why a failover is not indicated (a healthy database); the approver must then say
+    # `override=healthy`.
+    not_indicated: str | None = None
 
 
 def judge_instance(db: DbInstance) -> Finding:
@@ -109,7 +131,17 @@ def judge_idle(threshold: int) -> Callable[[IdleInTransactionResult], Finding]:
     return judge
 
 
-def make_plan(inp: DbFailoverInput, db: DbInstance | None) -> FailoverPlan:
+def looks_healthy(findings: list[Finding]) -> str | None:
+    """Why the database looks healthy (every check of HEALTH_CHECKS ok), or None."""
+    by_check = {f.check: f for f in findings}
+    if not all(c in by_check and by_check[c].verdict == "ok" for c in HEALTH_CHECKS):
+        return None
+    return "; ".join(f"{c} {by_check[c].summary}" for c in HEALTH_CHECKS[1:])
+
+
+def make_plan(
+    inp: DbFailoverInput, db: DbInstance | None, findings: list[Finding] | None = None
+) -> FailoverPlan:
     """Pure: what would be done, and why."""
     name = inp.db_instance_id
     if db is None:
@@ -130,12 +162,7 @@ def make_plan(inp: DbFailoverInput, db: DbInstance | None) -> FailoverPlan:
         "Count sessions idle in transaction (connection leaks)",
     ]
     if db.status in IN_PROGRESS:
-        return FailoverPlan(
-            action="wait_only",
-            summary=f"{name} is already {db.status}: no second failover, only wait and verify",
-            steps=verify,
-            from_az=db.availability_zone,
-        )
+        return wait_plan(name, db, verify)
     if db.status != "available":
         return FailoverPlan(
             action="refuse",
@@ -143,15 +170,46 @@ def make_plan(inp: DbFailoverInput, db: DbInstance | None) -> FailoverPlan:
             steps=["Escalate to the Database Team (dba@company.com)"],
         )
     to_az = db.secondary_availability_zone or "the standby"
+    summary = f"Fail {name} over from {db.availability_zone} to {to_az}"
+    healthy = looks_healthy(findings or [])
+    if healthy:
+        summary = (
+            f"A failover is not indicated: {name} is available, {healthy}. {summary} only if "
+            f"the approver says so (approve with --set {OVERRIDE.name}={OVERRIDE.word})"
+        )
     return FailoverPlan(
         action="failover",
-        summary=f"Fail {name} over from {db.availability_zone} to {to_az}",
+        summary=summary,
         steps=[
             f"Reboot {name} with force-failover: primary {db.availability_zone} -> {to_az}",
             *verify,
         ],
         from_az=db.availability_zone,
         to_az=db.secondary_availability_zone,
+        status=db.status,
+        not_indicated=healthy,
+    )
+
+
+def wait_plan(name: str, db: DbInstance, verify: list[str]) -> FailoverPlan:
+    """Already under way: no second reboot; wait for what RDS is doing."""
+    moving = db.status in FAILING_OVER
+    if moving:
+        summary = f"{name} is already {db.status}: no second failover, only wait and verify"
+    else:
+        summary = (
+            f"{name} is already {db.status}: nothing is rebooted again; wait until it is "
+            "available again (the same AZ is fine: a reboot or a modification without failover "
+            "stays there), then verify"
+        )
+        verify = [f"Wait until {name} is available again (the same AZ is fine)", *verify[1:]]
+    return FailoverPlan(
+        action="wait_only",
+        summary=summary,
+        steps=verify,
+        from_az=db.availability_zone,
+        status=db.status,
+        expect_move=moving,
     )
 
 
@@ -164,7 +222,7 @@ class DatabaseFailover(GatedRunbook):
         self.begin(inp, inp.db_instance_id)
         self.tag(inp.severity)
         findings, db = await self._diagnose(inp)
-        plan = make_plan(inp, db)
+        plan = self._versioned(make_plan(inp, db, findings))
         self.set_phase("plan")
         self.record("plan", "info", plan.summary)
         if plan.action == "refuse":
@@ -175,9 +233,16 @@ class DatabaseFailover(GatedRunbook):
         if inp.dry_run:
             return self.finish("dry_run", f"Dry run: {plan.summary}", findings, plan.steps)
         if plan.action == "failover":
-            decision = await self.gate("failover", plan.summary, plan.steps)
+            params = [OVERRIDE] if plan.not_indicated else None
+            decision = await self.gate("failover", plan.summary, plan.steps, params)
             if not decision.approved:
                 return await self.not_approved(findings, plan.steps)
+            if plan.not_indicated:
+                self.record(
+                    "override healthy",
+                    "info",
+                    f"{', '.join(decision.approvers)} failed over a database that looks healthy",
+                )
         failover = plan.action == "failover"  # wait_only changes nothing: no lock
         lease = lease_for(60 + 20, inp.failover_timeout_seconds, inp.health_timeout_seconds)
         try:
@@ -237,6 +302,16 @@ class DatabaseFailover(GatedRunbook):
         db = results[0][1]
         return findings, db
 
+    @staticmethod
+    def _versioned(plan: FailoverPlan) -> FailoverPlan:
+        """The plan as the run's code version acts on it: runs recorded before these
+        changes replay as they ran."""
+        if plan.action == "wait_only" and not workflow.patched(WAIT_PATCH):
+            plan = plan.model_copy(update={"expect_move": True})
+        if plan.not_indicated and not workflow.patched(HEALTHY_PATCH):
+            plan = plan.model_copy(update={"not_indicated": None})
+        return plan
+
     def _read(self, method: Any, arg: Any) -> Any:
         return workflow.execute_activity_method(
             method, arg, start_to_close_timeout=timedelta(seconds=20), retry_policy=READ_RETRY
@@ -286,7 +361,7 @@ class DatabaseFailover(GatedRunbook):
                 RdsActivities.wait_available,
                 WaitAvailableRequest(
                     db_instance_id=name,
-                    previous_primary_az=plan.from_az,
+                    previous_primary_az=plan.from_az if plan.expect_move else None,
                     poll_seconds=inp.poll_seconds,
                 ),
                 start_to_close_timeout=timedelta(seconds=inp.failover_timeout_seconds),
@@ -307,7 +382,19 @@ class DatabaseFailover(GatedRunbook):
             lambda r: f"200 in {r.latency_ms:.0f} ms",
         )
         leaks = await self._leak_check(inp)
-        return f"{name} available on {available.availability_zone}, /health/detailed 200; {leaks}"
+        where = available.availability_zone
+        head = f"{name} available on {where}"
+        if not plan.expect_move:
+            moved = (
+                "the same AZ: no failover happened"
+                if where == plan.from_az
+                else f"moved from {plan.from_az}: it was a failover"
+            )
+            head = (
+                f"{name} was {plan.status}: nothing was rebooted; available again on {where} "
+                f"({moved})"
+            )
+        return f"{head}, /health/detailed 200; {leaks}"
 
     async def _leak_check(self, inp: DbFailoverInput) -> str:
         try:

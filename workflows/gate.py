@@ -564,6 +564,10 @@ class GatedRunbook(RunbookWorkflow):
                 f"approver: {decision.approver!r} is {verdict.role}; at level {gate.level} "
                 f"only {', '.join(gate.may_decide)} may decide"
             )
+        # A word the gate requires (override=healthy), asked of a proven approver only.
+        for spec in gate.params if decision.approve else []:
+            if refusal := spec.missing(decision.params):
+                return refusal
         return None
 
     async def _judge(self, decision: Decision) -> tuple[str | None, DecisionAck | None]:
@@ -603,7 +607,10 @@ class GatedRunbook(RunbookWorkflow):
             decided_by=decision.approver,
             decided_at=workflow.now(),
             comment=decision.comment,
-            params={**{spec.name: spec.text({}) for spec in gate.params}, **given},
+            params={
+                **{spec.name: spec.text({}) for spec in gate.params if spec.word is None},
+                **given,
+            },
         )
         return DecisionAck(gate=gate.gate, approved=decision.approve, decided_by=decision.approver)
 

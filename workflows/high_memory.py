@@ -3,8 +3,9 @@
 Diagnose MemoryUtilized (ECS/ContainerInsights, last hour) and the tasks ECS stopped for
 running out of memory; plan the new task memory (default double, checked against the valid
 Fargate CPU/memory pairs); after approval register a revision copied from the current one
-with only the memory changed (an identical one is reused), point the service at it, follow
-the rollout, and verify the new revision runs with memory under the threshold.
+with only the memory changed, the task's and, in proportion, each container's own limits
+(an identical one is reused), point the service at it, follow the rollout, and verify the
+new revision runs with memory under the threshold.
 """
 
 from collections.abc import Awaitable
@@ -41,6 +42,8 @@ from workflows.lock import StalePlan, ecs_service, exclusive, lease_for, stale
 from workflows.models import MAX_RESOURCE, Finding, RunbookInput, RunbookResult
 
 NAMESPACE, METRIC = "ECS/ContainerInsights", "MemoryUtilized"
+# Runs recorded before raised the task memory alone; since, the containers' own limits too.
+CONTAINERS_PATCH = "high-memory-raises-container-limits"
 
 
 class HighMemoryInput(RunbookInput):
@@ -152,8 +155,9 @@ def make_plan(inp: HighMemoryInput, diag: Diagnosis) -> MemoryPlan:
         f"{td.memory} -> {target} MiB (cpu {td.cpu})"
     )
     steps = [
-        f"Register a revision of {td.family} copied from {td.ref} with memory {target} MiB "
-        "(only the memory changes; an identical revision is reused)",
+        f"Register a revision of {td.family} copied from {td.ref} with memory {target} MiB and "
+        f"each container's own memory limits x{target / td.memory:g} (only memory changes; an "
+        "identical revision is reused)",
         f"Update service {inp.service} to it and follow the rollout until COMPLETED",
         f"Verify the new revision runs and MemoryUtilized is under {inp.threshold_percent:g}% "
         f"of {target} MiB",
@@ -292,6 +296,7 @@ class HighMemory(GatedRunbook):
                 RegisterMemoryRequest(
                     task_definition=plan.task_definition,
                     memory=plan.target,
+                    containers=workflow.patched(CONTAINERS_PATCH),
                     authority=self.authority(),
                 ),
                 start_to_close_timeout=timedelta(seconds=60),

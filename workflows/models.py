@@ -187,8 +187,10 @@ class Refusals(BaseModel):
 
 
 class ParamSpec(BaseModel):
-    """A number the approver may give with an approval, e.g. the new daily budget; or, with
-    `choices`, one of a few names (e.g. which procedure to start), the first the default."""
+    """A number the approver may give with an approval, e.g. the new daily budget; with
+    `choices`, one of a few names (e.g. which procedure to start), the first the default; with
+    `word`, a word the approver must give (e.g. `override=healthy`): no default, an approval
+    without it is refused."""
 
     name: str
     minimum: float = 0
@@ -197,9 +199,21 @@ class ParamSpec(BaseModel):
     integer: bool = False
     help: str = ""
     choices: list[str] = []
+    word: str | None = Field(None, max_length=MAX_NAME)
+
+    def missing(self, given: dict[str, str]) -> str | None:
+        """Why an approval without this parameter is refused, or None."""
+        if self.word is None or self.name in given:
+            return None
+        how = f"approve with --set {self.name}={self.word}"
+        return f"params.{self.name}: required: {self.help} ({how})"
 
     def check(self, text: str) -> str | None:
         """Why `text` is not an allowed value, or None."""
+        if self.word is not None:
+            if text == self.word:
+                return None
+            return f"params.{self.name}: {text!r} is not allowed; allowed: {self.word}"
         if self.choices:
             if text in self.choices:
                 return None
@@ -221,22 +235,27 @@ class ParamSpec(BaseModel):
         return float(given[self.name]) if self.name in given else self.default
 
     def text(self, given: dict[str, str]) -> str:
-        """The value an approval gives (checked), or the default, as the gate keeps it."""
+        """The value an approval gives (checked), or the default, as the gate keeps it (a
+        required word has none)."""
         if self.name in given:
             return given[self.name]
+        if self.word is not None:
+            return ""
         return self.choices[0] if self.choices else f"{self.default:g}"
 
     def shown(self, given: dict[str, str]) -> str:
-        """The value as a person reads it: a choice, or the number."""
-        return self.text(given) if self.choices else f"{self.value(given):g}"
+        """The value as a person reads it: a choice or a word, or the number."""
+        return self.text(given) if self.choices or self.word else f"{self.value(given):g}"
 
     def differs(self, one: dict[str, str], other: dict[str, str]) -> bool:
-        if self.choices:
+        if self.choices or self.word is not None:
             return self.text(one) != self.text(other)
         return self.value(one) != self.value(other)
 
     def allowed(self) -> str:
         """What may be given, for the gate's announcement."""
+        if self.word is not None:
+            return f"{self.word} (required)"
         if self.choices:
             return f"one of {', '.join(self.choices)} (default {self.choices[0]})"
         return f"{self.minimum:g}-{self.maximum:g} (default {self.default:g})"

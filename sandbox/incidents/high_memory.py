@@ -1,6 +1,7 @@
 """high-memory: `api` needs more memory than its tasks have, and ECS kills them (OOM);
-a larger task size ends it. ContainerInsights reports each service's memory use, capped just
-under its task's memory."""
+a larger memory limit ends it (the task's and its container's own: the lower one counts,
+sandbox/deployments.py). ContainerInsights reports each service's memory use, capped just
+under that limit."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ NAME = "high-memory"
 METRIC = "MemoryUtilized"
 NAMESPACE = "ECS/ContainerInsights"
 # MiB a task of each service needs, normally and under the incident's load (api grows past
-# its 2048 MiB and is killed); what it reports is capped just under its task's memory.
+# its 2048 MiB and is killed); what it reports is capped just under its memory limit.
 MEMORY_NEED = {"api": 1100.0, "context-engine": 900.0, "orchestration-engine": 700.0}
 INCIDENT_NEED = 2600.0
 

@@ -1,5 +1,7 @@
 """The high-memory activities against the sandbox's moto (ECS, CloudWatch ContainerInsights)."""
 
+import uuid
+
 import boto3
 import httpx
 import pytest
@@ -28,7 +30,7 @@ def test_fargate_pairs() -> None:
 def test_memory_revision_registered_once_then_rolled_out(
     sandbox: httpx.Client, ecs: EcsActivities
 ) -> None:
-    ask = RegisterMemoryRequest(task_definition="prod-api:3", memory=4096)
+    ask = RegisterMemoryRequest(task_definition="prod-api:3", memory=4096, containers=True)
     first = run_activity(ecs.register_memory_revision, ask)
     retry = run_activity(ecs.register_memory_revision, ask)  # a retry registers nothing new
     assert first.task_definition.memory == 4096
@@ -37,9 +39,14 @@ def test_memory_revision_registered_once_then_rolled_out(
     assert not retry.registered and retry.task_definition.arn == first.task_definition.arn
     described = boto3.client("ecs").describe_task_definition(taskDefinition="prod-api:3")
     copy = boto3.client("ecs").describe_task_definition(taskDefinition=first.task_definition.arn)
-    # Only the memory changed.
-    for key in ("containerDefinitions", "networkMode", "requiresCompatibilities", "cpu"):
+    # Only the memory changed: the task's and its container's own limit.
+    for key in ("networkMode", "requiresCompatibilities", "cpu"):
         assert copy["taskDefinition"][key] == described["taskDefinition"][key]
+    [was], [now] = (
+        described["taskDefinition"]["containerDefinitions"],
+        copy["taskDefinition"]["containerDefinitions"],
+    )
+    assert (was.pop("memory"), now.pop("memory")) == (2048, 4096) and now == was
 
     use = UseTaskDefinitionRequest(service="api", task_definition=first.task_definition.arn)
     changed = run_activity(ecs.use_task_definition, use)
@@ -57,6 +64,40 @@ def test_memory_revision_registered_once_then_rolled_out(
     # The sandbox sees a completed deployment on its next poll (every POLL_SECONDS).
     memory = lambda: sandbox.get("/control/remediation").json()["services"]["api"]["memory"]  # noqa: E731
     assert wait_until(lambda: memory() == 4096, timeout=30)
+
+
+def test_containers_own_limits_are_raised_in_proportion(
+    sandbox: httpx.Client, ecs: EcsActivities
+) -> None:
+    """ECS kills a container at its own `memory` whatever the task has: a larger task alone
+    leaves the OOM kills going on."""
+    client = boto3.client("ecs")
+    family = f"oom-limits-{uuid.uuid4().hex[:8]}"  # its own family: nothing else reuses it
+    container = {"image": "revenue-context/api:v1.4.2", "essential": True}
+    client.register_task_definition(
+        family=family,
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="1024",
+        memory="2048",
+        containerDefinitions=[
+            {**container, "name": "api", "memory": 1792, "memoryReservation": 1024},
+            {**container, "name": "log-router", "memory": 256},
+            {**container, "name": "agent", "essential": False},
+        ],
+    )
+    ask = RegisterMemoryRequest(task_definition=f"{family}:1", memory=4096, containers=True)
+    first = run_activity(ecs.register_memory_revision, ask)
+    retry = run_activity(ecs.register_memory_revision, ask)
+    registered = client.describe_task_definition(taskDefinition=first.task_definition.arn)
+    limits = {
+        c["name"]: (c.get("memory"), c.get("memoryReservation"))
+        for c in registered["taskDefinition"]["containerDefinitions"]
+    }
+    assert registered["taskDefinition"]["memory"] == "4096"
+    assert limits == {"api": (3584, 2048), "log-router": (512, None), "agent": (None, None)}
+    assert "api 1792 -> 3584 MiB, reservation 1024 -> 2048" in first.reason
+    assert not retry.registered and retry.task_definition.arn == first.task_definition.arn
 
 
 def test_invalid_fargate_memory_is_refused(sandbox: httpx.Client, ecs: EcsActivities) -> None:

@@ -74,6 +74,21 @@ def test_failover_happens_once_however_often_it_is_asked(
     assert sandbox.get("/control/state").json()["failover_count"] == 1
 
 
+def test_a_reboot_without_failover_is_waited_out_in_its_own_az(
+    sandbox: httpx.Client, rds: RdsActivities
+) -> None:
+    """What db-failover's wait_only waits for when no failover is under way: `available`
+    again, in the same AZ (a wait for another AZ would never end)."""
+    boto3.client("rds").reboot_db_instance(DBInstanceIdentifier=DB)
+    db = run_activity(rds.describe_instance, DbInstanceRequest(db_instance_id=DB))
+    assert (db.status, db.availability_zone) == ("rebooting", "us-east-1a")
+    done = run_activity(
+        rds.wait_available, WaitAvailableRequest(db_instance_id=DB, poll_seconds=0.2)
+    )
+    assert (done.status, done.availability_zone) == ("available", "us-east-1a")
+    assert done.polls > 1 and sandbox.get("/control/state").json()["failover_count"] == 0
+
+
 def test_failover_of_a_single_az_instance_is_refused(
     sandbox: httpx.Client, rds: RdsActivities
 ) -> None:

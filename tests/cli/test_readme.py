@@ -306,8 +306,10 @@ async def test_the_readme_walked_on_the_embedded_stack(
         others = asyncio.gather(cert_scene(sh, client), diagnosis_scene(sh, client))
         (await demo).ok("demo passed", "runbook stack down", "runbook sandbox reset")
         fast_failovers(sandbox)
-        # The rollback verifies /health/detailed, which the demo's incident fails.
-        await asyncio.gather(db_failover_scene(sh, client), rollback_scene(sh, client), others)
+        # The rollback verifies /health/detailed, which the database's incident fails: the
+        # database scene (a database in trouble: a healthy one needs override=healthy) after.
+        await asyncio.gather(rollback_scene(sh, client), others)
+        await db_failover_scene(sh, client, sandbox)
         (await sh.line("runbook demo db-failover --via slack")).ok(
             "Started db-failover/production", "Approved by bob via slack", "demo passed"
         )
@@ -355,9 +357,16 @@ TEMPORAL_START = (
 )
 
 
-async def db_failover_scene(sh: Shell, client: Client) -> None:
+def db_in_trouble(sandbox: httpx.Client) -> None:
+    """The database's incident (a failover heals it): the runs the walk approves fail over a
+    database in trouble, as the README's lines do."""
+    sandbox.post("/control/incidents/db-failover").raise_for_status()
+
+
+async def db_failover_scene(sh: Shell, client: Client, sandbox: httpx.Client) -> None:
     """ "Using it": start, pending, approve, status; a dry run; a rejection; the incident log;
     the Temporal CLI with `runbook sign`, by Update and by signal."""
+    db_in_trouble(sandbox)
     started = (await sh.line(START_DB, "--json")).ok().json()
     assert started["workflow_id"] == DB and not started["joined"]
     await status_when(client, DB, at_gate)
@@ -388,7 +397,7 @@ async def db_failover_scene(sh: Shell, client: Client) -> None:
     (await sh.line(STATUS_DB, "--wait")).ok("outcome: rejected")
 
     await incident_log(sh, started["run_id"])
-    await temporal_cli(sh, client)
+    await temporal_cli(sh, client, sandbox)
 
 
 async def incident_log(sh: Shell, run_id: str) -> None:
@@ -406,8 +415,9 @@ async def incident_log(sh: Shell, run_id: str) -> None:
     (await sh.line("runbook db migrate")).ok("incident log schema at version")
 
 
-async def temporal_cli(sh: Shell, client: Client) -> None:
+async def temporal_cli(sh: Shell, client: Client, sandbox: httpx.Client) -> None:
     """The README's Temporal CLI path: `runbook sign` as erin (her key found by the CLI)."""
+    db_in_trouble(sandbox)
     (await sh.line(TEMPORAL_START)).ok("Running execution", "DatabaseFailover")
     await status_when(client, DB, at_gate)
     signed = await sh.line("runbook sign WORKFLOW_ID --as NAME", WORKFLOW_ID=DB, NAME="erin")
@@ -420,6 +430,7 @@ async def temporal_cli(sh: Shell, client: Client) -> None:
     (await sh.line(update)).ok("approved:true", "decided_by:erin")
     (await sh.line(STATUS_DB, "--wait")).ok("outcome: completed", "approved: by erin")
 
+    db_in_trouble(sandbox)
     (await sh.line(TEMPORAL_START)).ok("Running execution")
     await status_when(client, DB, at_gate)
     signal = (

@@ -75,6 +75,12 @@ class FakeSystems:
         default_factory=lambda: EscalationPolicy(game_day=True, tickets=True)
     )
     multi_az: bool = True
+    # The instance's status at diagnosis ("rebooting": a reboot already under way).
+    db_status: str = "available"
+    # Metrics under their alarms and /health/detailed 200: a failover is not indicated.
+    healthy: bool = False
+    # Sessions idle in transaction (above the run's threshold: a leak is reported).
+    idle_count: int = 0
     failover_error: str | None = None
     notify_fails: bool = False
     calls: list[str] = field(default_factory=list)
@@ -103,7 +109,7 @@ class FakeSystems:
             self.calls.append("describe")
             return DbInstance(
                 db_instance_id=req.db_instance_id,
-                status="available",
+                status=self.db_status,
                 engine="postgres",
                 instance_class="db.r6g.large",
                 multi_az=self.multi_az,
@@ -123,21 +129,33 @@ class FakeSystems:
             self.calls.append("wait_available")
             if self.release_wait:
                 await self.release_wait.wait()
+            # The primary moves only when a failover happened (ours, or one under way).
+            moved = "force_failover" in self.calls or self.db_status == "failing-over"
+            az = "us-east-1b" if moved else "us-east-1a"
+            if req.previous_primary_az == az:
+                # The real wait polls until its timeout (20 minutes, three attempts).
+                raise ApplicationError(
+                    f"still in {az}: no move to another AZ", type="WaitTimedOut", non_retryable=True
+                )
             return WaitAvailableResult(
-                status="available", availability_zone="us-east-1b", waited_seconds=90, polls=18
+                status="available", availability_zone=az, waited_seconds=90, polls=18
             )
 
         @activity.defn(name="cloudwatch.metric_statistics")
         async def metric(req: MetricRequest) -> MetricSummary:
             self.calls.append(f"metric {req.metric_name}")
             return MetricSummary(
-                metric_name=req.metric_name, datapoints=[], latest={"Average": 480}, peak={}
+                metric_name=req.metric_name,
+                datapoints=[],
+                latest={"Average": 20 if self.healthy else 480},
+                peak={},
             )
 
         @activity.defn(name="health.check")
         async def check(req: HealthRequest) -> HealthResult:
             self.calls.append(f"health {req.path}")
-            return HealthResult(path=req.path, ok=False, status_code=503, latency_ms=3)
+            code = 200 if self.healthy else 503
+            return HealthResult(path=req.path, ok=self.healthy, status_code=code, latency_ms=3)
 
         @activity.defn(name="health.wait_healthy")
         async def wait_healthy(req: WaitHealthyRequest) -> HealthResult:
@@ -147,7 +165,8 @@ class FakeSystems:
         @activity.defn(name="postgres.idle_in_transaction")
         async def idle(req: IdleInTransactionRequest) -> IdleInTransactionResult:
             self.calls.append("idle_in_transaction")
-            return IdleInTransactionResult(count=0, oldest_seconds=None)
+            oldest = 240.0 if self.idle_count else None
+            return IdleInTransactionResult(count=self.idle_count, oldest_seconds=oldest)
 
         @activity.defn(name="notify.slack")
         async def slack(note: Notification) -> NotifyResult:

@@ -215,6 +215,8 @@ async def chain(
             await attack_handlers(rel, queue, handle, t, huge=procedure == "db-failover")
         value = VALUE.get(procedure, "")
         params = {PARAMS[procedure]: value} if procedure in PARAMS and mode == ACTING else {}
+        # The words a gate requires (db-failover on this healthy database: override=healthy).
+        params |= {p.name: p.word for p in gate.params if p.word}
         await race(rel, handle, mode, params)
         t.add(f"duplicate approvals by {mode}")
         result = await decide(rel, queue, handle, procedure, mode, value)

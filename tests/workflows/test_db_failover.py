@@ -230,3 +230,84 @@ async def test_alarm_storm_is_one_timeline_line_with_count(
     alarm_lines = {t.name: t.detail for t in status.timeline if t.name.startswith("alarm")}
     assert list(alarm_lines) == ["alarm db-cpu-high ALARM", "alarm db-cpu-high OK"]
     assert alarm_lines["alarm db-cpu-high ALARM"].startswith("5x via cloudwatch")
+
+
+@pytest.mark.parametrize(
+    ("status", "ends"),
+    [("rebooting", "available again on us-east-1a (the same AZ"), ("failing-over", "us-east-1b")],
+)
+async def test_wait_only_waits_for_what_is_under_way(
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path], status: str, ends: str
+) -> None:
+    """A reboot or a modification without failover comes back in its own AZ: the wait takes
+    that; a failover under way is waited for in the other AZ."""
+    fakes = FakeSystems(roster, db_status=status)
+    async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, failover_input())
+        result: RunbookResult = await handle.result()
+        if status == "rebooting":
+            await keep_history(handle, "db_failover_wait_only_same_az")
+    assert result.outcome == "completed" and ends in result.summary
+    assert "force_failover" not in fakes.calls and fakes.calls.count("wait_available") == 1
+    [plan] = [s.detail for s in result.timeline if s.name == "plan"]
+    assert plan.startswith(f"prod-revenue-context-db is already {status}")
+
+
+async def test_not_available_is_refused_without_a_gate(
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
+) -> None:
+    fakes = FakeSystems(roster, db_status="storage-full")
+    async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, failover_input())
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "db_failover_refused_not_available")
+    assert result.outcome == "refused" and "'storage-full'" in result.summary
+    assert "force_failover" not in fakes.calls and fakes.notes[-1].kind == "failed"
+
+
+async def test_sessions_idle_in_transaction_after_recovery_are_reported_as_a_leak(
+    ts_env: WorkflowEnvironment, roster: tuple[Path, Path]
+) -> None:
+    fakes = FakeSystems(roster, idle_count=7)
+    async with running(ts_env, [DatabaseFailover], fakes.activities()) as queue:
+        handle = await start(ts_env, queue, failover_input(leak_threshold=5))
+        await until(handle, gate_open)
+        await handle.execute_update(DatabaseFailover.approve, await signed(handle, "bob"))
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "db_failover_leak_reported")
+    assert result.outcome == "completed"
+    assert "7 sessions idle in transaction: look for a connection leak" in result.summary
+    assert [s.detail for s in result.timeline if s.name == "connection leak"] == [
+        "7 sessions idle in transaction"
+    ]
+
+
+async def test_healthy_database_fails_over_only_when_the_approver_says_so(
+    dev_env: WorkflowEnvironment, roster: tuple[Path, Path]
+) -> None:
+    # On the dev server: the time-skipping server loses track of rejected updates.
+    fakes = FakeSystems(roster, healthy=True)
+    async with running(dev_env, [DatabaseFailover], fakes.activities()) as queue:
+        handle = await start(dev_env, queue, failover_input())
+        status = await until(handle, gate_open)
+        gate = status.pending_gate
+        assert gate and gate.summary.startswith("A failover is not indicated")
+        assert "CPUUtilization 20% average (alarm at 80%)" in gate.summary
+        assert [(p.name, p.word) for p in gate.params] == [("override", "healthy")]
+        with pytest.raises(WorkflowUpdateFailedError) as plain:
+            await handle.execute_update(DatabaseFailover.approve, await signed(handle, "bob"))
+        assert "params.override: required" in str(plain.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError) as other:
+            ask = await signed(handle, "bob", params={"override": "yes"})
+            await handle.execute_update(DatabaseFailover.approve, ask)
+        assert "allowed: healthy" in str(other.value.cause)
+        assert "force_failover" not in fakes.calls
+        ask = await signed(handle, "bob", params={"override": "healthy"})
+        await handle.execute_update(DatabaseFailover.approve, ask)
+        result: RunbookResult = await handle.result()
+        await keep_history(handle, "db_failover_healthy_override")
+    assert result.outcome == "completed" and fakes.calls.count("force_failover") == 1
+    assert result.decision and result.decision.params == {"override": "healthy"}
+    assert [s.detail for s in result.timeline if s.name == "override healthy"] == [
+        "bob failed over a database that looks healthy"
+    ]

@@ -41,6 +41,7 @@ async def test_memory_doubled_on_a_new_revision_after_approval(
     assert result.outcome == "completed"
     [req] = fakes.registered
     assert req.memory == 4096 and req.task_definition.endswith("prod-api:3")
+    assert req.containers  # the containers' own limits are raised too
     assert fakes.calls.index("register") < fakes.calls.index("use") < fakes.calls.index("rollout")
     assert "runs prod-api:4 with 4096 MiB (was 2048)" in result.summary
     assert "51%" in result.summary  # 2100 of 4096
