@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     # A Slack app (a secret bot token, chat:write): the approval message with buttons,
     # updated in place, the run's later messages in its thread; in place of the webhook.
     slack_bot_token: SecretStr | None = Field(None, alias="SLACK_BOT_TOKEN")
+
+    @field_validator("slack_bot_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """SLACK_BOT_TOKEN= (empty) is no Slack app: the webhook posts, as without it."""
+        return None if value == "" else value
+
     slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
     cloudwatch_dashboard_url: str = Field(
         "https://console.aws.amazon.com/cloudwatch/home?region=us-east-1"

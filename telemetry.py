@@ -74,7 +74,9 @@ def client_interceptors(tracer: Any) -> list[Any]:
 
 
 def client_tracer(client: Any) -> Any:
-    """The tracer of a client's tracing interceptor; None when it has none."""
+    """The tracer of a client's tracing interceptor; None when it has none (or no client)."""
+    if client is None:
+        return None
     for interceptor in client.config().get("interceptors", ()):
         if type(interceptor).__name__ == "TracingInterceptor":
             return interceptor.tracer

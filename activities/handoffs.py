@@ -54,7 +54,9 @@ class HandoffActivities:
 
     @activity.defn(name="handoffs.start")
     async def start(self, req: HandoffRequest) -> HandoffResult:
-        chosen = {a.params.get(CHOICE) for a in req.authority.approvals}
+        # An approval that names no procedure took the gate's default (its recommendation,
+        # the one the run asks to start); one that names another did not choose this.
+        chosen = {a.params.get(CHOICE, req.procedure) for a in req.authority.approvals}
         if chosen != {req.procedure}:
             raise ApplicationError(
                 f"procedure: {req.procedure!r} is not what the approvals chose "

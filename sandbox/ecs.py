@@ -16,10 +16,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.core.utils import utcnow
 from moto.ec2.models import ec2_backends
 from moto.ecs.models import EC2ContainerServiceBackend, Service, Task, ecs_backends
 from moto.moto_api import state_manager
@@ -34,6 +35,9 @@ REPLACED_REASON = "Task replaced by deployment {deployment}"
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 # A container that exits on its own (overloaded, not out of memory).
 CRASH_REASON = "Essential container in task exited"
+
+# How long ago the seed's deployments began: before any "last hour".
+SEED_DEPLOY_AGE = timedelta(hours=2)
 
 
 def family(service: str) -> str:
@@ -95,6 +99,10 @@ class EcsSim:
                 service.desired_count = desired
                 service.task_definition = self._revision_arn(name, len(IMAGES))
                 service.deployments[0]["taskDefinition"] = service.task_definition
+                # The seed's deployment is an old one: a redeploy an earlier run forced is
+                # no "deploy in the last hour" after a reset (api-errors would offer rollback).
+                seeded = utcnow() - SEED_DEPLOY_AGE
+                service.deployments[0].update(createdAt=seeded, updatedAt=seeded)
                 self._launch(service, desired, ready=True)
                 self._sync(service)
 

@@ -33,7 +33,10 @@ def request(chosen: list[str | None]) -> HandoffRequest:
     )
 
 
-@pytest.mark.parametrize("chosen", [["high-memory"], ["db-failover", "rollback"], [None]])
+# An approval naming no procedure takes the gate's default: the one the run asks for.
+@pytest.mark.parametrize(
+    "chosen", [["high-memory"], ["db-failover", "rollback"], [None, "rollback"]]
+)
 async def test_a_procedure_the_approvals_did_not_choose_is_never_started(
     chosen: list[str | None],
 ) -> None:

@@ -256,14 +256,23 @@ def test_the_schema_change_migrates_an_existing_log_and_old_rows_read(
                 conn.execute(sql)  # type: ignore[arg-type]
                 conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
             old = a_record(procedure="old").model_dump(
-                exclude={"timeline", "findings", "plan", "kind", "gates", "ticket"}
+                exclude={
+                    "timeline",
+                    "findings",
+                    "plan",
+                    "kind",
+                    "gates",
+                    "ticket",
+                    "started_by",
+                    "started",
+                }
             )
             conn.execute(
                 f"INSERT INTO incidents ({', '.join(old)}) VALUES "
                 f"({', '.join('%(' + k + ')s' for k in old)})",
                 old,
             )
-        assert incidents.migrate(url).applied == [3]
+        assert incidents.migrate(url).applied == [3, 4]
         [row] = incidents.search(url)
         assert (row["kind"], row["gates"], row["ticket"]) == (None, [], None)
         assert per_procedure([row])["old"]["mitigated"] == 1  # approved and completed

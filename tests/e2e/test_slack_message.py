@@ -189,7 +189,9 @@ async def test_a_rejection_shows_on_the_message_and_in_its_thread(
     await gate_open(dev_env.client, workflow_id)
     message = await posted(twin, workflow_id)
     bob, erin = as_approver(slack_worker, "bob"), as_approver(slack_worker, "erin")
-    assert (await cli(bob, "approve", workflow_id, "--as", "bob")).returncode == 0
+    assert (
+        await cli(bob, "approve", workflow_id, "--as", "bob", "--set", "override=healthy")
+    ).returncode == 0
 
     async def first_approval_shown() -> dict[str, Any] | None:
         now = top(twin)

@@ -74,6 +74,7 @@ def proxied(reliability: Reliability) -> Iterator[tuple[FaultProxy, str, WorkerP
             AWS_ENDPOINT_URL=proxy.url,
             API_BASE_URL=proxy.url,
             SLACK_WEBHOOK_URL=f"{proxy.url}/slack/webhook?token={rel.slack_token}",
+            SLACK_BOT_TOKEN="",  # the webhook's faults: no Slack app here
             PAGERDUTY_EVENTS_URL=f"{proxy.url}/pagerduty/v2/enqueue",
         ).go()
         yield proxy, queue, worker
