@@ -51,7 +51,14 @@ SECRET = "prod/revenue-context/config"
 
 # Chains that wait for another: rollback and kafka-lag both change `context-engine`;
 # api-errors would (rightly) blame the database while db-failover's incident is on.
-AFTER = {"rollback": "kafka-lag", "api-errors": "db-failover"}
+# high-memory and llm-budget (re)deploy `api`: before api-errors, they would be "a deploy in
+# the last hour" and api-errors would (rightly) hand off to rollback instead of scaling.
+AFTER = {
+    "rollback": "kafka-lag",
+    "api-errors": "db-failover",
+    "high-memory": "api-errors",
+    "llm-budget": "api-errors",
+}
 
 
 def aws(rel: Reliability, service: str) -> Any:
