@@ -63,6 +63,18 @@ async def lock_worker(
         yield queue, slack
 
 
+async def runbook_locks(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`runbook locks ARGS` as a separate process, as an operator runs it."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "cli.main", "locks", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def a_resource() -> str:
     return ecs_service("test-cluster", f"svc-{uuid.uuid4().hex[:8]}")
 
@@ -306,28 +318,14 @@ async def test_runbook_locks_lists_holders_and_queues(
         await until(holder, holding)
         waiter = await hold(client, queue, resource)
         await until(waiter, waiting)
-        shown = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "cli.main", "locks", "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        shown = await runbook_locks(env, "--json")
         assert shown.returncode == 0, shown.stderr
         [row] = [r for r in json.loads(shown.stdout)["locks"] if r["resource"] == resource]
         assert row["lock"] == lock_id(queue, resource) and row["environment"] == "production"
         assert row["holder"]["workflow_id"] == holder.id
         assert row["holder"]["procedure"] == "lock-probe"
         assert [q["workflow_id"] for q in row["queue"]] == [waiter.id]
-        text = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "cli.main", "locks"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        text = await runbook_locks(env)
         assert f"production {resource}: held by {holder.id} since" in text.stdout
         assert f"1. {waiter.id} waiting" in text.stdout
         for handle in (holder, waiter):
@@ -351,14 +349,7 @@ async def test_runbook_locks_names_a_lock_that_does_not_answer(
         holder = await hold(client, queue, resource)
         await until(holder, holding)
     try:
-        shown = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "cli.main", "locks", "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        shown = await runbook_locks(env, "--json")
         assert shown.returncode == 0, shown.stderr
         rows = json.loads(shown.stdout)["locks"]
         [row] = [r for r in rows if r["lock"] == lock_id(queue, resource)]
